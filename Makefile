@@ -1,0 +1,36 @@
+# Herd: the commands the README lists. Each creates the virtualenv first if needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HERD := $(PYTHON) deploy/herd.py
+
+.PHONY: up down status test lint bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+up: $(VENV)/.installed  ## bring the whole herd up with demo data and print its URL
+	$(HERD) up $(if $(REPLICAS),--replicas $(REPLICAS))
+
+down:  ## stop every process of the herd
+	$(HERD) down
+
+status:  ## one line per process of the herd
+	$(HERD) status
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Redis and RabbitMQ
+	$(HERD) test $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed  ## the benchmarks in bench/, printed as tables
+	$(HERD) services
+	$(PY) bench/serving.py
+
+clean: down
+	rm -rf .herd $(VENV)

@@ -1,0 +1,1 @@
+"""The product catalog: categories, products and reviews (see docs/ARCHITECTURE.md)."""

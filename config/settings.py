@@ -1,0 +1,226 @@
+"""Herd's settings: one module, every value from the environment (12-factor).
+
+The defaults run the local herd (``deploy/herd.py``) on loopback. With
+``DJANGO_ENV=production`` nothing insecure is defaulted: the secret key must be given,
+``DEBUG`` must be off, and ``manage.py check --deploy`` is clean. Each variable is
+listed in ``docs/CONFIGURATION.md``.
+"""
+
+import socket
+from pathlib import Path
+
+import dj_database_url
+
+from config import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+ENVIRONMENT = env.string("DJANGO_ENV", "development")
+if ENVIRONMENT not in {"development", "production"}:
+    raise env.ConfigError(f"DJANGO_ENV={ENVIRONMENT!r} must be development or production")
+PRODUCTION = ENVIRONMENT == "production"
+
+DEBUG = env.boolean("DJANGO_DEBUG", default=False)
+if PRODUCTION and DEBUG:
+    raise env.ConfigError("DJANGO_DEBUG must be false when DJANGO_ENV=production")
+
+# Refused in production (below); fine for a private development herd.
+_DEVELOPMENT_SECRET_KEY = "development-only-secret-key-never-use-in-production-0123456789"  # noqa: S105
+if PRODUCTION:
+    SECRET_KEY = env.string("DJANGO_SECRET_KEY")
+    if SECRET_KEY == _DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50:
+        raise env.ConfigError("DJANGO_SECRET_KEY must be a random string of at least 50 characters")
+else:
+    SECRET_KEY = env.string("DJANGO_SECRET_KEY", _DEVELOPMENT_SECRET_KEY)
+
+ALLOWED_HOSTS = env.string_list("DJANGO_ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1]")
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise env.ConfigError("DJANGO_ALLOWED_HOSTS is required when DJANGO_ENV=production")
+CSRF_TRUSTED_ORIGINS = env.string_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# The name this process answers to in X-Served-By: the pod name on Kubernetes.
+HERD_REPLICA_ID = env.string("HERD_REPLICA_ID", socket.gethostname())
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_dramatiq",
+    "scaling",
+    "accounts",
+    "catalog",
+    "jobs",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "scaling.middleware.ServedByMiddleware",
+    "scaling.health.HealthCheckMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases: "default" is the primary; "replica1".."replicaN" are streaming replicas.
+# scaling.router decides which one a query uses; see docs/ARCHITECTURE.md.
+_DATABASE_SCHEMES = {"postgres", "postgresql", "pgsql"}
+DATABASE_URL = env.url("DATABASE_URL", "postgres://herd@127.0.0.1:55432/herd", schemes=_DATABASE_SCHEMES)
+DATABASE_REPLICA_URLS = env.url_list(
+    "DATABASE_REPLICA_URLS", "postgres://herd@127.0.0.1:55433/herd", schemes=_DATABASE_SCHEMES
+)
+_CONN_MAX_AGE = env.integer("DATABASE_CONN_MAX_AGE", 60)
+_CONNECT_TIMEOUT = env.integer("DATABASE_CONNECT_TIMEOUT", 3)
+
+
+def _database(url: str, read_only: bool) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=_CONN_MAX_AGE, conn_health_checks=True)
+    options = config.setdefault("OPTIONS", {})
+    options["connect_timeout"] = _CONNECT_TIMEOUT
+    options["application_name"] = f"herd:{HERD_REPLICA_ID}"[:63]
+    if read_only:
+        # A stray write through a replica alias fails loudly, even when the URL
+        # points at the primary (a development setup without a replica).
+        options["options"] = "-c default_transaction_read_only=on"
+        # Tests: the replica alias reads the test database through its own
+        # connection; with a real streaming replica it sees replicated rows.
+        config["TEST"] = {"MIRROR": "default"}
+    return config
+
+
+DATABASES = {"default": _database(DATABASE_URL, read_only=False)}
+for _number, _url in enumerate(DATABASE_REPLICA_URLS, start=1):
+    DATABASES[f"replica{_number}"] = _database(_url, read_only=True)
+DATABASE_ROUTERS = ["scaling.router.PrimaryReplicaRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Replica health (scaling.replicas): a replica serves reads while its replay lag is
+# small by time *or* by bytes; one that errors is skipped until the next check.
+HERD_REPLICA_MAX_LAG_SECONDS = env.number("HERD_REPLICA_MAX_LAG_SECONDS", 30.0)
+HERD_REPLICA_MAX_LAG_BYTES = env.integer("HERD_REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024)
+HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
+
+# --- Redis. Two instances because eviction policy and persistence are per instance:
+# "state" (noeviction, append-only file) holds what must not vanish: sessions, the
+# Channels layer; "cache" (allkeys-lru, no persistence) holds what may. See
+# docs/ARCHITECTURE.md.
+_REDIS = {"redis", "rediss"}
+REDIS_SESSIONS_URL = env.url("REDIS_SESSIONS_URL", "redis://127.0.0.1:56379/0", schemes=_REDIS)
+REDIS_CHANNELS_URL = env.url("REDIS_CHANNELS_URL", "redis://127.0.0.1:56379/1", schemes=_REDIS)
+REDIS_CACHE_URL = env.url("REDIS_CACHE_URL", "redis://127.0.0.1:56380/0", schemes=_REDIS)
+_REDIS_TIMEOUTS = {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        # A cache that is down makes pages slower, not broken.
+        "OPTIONS": {**_REDIS_TIMEOUTS, "IGNORE_EXCEPTIONS": True},
+        "KEY_PREFIX": "herd",
+    },
+    "sessions": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_SESSIONS_URL,
+        "OPTIONS": dict(_REDIS_TIMEOUTS),
+        "KEY_PREFIX": "herd",
+        "TIMEOUT": None,
+    },
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+SESSION_CACHE_ALIAS = "sessions"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_CHANNELS_URL]},
+    }
+}
+
+# --- Dramatiq on RabbitMQ: a dead worker's unacked messages are redelivered as soon
+# as its connection drops (the Redis broker waits for a heartbeat timeout).
+BROKER_URL = env.url("BROKER_URL", "amqp://guest:guest@127.0.0.1:55672/%2F", schemes={"amqp", "amqps"})
+DRAMATIQ_BROKER = {
+    "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+    "OPTIONS": {"url": BROKER_URL},
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# Static files carry content hashes in their names and are served immutable.
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / ".herd" / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- Serving and draining (scaling.serve, scaling.health).
+HERD_DRAIN_SECONDS = env.number("HERD_DRAIN_SECONDS", 5.0)
+# Addresses whose X-Forwarded-For/-Proto are believed: the load balancer's.
+HERD_TRUSTED_PROXIES = env.string("HERD_TRUSTED_PROXIES", "127.0.0.1")
+
+# --- Production hardening: TLS ends at the router or load balancer in front.
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.boolean("DJANGO_SECURE_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_HSTS_SECONDS = env.integer("DJANGO_SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env.boolean("DJANGO_SECURE_HSTS_PRELOAD", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": f"%(asctime)s {HERD_REPLICA_ID} %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,1 @@
+"""Background jobs run by Dramatiq workers, with progress users can watch."""

@@ -1,0 +1,1 @@
+"""Stored notifications and their live delivery over WebSockets."""

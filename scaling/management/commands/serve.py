@@ -1,0 +1,60 @@
+"""``manage.py serve``: run one replica (HTTP and WebSockets) under uvicorn.
+
+On SIGTERM the replica drains before it stops: ``/readyz`` turns 503 at once, it
+keeps serving for ``HERD_DRAIN_SECONDS`` while the load balancer notices and stops
+sending it requests, then uvicorn stops accepting, lets requests in flight finish and
+closes open sockets. A second SIGTERM, or SIGINT, skips the wait.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from scaling import health
+from scaling.preflight import check_services
+
+
+class DrainingServer(uvicorn.Server):
+    def handle_exit(self, sig: int, frame) -> None:
+        drain_seconds = settings.HERD_DRAIN_SECONDS
+        if sig == signal.SIGTERM and not health.is_draining() and drain_seconds > 0:
+            health.start_draining()
+            timer = threading.Timer(drain_seconds, super().handle_exit, args=(sig, None))
+            timer.daemon = True
+            timer.start()
+            return
+        super().handle_exit(sig, frame)
+
+
+class Command(BaseCommand):
+    help = "Serve HTTP and WebSockets for one replica; drain on SIGTERM."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--graceful-timeout",
+            type=float,
+            default=20.0,
+            help="seconds requests in flight may take to finish once the replica stops",
+        )
+
+    def handle(self, *args, host: str, port: int, graceful_timeout: float, **options) -> None:
+        check_services()
+        config = uvicorn.Config(
+            "config.asgi:application",
+            host=host,
+            port=port,
+            lifespan="off",
+            proxy_headers=True,
+            forwarded_allow_ips=settings.HERD_TRUSTED_PROXIES,
+            access_log=False,
+            timeout_graceful_shutdown=graceful_timeout,
+        )
+        self.stdout.write(f"{settings.HERD_REPLICA_ID} serving on http://{host}:{port}/")
+        DrainingServer(config).run()

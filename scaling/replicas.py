@@ -1,0 +1,93 @@
+"""Which read replicas may serve reads right now.
+
+A replica is healthy when it answers and its replay lag is small by time *or* by
+bytes: time alone misleads on an idle primary (nothing to replay, so the last replay
+timestamp ages), bytes alone miss a replica stuck applying one huge record. A replica
+that errors is out until its next check. Checks are cached per process for
+``HERD_REPLICA_CHECK_INTERVAL`` seconds, so routing costs no extra query per request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+
+PRIMARY = "default"
+
+
+def replica_aliases() -> list[str]:
+    return [alias for alias in settings.DATABASES if alias != PRIMARY]
+
+
+def lsn_to_int(lsn: str) -> int:
+    """PostgreSQL's ``X/Y`` WAL position as a byte offset."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    alias: str
+    healthy: bool
+    checked_at: float
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    error: str = ""
+
+
+class ReplicaHealth:
+    """Process-wide, thread-safe cache of each replica's last health check."""
+
+    def __init__(self) -> None:
+        self._statuses: dict[str, ReplicaStatus] = {}
+        self._lock = threading.Lock()
+
+    def healthy_aliases(self) -> list[str]:
+        now = time.monotonic()
+        interval = settings.HERD_REPLICA_CHECK_INTERVAL
+        healthy = []
+        for alias in replica_aliases():
+            status = self._statuses.get(alias)
+            if status is None or now - status.checked_at >= interval:
+                status = self.check(alias)
+            if status.healthy:
+                healthy.append(alias)
+        return healthy
+
+    def check(self, alias: str) -> ReplicaStatus:
+        """Measure one replica now and remember the answer."""
+        now = time.monotonic()
+        try:
+            with connections[alias].cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+                    " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())"
+                )
+                in_recovery, replay_lsn, lag_seconds = cursor.fetchone()
+            if not in_recovery:
+                # Not a standby (a development URL pointing at the primary): no lag.
+                status = ReplicaStatus(alias, True, now, 0.0, 0)
+            else:
+                with connections[PRIMARY].cursor() as cursor:
+                    cursor.execute("SELECT pg_current_wal_lsn()::text")
+                    (primary_lsn,) = cursor.fetchone()
+                lag_bytes = max(0, lsn_to_int(primary_lsn) - lsn_to_int(replay_lsn or "0/0"))
+                lag_seconds = float(lag_seconds or 0.0)
+                healthy = (
+                    lag_bytes <= settings.HERD_REPLICA_MAX_LAG_BYTES
+                    or lag_seconds <= settings.HERD_REPLICA_MAX_LAG_SECONDS
+                )
+                status = ReplicaStatus(alias, healthy, now, lag_seconds, lag_bytes)
+        except DatabaseError as error:
+            connections[alias].close()
+            status = ReplicaStatus(alias, False, now, error=str(error).strip().splitlines()[0])
+        with self._lock:
+            self._statuses[alias] = status
+        return status
+
+
+replica_health = ReplicaHealth()
