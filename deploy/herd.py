@@ -545,27 +545,30 @@ class Django(Process):
 
     own_group = True
 
-    def __init__(self, profile: Profile, env: dict[str, str] | None = None) -> None:
+    def __init__(self, profile: Profile, database: str = "herd") -> None:
         super().__init__(profile)
-        self.extra_env = env or {}
+        self.database = database
 
     def env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.profile.django_env(), **self.extra_env}
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            **self.profile.django_env(self.database),
+            "HERD_REPLICA_ID": self.name,
+        }
 
 
 class Web(Django):
     """One app replica: HTTP and WebSockets under ``manage.py serve``."""
 
-    def __init__(self, profile: Profile, number: int, env: dict[str, str] | None = None) -> None:
-        super().__init__(profile, env)
+    def __init__(self, profile: Profile, number: int, database: str = "herd") -> None:
+        super().__init__(profile, database)
         self.number = number
         self.name = f"web{number}"
         self.port = profile.web_port(number)
         self.detail = f"app replica, http://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
-        env = {**self.env(), "HERD_REPLICA_ID": self.name}
-        spawn(self, [str(VENV_PYTHON), "manage.py", "serve", "--port", str(self.port)], env)
+        spawn(self, [str(VENV_PYTHON), "manage.py", "serve", "--port", str(self.port)], self.env())
         wait_for(
             lambda: http_status(f"http://127.0.0.1:{self.port}/readyz") == 200 or not self.running(),
             60,
@@ -584,8 +587,8 @@ class Worker(Django):
     detail = "Dramatiq worker"
 
     def start(self) -> None:
-        env = {**self.env(), "HERD_REPLICA_ID": self.name}
-        spawn(self, [str(VENV_PYTHON), "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"], env)
+        command = [str(VENV_PYTHON), "manage.py", "rundramatiq", "--processes", "1", "--threads", "4"]
+        spawn(self, command, self.env())
         time.sleep(1.0)
         if not self.running():
             raise HerdError(f"{self.name} exited at start; see {self.log}")
@@ -654,8 +657,11 @@ class HAProxy(Process):
 
 
 class Herd:
-    def __init__(self, profile: Profile, replicas: int | None = None) -> None:
+    """Every process of one profile. ``database`` names the database the apps use."""
+
+    def __init__(self, profile: Profile, replicas: int | None = None, database: str = "herd") -> None:
         self.profile = profile
+        self.database = database
         self.replica_count = replicas if replicas is not None else self.recorded_replicas()
 
     def recorded_replicas(self) -> int:
@@ -675,21 +681,23 @@ class Herd:
         ]
 
     def webs(self) -> list[Web]:
-        return [Web(self.profile, n) for n in range(1, self.replica_count + 1)]
+        return [Web(self.profile, n, self.database) for n in range(1, self.replica_count + 1)]
 
     def stray_webs(self) -> list[Web]:
         """Replicas left running from an earlier, larger herd."""
         numbers = [int(Path(f).stem[3:]) for f in glob.glob(str(self.profile.run / "web*.pid"))]
-        return [Web(self.profile, n) for n in sorted(numbers) if n > self.replica_count]
+        return [Web(self.profile, n, self.database) for n in sorted(numbers) if n > self.replica_count]
 
     def haproxy(self) -> HAProxy:
         return HAProxy(self.profile, list(range(1, self.replica_count + 1)))
 
     def processes(self) -> list[Process]:
-        return [*self.services(), *self.webs(), Worker(self.profile), self.haproxy()]
+        return [*self.services(), *self.webs(), Worker(self.profile, self.database), self.haproxy()]
 
     def start_services(self) -> None:
         ensure_packages()
+        # WhiteNoise expects the static folder to exist even before collectstatic.
+        (self.profile.state / "static").mkdir(parents=True, exist_ok=True)
         for process in self.services():
             say(process, "started" if process.ensure() else "already running")
 
@@ -706,7 +714,7 @@ class Herd:
         self.start_services()
         self.prepare_database()
         (self.profile.state / "replicas").write_text(str(self.replica_count))
-        for process in [*self.webs(), Worker(self.profile)]:
+        for process in [*self.webs(), Worker(self.profile, self.database)]:
             say(process, "started" if process.ensure() else "already running")
         for stray in self.stray_webs():
             stray.stop()

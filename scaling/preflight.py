@@ -44,7 +44,7 @@ def unreachable_services(include_optional: bool = True) -> list[tuple[str, str, 
         try:
             connections[alias].ensure_connection()
         except DatabaseError as error:
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             problems.append(
                 (_database_setting(alias), f"cannot connect to {_describe_database(alias)}: {reason}", required)
             )
@@ -78,10 +78,12 @@ def explain_failures() -> Iterator[None]:
     try:
         yield
     except ConfigError as error:
-        sys.exit(f"configuration error: {error}")
+        print(f"configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
     except (OperationalError, RedisConnectionError):
         problems = unreachable_services()
         if not problems:
             raise
         setting, problem, _ = problems[0]
-        sys.exit(f"configuration error: {setting}: {problem}")
+        print(f"configuration error: {setting}: {problem}", file=sys.stderr)
+        sys.exit(2)

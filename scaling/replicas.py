@@ -29,6 +29,20 @@ def lsn_to_int(lsn: str) -> int:
     return (int(high, 16) << 32) + int(low, 16)
 
 
+def primary_lsn() -> str:
+    """The primary's current WAL insert position: what a replica must replay to see every commit so far."""
+    with connections[PRIMARY].cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
+        return cursor.fetchone()[0]
+
+
+def replica_has_caught_up(alias: str, lsn: str) -> bool:
+    """Whether replica ``alias`` has replayed the WAL up to ``lsn``."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()) <= 0", [lsn])
+        return bool(cursor.fetchone()[0])
+
+
 @dataclass(frozen=True)
 class ReplicaStatus:
     alias: str

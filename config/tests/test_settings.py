@@ -1,0 +1,69 @@
+"""Configuration comes from the environment; bad configuration fails in one clear line."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def production(**env: str) -> dict[str, str]:
+    return {
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+        "DJANGO_ALLOWED_HOSTS": "herd.example.com",
+        **env,
+    }
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, setting: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("configuration error:")
+    assert setting in lines[0]
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **production())
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = manage("check", **production(DJANGO_SECRET_KEY=""))
+    assert_one_line_error(result, "DJANGO_SECRET_KEY")
+
+
+def test_production_refuses_to_start_with_debug_on():
+    result = manage("check", **production(DJANGO_DEBUG="true"))
+    assert_one_line_error(result, "DJANGO_DEBUG")
+
+
+def test_an_unreachable_database_is_named_in_one_line():
+    result = manage("migrate", DATABASE_URL="postgres://herd@127.0.0.1:1/herd")
+    assert_one_line_error(result, "DATABASE_URL")
+
+
+def test_a_malformed_database_url_is_named_in_one_line():
+    result = manage("check", DATABASE_URL="mysql://herd@localhost/herd")
+    assert_one_line_error(result, "DATABASE_URL")
+
+
+def test_a_replica_refuses_to_serve_when_the_session_redis_is_unreachable():
+    result = manage("serve", "--port", "1", REDIS_SESSIONS_URL="redis://127.0.0.1:1/0")
+    assert_one_line_error(result, "REDIS_SESSIONS_URL")

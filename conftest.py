@@ -1,0 +1,26 @@
+"""Shared fixtures. The services these tests use are started by ``make test``
+(``deploy/herd.py test``): a private PostgreSQL primary with a streaming replica,
+Redis and RabbitMQ, on the test profile's ports."""
+
+import time
+
+import pytest
+from django.db import connections
+
+from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
+
+
+@pytest.fixture
+def wait_for_replicas():
+    """Call it after a commit: returns once every replica has replayed it."""
+
+    def wait(timeout: float = 10.0) -> None:
+        lsn = primary_lsn()
+        deadline = time.monotonic() + timeout
+        for alias in replica_aliases():
+            while not replica_has_caught_up(alias, lsn):
+                assert time.monotonic() < deadline, f"{alias} did not replay {lsn} within {timeout}s"
+                time.sleep(0.02)
+            connections[alias].close()
+
+    return wait

@@ -1,0 +1,71 @@
+"""/healthz and /readyz: answered before sessions and host checks, 503 while draining."""
+
+import pytest
+
+from deploy.herd import PROFILES, Redis
+from scaling import health
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture
+def draining(monkeypatch):
+    event = health.threading.Event()
+    event.set()
+    monkeypatch.setattr(health, "_draining", event)
+
+
+def test_healthz_answers_for_any_host_without_touching_the_session(client):
+    response = client.get("/healthz", HTTP_HOST="10.1.2.3:8080")
+    assert response.status_code == 200
+    assert response.json() == {"status": "alive"}
+    assert "Set-Cookie" not in response.headers
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_readyz_reports_every_dependency(client):
+    response = client.get("/readyz", HTTP_HOST="10.1.2.3:8080")
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert checks == {
+        "draining": "no",
+        "database:default": "ok",
+        "redis:sessions": "ok",
+        "redis:cache": "ok",
+        "database:replica1": "ok",
+    }
+
+
+def test_readyz_is_503_while_draining_but_healthz_stays_200(client, draining):
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/readyz").json()["checks"]["draining"] == "yes"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_is_503_while_the_session_redis_is_down_and_200_once_it_is_back(client):
+    redis = Redis(PROFILES["test"], "state")
+    redis.stop()
+    try:
+        response = client.get("/readyz")
+    finally:
+        redis.start()
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis:sessions"].startswith("error")
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_stays_200_while_the_cache_redis_is_down(client):
+    redis = Redis(PROFILES["test"], "cache")
+    redis.stop()
+    try:
+        response = client.get("/readyz")
+    finally:
+        redis.start()
+    assert response.status_code == 200
+    assert response.json()["checks"]["redis:cache"].startswith("error")
+
+
+def test_every_response_names_its_replica(client, settings):
+    assert client.get("/").headers["X-Served-By"] == settings.HERD_REPLICA_ID
+    assert client.get("/no-such-page/").headers["X-Served-By"] == settings.HERD_REPLICA_ID
+    assert client.get("/healthz").headers["X-Served-By"] == settings.HERD_REPLICA_ID
