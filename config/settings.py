@@ -203,6 +203,8 @@ STORAGES = {
 
 # --- Serving and draining (scaling.serve, scaling.health).
 HERD_DRAIN_SECONDS = env.number("HERD_DRAIN_SECONDS", 5.0)
+# Threads that run Django's request handler in each replica process (config.asgi).
+HERD_HTTP_THREADS = env.integer("HERD_HTTP_THREADS", 4)
 # Addresses whose X-Forwarded-For/-Proto are believed: the load balancer's.
 HERD_TRUSTED_PROXIES = env.string("HERD_TRUSTED_PROXIES", "127.0.0.1")
 

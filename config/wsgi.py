@@ -1,4 +1,4 @@
-"""The WSGI entry point, used by the serving benchmark (bench/serving.py)."""
+"""The WSGI entry point: config.asgi runs it for HTTP; bench/serving.py compares servers."""
 
 import os
 

@@ -1,0 +1,116 @@
+"""Which server should a replica's pages run under?
+
+Compares Django's async handler under uvicorn, Django's WSGI handler inside uvicorn
+(what a Herd replica runs, config.asgi) and gunicorn's threaded WSGI server beside it.
+Starts one single-process server of each kind on this machine, against the local
+herd's data services (``make bench`` starts them), and drives each with wrk from a
+separate process. Rounds alternate between the servers so drift on a shared machine
+hits all alike; the table gives medians over the rounds and each server's req/s as
+a ratio to the async handler's, measured in the same round.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from deploy.herd import PROFILES, VENV_PYTHON, http_status, terminate  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+DURATION = os.environ.get("BENCH_DURATION", "8s")
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+PAGES = {"home page": "/", "login form": "/admin/login/", "readiness": "/readyz"}
+
+UVICORN = [str(ROOT / ".venv/bin/uvicorn"), "--lifespan", "off", "--no-access-log"]
+SERVERS = {
+    "uvicorn, Django's async handler": (
+        8901,
+        [*UVICORN, "--port", "8901", "--factory", "django.core.asgi:get_asgi_application"],
+    ),
+    "uvicorn, Django's WSGI handler (Herd)": (8902, [str(VENV_PYTHON), "manage.py", "serve", "--port", "8902"]),
+    "gunicorn gthread, WSGI": (
+        8903,
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "config.wsgi",
+            "-b",
+            "127.0.0.1:8903",
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+        ],
+    ),
+}
+
+
+def wrk(url: str) -> tuple[float, float, float]:
+    """Requests/s, p50 ms and p99 ms for one wrk run."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} error responses")
+
+    def percentile(label: str) -> float:
+        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rps, percentile("50"), percentile("99")
+
+
+def main() -> None:
+    env = {**os.environ, **PROFILES["local"].django_env(), "HERD_REPLICA_ID": "bench"}
+    processes = {}
+    try:
+        for name, (port, command) in SERVERS.items():
+            processes[name] = subprocess.Popen(
+                command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + 30
+            while http_status(f"http://127.0.0.1:{port}/readyz") != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} did not come up")
+                time.sleep(0.2)
+        results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for _ in range(ROUNDS):
+            for page, path in PAGES.items():
+                for name, (port, _) in SERVERS.items():
+                    results.setdefault((page, name), []).append(wrk(f"http://127.0.0.1:{port}{path}"))
+    finally:
+        for process in processes.values():
+            terminate(process.pid, group=True)
+
+    print(
+        f"# Serving: one process per server ({platform.node()}, {os.cpu_count()} cores, "
+        f"wrk -t1 -c{CONNECTIONS} -d{DURATION}, median of {ROUNDS} rounds)\n"
+    )
+    print("| page | server | req/s | p50 ms | p99 ms | req/s vs async handler |")
+    print("|---|---|---:|---:|---:|---:|")
+    for page in PAGES:
+        baseline = None
+        for name in SERVERS:
+            runs = results[(page, name)]
+            rps, p50, p99 = (statistics.median(run[i] for run in runs) for i in range(3))
+            baseline = baseline or rps
+            print(f"| {page} | {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {rps / baseline:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
