@@ -24,3 +24,13 @@ def wait_for_replicas():
             connections[alias].close()
 
     return wait
+
+
+@pytest.fixture
+def clear_login_throttles():
+    """Failed log-ins of earlier tests do not count against this one."""
+    from django_redis import get_redis_connection
+
+    redis = get_redis_connection("sessions")
+    for key in redis.scan_iter("herd:throttle:*"):
+        redis.delete(key)

@@ -24,6 +24,11 @@ def string(name: str, default: str | None = None) -> str:
     return value
 
 
+def optional(name: str) -> str | None:
+    """The value, or None when the variable is unset or empty."""
+    return os.environ.get(name) or None
+
+
 def boolean(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "scaling.middleware.ServedByMiddleware",
+    "scaling.middleware.PrivateByDefaultMiddleware",
     "scaling.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -196,10 +197,55 @@ USE_TZ = True
 # Static files carry content hashes in their names and are served immutable.
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / ".herd" / "static")))
+
+# --- Uploaded files: shared storage, never a replica's disk (scaling.storage).
+# With S3_BUCKET set, S3-compatible object storage; otherwise PostgreSQL.
+S3_BUCKET = env.optional("S3_BUCKET")
+if S3_BUCKET:
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env.optional("S3_ENDPOINT_URL"),
+            "region_name": env.optional("S3_REGION"),
+            "access_key": env.string("S3_ACCESS_KEY_ID"),
+            "secret_key": env.string("S3_SECRET_ACCESS_KEY"),
+            "custom_domain": env.optional("S3_CUSTOM_DOMAIN"),
+            "querystring_auth": False,
+            "file_overwrite": True,
+            "object_parameters": {"CacheControl": "public, max-age=31536000, immutable"},
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "scaling.storage.DatabaseStorage"}
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _default_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# Every upload stays in memory, at most this many bytes of it (scaling.uploads).
+HERD_UPLOAD_MAX_BYTES = 5 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = ["scaling.uploads.BoundedMemoryUploadHandler"]
+
+# --- Accounts.
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "accounts:profile"
+LOGOUT_REDIRECT_URL = "home"
+# Failed log-ins allowed per account and per address within the window (scaling.throttle).
+HERD_LOGIN_FAILURES_PER_ACCOUNT = env.integer("HERD_LOGIN_FAILURES_PER_ACCOUNT", 5)
+HERD_LOGIN_FAILURES_PER_ADDRESS = env.integer("HERD_LOGIN_FAILURES_PER_ADDRESS", 20)
+HERD_LOGIN_WINDOW_SECONDS = env.integer("HERD_LOGIN_WINDOW_SECONDS", 15 * 60)
+
+# E-mail: printed to the console in development; SMTP from the environment in production.
+EMAIL_BACKEND = env.string(
+    "DJANGO_EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if PRODUCTION else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env.string("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = env.integer("DJANGO_EMAIL_PORT", 587)
+EMAIL_HOST_USER = env.optional("DJANGO_EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env.optional("DJANGO_EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env.boolean("DJANGO_EMAIL_USE_TLS", default=True)
+DEFAULT_FROM_EMAIL = env.string("DJANGO_DEFAULT_FROM_EMAIL", "Herd <no-reply@herd.invalid>")
 
 # --- Serving and draining (scaling.serve, scaling.health).
 HERD_DRAIN_SECONDS = env.number("HERD_DRAIN_SECONDS", 5.0)
@@ -225,4 +271,6 @@ LOGGING = {
     "formatters": {"line": {"format": f"%(asctime)s {HERD_REPLICA_ID} %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
     "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
+    # One line per outgoing request is noise (the tests' HTTP client).
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
