@@ -549,11 +549,18 @@ class Django(Process):
         super().__init__(profile)
         self.database = database
 
+    @property
+    def tmpdir(self) -> Path:
+        """This process's own temporary folder: the tests check that it stays empty."""
+        return self.profile.state / "tmp" / self.name
+
     def env(self) -> dict[str, str]:
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             **self.profile.django_env(self.database),
             "HERD_REPLICA_ID": self.name,
+            "TMPDIR": str(self.tmpdir),
         }
 
 
@@ -722,6 +729,12 @@ class Herd:
         say(self.haproxy(), "started" if self.haproxy().ensure() else "already running")
         print(f"\nHerd is up: open {self.profile.url}")
         print("  log in as demo or staff, password herd-demo-password; `make status` shows every process")
+
+    def start_herd_processes(self) -> None:
+        """The app replicas and HAProxy (the services must be up)."""
+        for web in self.webs():
+            web.ensure()
+        self.haproxy().ensure()
 
     def start(self, name: str) -> None:
         for process in self.processes():

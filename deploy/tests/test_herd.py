@@ -1,9 +1,4 @@
-"""The herd behind the real load balancer.
-
-Starts, on the test profile's ports: two app replicas (``manage.py serve``, web1 and
-web2) and HAProxy in front of them, against the test profile's PostgreSQL primary and
-replica, Redis and RabbitMQ, using the test database. Stops them all at the end.
-"""
+"""The herd behind the real load balancer (the processes of deploy/tests/conftest.py)."""
 
 import os
 import signal
@@ -11,22 +6,10 @@ import time
 import urllib.request
 
 import pytest
-from django.conf import settings
 
-from deploy.herd import PROFILES, Herd, pid_alive
+from deploy.herd import Herd, pid_alive
 
 pytestmark = [pytest.mark.herd, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def herd(django_db_setup, django_db_blocker):
-    herd = Herd(PROFILES["test"], replicas=2, database=settings.DATABASES["default"]["NAME"])
-    for web in herd.webs():
-        web.ensure()
-    herd.haproxy().ensure()
-    yield herd
-    for process in [herd.haproxy(), *herd.webs()]:
-        process.stop()
 
 
 def get(url: str) -> tuple[int, str]:
@@ -48,18 +31,18 @@ def wait_until(predicate, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_successive_requests_are_served_by_both_replicas(herd):
-    assert set(served_by(herd, 10)) == {"web1", "web2"}
+def test_successive_requests_are_served_by_every_replica(herd):
+    assert set(served_by(herd, 12)) == {"web1", "web2", "web3"}
 
 
 def test_a_killed_replica_is_taken_out_within_5_seconds_and_can_be_started_again(herd, capsys):
-    web1, _ = herd.webs()
+    web1 = herd.webs()[0]
     os.kill(web1.pid(), signal.SIGKILL)
 
     # Requests keep succeeding while HAProxy notices: a refused connection is retried.
     seconds = wait_until(lambda: served_by(herd, 2) and herd.haproxy().server_states()["web1"].startswith("DOWN"), 5)
     assert seconds < 5
-    assert set(served_by(herd, 6)) == {"web2"}
+    assert set(served_by(herd, 6)) == {"web2", "web3"}
 
     herd.status()
     web1_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("web1 "))
@@ -67,14 +50,14 @@ def test_a_killed_replica_is_taken_out_within_5_seconds_and_can_be_started_again
 
     herd.start("web1")
     wait_until(lambda: herd.haproxy().server_states()["web1"] == "UP", 10)
-    assert set(served_by(herd, 10)) == {"web1", "web2"}
+    assert set(served_by(herd, 12)) == {"web1", "web2", "web3"}
 
 
 def test_a_draining_replica_finishes_its_requests_and_leaves_the_rotation(herd):
-    _, web2 = herd.webs()
+    web2 = herd.webs()[1]
     os.kill(web2.pid(), signal.SIGTERM)
     wait_until(lambda: herd.haproxy().server_states()["web2"].startswith("DOWN"), 5)
-    assert set(served_by(herd, 4)) == {"web1"}
+    assert set(served_by(herd, 6)) == {"web1", "web3"}
     wait_until(lambda: not web2.running(), 30)
     herd.start("web2")
 
@@ -86,3 +69,4 @@ def test_stopping_the_herd_leaves_no_process_behind(herd):
     for process in processes:
         process.stop()
     assert not any(pid_alive(pid) for pid in pids)
+    herd.start_herd_processes()  # for the tests that follow

@@ -2,12 +2,13 @@
 
 from django.core.management.base import BaseCommand
 
+from accounts import services
 from accounts.models import User
 
 DEMO_PASSWORD = "herd-demo-password"  # noqa: S105 (printed by `make up`: demo only)
 DEMO_USERS = [
-    {"username": "demo", "email": "demo@example.com"},
-    {"username": "staff", "email": "staff@example.com", "is_staff": True, "is_superuser": True},
+    {"username": "demo", "email": "demo@example.com", "display_name": "Demo Shopper"},
+    {"username": "staff", "email": "staff@example.com", "display_name": "Staff", "staff": True},
 ]
 
 
@@ -15,11 +16,14 @@ class Command(BaseCommand):
     help = "Create the demo users (and, as the apps grow, their demo data). Safe to rerun."
 
     def handle(self, *args, **options) -> None:
-        for fields in DEMO_USERS:
-            username = fields["username"]
-            user, created = User.objects.get_or_create(username=username, defaults=fields)
+        for demo in DEMO_USERS:
+            username = demo["username"]
+            user = User.objects.filter(username=username).first()
+            created = user is None
             if created:
-                user.set_password(DEMO_PASSWORD)
-                user.save(update_fields=["password"])
+                user = services.create_user(username=username, email=demo["email"], password=DEMO_PASSWORD)
+                user.is_staff = user.is_superuser = demo.get("staff", False)
+                user.save(update_fields=["is_staff", "is_superuser"])
+                services.update_profile(user, display_name=demo["display_name"], bio="")
             verb = "created" if created else "already present"
             self.stdout.write(f"demo user {username!r} {verb} (password {DEMO_PASSWORD!r})")

@@ -1,0 +1,164 @@
+"""Profile pictures: check what was uploaded, then keep only freshly encoded pixels.
+
+Guarantees of :func:`process_picture`:
+
+* The type is decided by content, never by file name or content type: only data that Pillow's
+  JPEG, PNG or WebP decoders accept gets in, so a script or SVG renamed ``.png`` does not.
+* Size is bounded before work is done: bytes from ``upload.size`` before reading, pixels from the
+  header before decoding, so a small "decompression bomb" cannot exhaust memory.
+* The whole image is decoded, so truncated or corrupt files are refused rather than stored half-grey.
+* What is stored is a new WebP encoding of the pixels alone: EXIF (GPS position, camera serial),
+  ICC and XMP metadata are dropped, after the EXIF orientation has been applied to the pixels.
+* ``digest`` is the SHA-256 of the stored bytes, for content-addressed names: identical pictures
+  share one name, and a name never changes meaning, so it can be cached forever.
+
+Everything happens in memory; nothing is written to disk here.
+"""
+
+import hashlib
+import io
+import math
+import struct
+import warnings
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.core.exceptions import ValidationError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # width * height, checked from the header before decoding
+PICTURE_SIZE = 512  # longest side of the stored picture, in px
+THUMBNAIL_SIZE = 96  # longest side of the thumbnail
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+WEBP_QUALITY = 85
+_MB = 1024 * 1024
+
+# What Pillow raises on data that identified as an image but cannot be decoded.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+class Upload(Protocol):
+    """What we need of an upload; Django's UploadedFile has it."""
+
+    size: int | None
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+
+@dataclass(frozen=True)
+class ProcessedPicture:
+    picture: bytes  # WebP, longest side at most PICTURE_SIZE
+    thumbnail: bytes  # WebP, longest side at most THUMBNAIL_SIZE
+    digest: str  # sha256 hex of `picture` (used for content-addressed names)
+
+
+def process_picture(upload: Upload) -> ProcessedPicture:
+    """Validate an uploaded file (a Django UploadedFile, or any object with .size, .read(), .seek()) and re-encode it.
+
+    Raises django.core.exceptions.ValidationError with one clear, user-facing message (and a `code`)
+    when it is not acceptable.
+    """
+    data = _read(upload)
+    image = _decode(data)
+    try:
+        picture = _prepare(image, PICTURE_SIZE)
+    except _DECODE_ERRORS as error:
+        raise _corrupt() from error
+    # The thumbnail comes from the already reduced picture: same result, a fraction of the work.
+    thumbnail = _prepare(picture, THUMBNAIL_SIZE)
+    picture_bytes = _encode_webp(picture)
+    return ProcessedPicture(
+        picture=picture_bytes,
+        thumbnail=_encode_webp(thumbnail),
+        digest=hashlib.sha256(picture_bytes).hexdigest(),
+    )
+
+
+def _read(upload: Upload) -> bytes:
+    # Check the reported size first: the upload handler keeps only MAX_UPLOAD_BYTES + 1 bytes, so
+    # reading a larger file would give a cut-off copy, not the file.
+    size = upload.size or 0
+    if size > MAX_UPLOAD_BYTES:
+        raise _too_large(size)
+    upload.seek(0)
+    # Bounded read, in case .size understated what is there.
+    data = upload.read(MAX_UPLOAD_BYTES + 1)
+    if not data:
+        raise ValidationError("The file is empty.", code="empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise _too_large(len(data))
+    return data
+
+
+def _decode(data: bytes) -> Image.Image:
+    with warnings.catch_warnings():
+        # Pillow only warns between its own limit and twice that; here every bomb is refused.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        except UnidentifiedImageError as error:
+            raise ValidationError("This is not a JPEG, PNG or WebP image.", code="not_an_image") from error
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ValidationError(
+                "The picture has too many pixels; the limit is %(limit)s megapixels.",
+                code="too_many_pixels",
+                params={"limit": _megapixels(MAX_PIXELS)},
+            ) from error
+        except _DECODE_ERRORS as error:
+            # Recognised by its signature, but the header itself is broken.
+            raise _corrupt() from error
+
+        # Image.open has read only the header; refuse big images before decoding a single pixel.
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ValidationError(
+                "The picture is %(width)dx%(height)d pixels; the limit is %(limit)s megapixels.",
+                code="too_many_pixels",
+                params={"width": width, "height": height, "limit": _megapixels(MAX_PIXELS)},
+            )
+
+        try:
+            # Decode everything now, so truncation shows up here and not as a grey half picture.
+            image.load()
+        except _DECODE_ERRORS as error:
+            raise _corrupt() from error
+    return image
+
+
+def _prepare(image: Image.Image, longest_side: int) -> Image.Image:
+    # Orientation lives in EXIF, which is about to be dropped: turn it into real pixel order first.
+    image = ImageOps.exif_transpose(image)
+    mode = "RGBA" if image.has_transparency_data else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
+    # thumbnail() keeps the aspect ratio and never enlarges.
+    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
+    # A new image from the raw pixels carries no info dict: no EXIF, ICC or XMP can leak into the output.
+    return Image.frombytes(image.mode, image.size, image.tobytes())
+
+
+def _encode_webp(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=WEBP_QUALITY)
+    return buffer.getvalue()
+
+
+def _too_large(size: int) -> ValidationError:
+    # Round up so a file just over the limit never reads as "5.0 MB; the limit is 5 MB".
+    return ValidationError(
+        "The picture is %(size).1f MB; the limit is %(limit)s MB.",
+        code="too_large",
+        params={"size": math.ceil(size * 10 / _MB) / 10, "limit": f"{MAX_UPLOAD_BYTES / _MB:g}"},
+    )
+
+
+def _corrupt() -> ValidationError:
+    return ValidationError("The picture is damaged or incomplete.", code="corrupt")
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1_000_000:g}"

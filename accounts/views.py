@@ -1,0 +1,46 @@
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+
+from accounts import services
+from accounts.forms import ProfileForm, SignupForm
+
+
+@never_cache
+@sensitive_post_parameters("password1", "password2")
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = services.create_user(
+            username=form.cleaned_data["username"],
+            email=form.cleaned_data["email"],
+            password=form.cleaned_data["password1"],
+        )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome to Herd.")
+        return redirect("accounts:profile")
+    return render(request, "accounts/form.html", {"form": form, "title": "Sign up", "submit": "Sign up"})
+
+
+@never_cache
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    current = services.profile_of(request.user)
+    if request.method == "POST":
+        form = ProfileForm(request.POST, request.FILES)
+        if form.is_valid():
+            services.update_profile(
+                request.user,
+                display_name=form.cleaned_data["display_name"],
+                bio=form.cleaned_data["bio"],
+                picture=form.processed_picture,
+            )
+            messages.success(request, "Profile saved.")
+            return redirect("accounts:profile")
+    else:
+        form = ProfileForm(initial={"display_name": current.display_name, "bio": current.bio})
+    return render(request, "accounts/profile.html", {"form": form, "profile": current})
