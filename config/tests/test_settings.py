@@ -67,3 +67,24 @@ def test_a_malformed_database_url_is_named_in_one_line():
 def test_a_replica_refuses_to_serve_when_the_session_redis_is_unreachable():
     result = manage("serve", "--port", "1", REDIS_SESSIONS_URL="redis://127.0.0.1:1/0")
     assert_one_line_error(result, "REDIS_SESSIONS_URL")
+
+
+STORAGE_OF_UPLOADS = 'from django.core.files.storage import storages; s = storages["default"]; print(type(s).__name__)'
+
+
+def test_with_an_s3_bucket_uploaded_files_go_to_object_storage():
+    result = manage(
+        "shell",
+        "-c",
+        STORAGE_OF_UPLOADS + "; print(s.bucket_name)",
+        S3_BUCKET="herd-media",
+        S3_ACCESS_KEY_ID="id",
+        S3_SECRET_ACCESS_KEY="secret",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["S3Storage", "herd-media"]
+
+
+def test_without_an_s3_bucket_uploaded_files_go_to_the_database():
+    result = manage("shell", "-c", STORAGE_OF_UPLOADS)
+    assert result.stdout.split()[-1:] == ["DatabaseStorage"]
