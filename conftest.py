@@ -26,6 +26,14 @@ def wait_for_replicas():
     return wait
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache Redis: entries of earlier tests' rows are gone."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+
+
 @pytest.fixture
 def clear_login_throttles():
     """Failed log-ins of earlier tests do not count against this one."""
@@ -34,3 +42,23 @@ def clear_login_throttles():
     redis = get_redis_connection("sessions")
     for key in redis.scan_iter("herd:throttle:*"):
         redis.delete(key)
+
+
+@pytest.fixture
+def replica_delay():
+    """Set the replica's ``recovery_min_apply_delay`` (a real, predictable lag); reset after."""
+    import psycopg
+    from django.conf import settings
+
+    replica = settings.DATABASES["replica1"]
+
+    def apply(delay: str) -> None:
+        with psycopg.connect(
+            host=replica["HOST"], port=replica["PORT"], user=replica["USER"], dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")
+            conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.2)  # the startup process picks the new value up on its next loop
+
+    yield apply
+    apply("0")

@@ -38,6 +38,9 @@ if PRODUCTION and not ALLOWED_HOSTS:
     raise env.ConfigError("DJANGO_ALLOWED_HOSTS is required when DJANGO_ENV=production")
 CSRF_TRUSTED_ORIGINS = env.string_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
+# The release this process runs: cache keys carry it, so two releases mid-rollout never
+# read each other's entries. The image sets it; the local herd uses "dev".
+HERD_RELEASE = env.string("HERD_RELEASE", "dev")
 # The name this process answers to in X-Served-By: the pod name on Kubernetes.
 HERD_REPLICA_ID = env.string("HERD_REPLICA_ID", socket.gethostname())
 
@@ -48,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "channels",
     "django_dramatiq",
     "scaling",
@@ -64,6 +68,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "scaling.consistency.ReadYourWritesMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -127,6 +132,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 HERD_REPLICA_MAX_LAG_SECONDS = env.number("HERD_REPLICA_MAX_LAG_SECONDS", 30.0)
 HERD_REPLICA_MAX_LAG_BYTES = env.integer("HERD_REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024)
 HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
+# How long a user's reads must reach the LSN of their last write (scaling.consistency).
+HERD_READ_YOUR_WRITES_SECONDS = env.integer("HERD_READ_YOUR_WRITES_SECONDS", 30)
 
 # --- Redis. Two instances because eviction policy and persistence are per instance:
 # "state" (noeviction, append-only file) holds what must not vanish: sessions, the
@@ -229,7 +236,7 @@ FILE_UPLOAD_HANDLERS = ["scaling.uploads.BoundedMemoryUploadHandler"]
 # --- Accounts.
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:profile"
-LOGOUT_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "catalog:index"
 # Failed log-ins allowed per account and per address within the window (scaling.throttle).
 HERD_LOGIN_FAILURES_PER_ACCOUNT = env.integer("HERD_LOGIN_FAILURES_PER_ACCOUNT", 5)
 HERD_LOGIN_FAILURES_PER_ADDRESS = env.integer("HERD_LOGIN_FAILURES_PER_ADDRESS", 20)

@@ -9,6 +9,7 @@ that errors is out until its next check. Checks are cached per process for
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -71,6 +72,16 @@ class ReplicaHealth:
             if status.healthy:
                 healthy.append(alias)
         return healthy
+
+    def mark_down(self, alias: str, error: str = "failed during a query") -> None:
+        """Take a replica out until its next check (``HERD_REPLICA_CHECK_INTERVAL``)."""
+        with self._lock:
+            self._statuses[alias] = ReplicaStatus(alias, False, time.monotonic(), error=error)
+
+    @staticmethod
+    def spread(aliases: list[str]) -> list[str]:
+        """The aliases in a random order, so requests spread over the replicas."""
+        return random.sample(aliases, len(aliases))
 
     def check(self, alias: str) -> ReplicaStatus:
         """Measure one replica now and remember the answer."""

@@ -1,0 +1,288 @@
+"""The query cache and the object cache, and the one rule that keeps both correct.
+
+**Versions.** Everything cached depends on *versions*: one per table for cached
+queries, one per object key for cached objects. A version is a random token and the
+primary's WAL position (LSN) at the moment it last changed. It lives in the "state"
+Redis (never evicted). Cache entries live in the "cache" Redis (evicted freely).
+
+- A write changes the version of what it touched **on commit** (a rolled-back write
+  changes nothing), together with the primary's LSN after the commit.
+- A query's key hashes its SQL, its parameters and the current versions of its
+  tables; an object's entry is stored with the version it was built against. A
+  reader that began before a write therefore stores its result where no later reader
+  looks: a slow reader cannot put old data back (cacheops #22).
+- A miss is filled only from the primary or from a replica that has replayed the LSN
+  of those versions (``scaling.consistency.read_alias``): never from a replica that
+  has not seen the invalidating write (django-cachalot's replica race).
+- A version missing from Redis (a flushed state Redis) gets a new token and sends the
+  fill to the primary.
+
+Query cache: ``cached_query(queryset)``, explicit on the selectors that want it. The
+tables a write touches are read off the SQL the primary runs (an execute wrapper on
+the primary's connections, installed in ``scaling.apps``), so ``.update()``, bulk
+deletes and raw SQL invalidate too; only ``COPY`` bypasses it, and code that copies
+calls ``invalidate_tables``.
+
+Object cache: ``ObjectCache`` (declared beside the code that assembles the object, one
+key function per kind). Keys carry the release and a hash of the object's fields, so
+two versions mid-rollout, or a changed shape, never read each other's entries. An
+entry past its freshness is rebuilt by one reader while the others keep serving it
+(it is still correct: a change would have invalidated it); a missing entry is built
+by one reader while the others wait for it briefly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import transaction
+from django.db.models import QuerySet
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from scaling import consistency
+from scaling.replicas import PRIMARY
+
+logger = logging.getLogger(__name__)
+
+_VERSION_PREFIX = "herd:version:"
+
+# Change the version of each key and raise its LSN (never lower it): KEYS are version
+# keys, ARGV[1] the LSN.
+_BUMP = """
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'token', ARGV[i + 1])
+  local current = tonumber(redis.call('HGET', key, 'lsn'))
+  if (not current) or tonumber(ARGV[1]) > current then
+    redis.call('HSET', key, 'lsn', ARGV[1])
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Versions:
+    tokens: tuple[str, ...]
+    lsn: int | None  # what a fill must have replayed; None: nothing to wait for
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def _state_redis():
+    return get_redis_connection("sessions")
+
+
+def read_versions(names: Iterable[str]) -> Versions:
+    """The current versions of ``names``, creating any that are missing."""
+    names = sorted(set(names))
+    redis = _state_redis()
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hmget(_VERSION_PREFIX + name, "token", "lsn")
+    rows = pipe.execute()
+    tokens, lsns = [], []
+    for name, (token, lsn) in zip(names, rows, strict=True):
+        if token is None:
+            # Unknown history (first use, or a flushed state Redis): a new token, and
+            # fills must reach everything committed so far.
+            key = _VERSION_PREFIX + name
+            redis.pipeline(transaction=False).hsetnx(key, "token", secrets.token_hex(8)).hsetnx(
+                key, "lsn", consistency.current_lsn()
+            ).execute()
+            token, lsn = redis.hmget(key, "token", "lsn")
+        tokens.append(token.decode())
+        if lsn is not None:
+            lsns.append(int(lsn))
+    return Versions(tuple(tokens), max(lsns) if lsns else None)
+
+
+def bump_versions(names: Iterable[str]) -> None:
+    """Give ``names`` new versions now, at the primary's current LSN. Call after commit."""
+    names = sorted(set(names))
+    if not names:
+        return
+    lsn = consistency.current_lsn()
+    try:
+        tokens = [secrets.token_hex(8) for _ in names]
+        _state_redis().eval(_BUMP, len(names), *[_VERSION_PREFIX + n for n in names], lsn, *tokens)
+    except RedisError:
+        # Stale reads would follow: make it loud. The entries expire with their timeout.
+        logger.exception("could not invalidate %s", names)
+
+
+def bump_on_commit(names: Iterable[str], using: str = PRIMARY) -> None:
+    names = tuple(names)
+    transaction.on_commit(lambda: bump_versions(names), using=using)
+
+
+# --------------------------------------------------------------------------- query cache
+
+
+def _table_version_name(table: str) -> str:
+    return f"table:{table}"
+
+
+def invalidate_tables(tables: Iterable[str]) -> None:
+    """For writes the SQL watcher cannot see (COPY): invalidate on commit."""
+    bump_on_commit([_table_version_name(t) for t in tables])
+
+
+_WRITE = re.compile(r'^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def watch_writes(execute, sql, params, many, context):
+    """Execute wrapper on the primary: each statement that writes a table invalidates it on commit."""
+    result = execute(sql, params, many, context)
+    match = _WRITE.match(sql) if sql[:1] in "IUDTiudt " else None
+    if match:
+        bump_on_commit([_table_version_name(match.group(1))], using=context["connection"].alias)
+    return result
+
+
+def _tables_of(queryset: QuerySet) -> set[str]:
+    query = queryset.query
+    tables = {query.get_meta().db_table}
+    tables.update(join.table_name for join in query.alias_map.values())
+    return tables
+
+
+def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[str] = ()) -> list:
+    """The queryset's rows, from the cache when its tables have not changed since.
+
+    Key: a hash of the release, the SQL and parameters (as compiled for the primary, so
+    the same for every alias) and the versions of the tables it reads. Subqueries over
+    other tables are not seen: name those tables in ``extra_tables``.
+    """
+    sql, params = queryset.query.get_compiler(using=PRIMARY).as_sql()
+    tables = _tables_of(queryset) | set(extra_tables)
+    try:
+        versions = read_versions(_table_version_name(t) for t in tables)
+    except RedisError:
+        return list(queryset.using(consistency.read_alias()))
+    digest = hashlib.sha256(repr((sql, params, versions.tokens)).encode()).hexdigest()
+    key = f"{settings.HERD_RELEASE}:q:{digest}"
+    cache = caches["default"]
+    rows = cache.get(key)
+    if rows is not None:
+        _count("query", hit=True)
+        return rows
+    _count("query", hit=False)
+    rows = list(queryset.using(consistency.read_alias(min_lsn=versions.lsn)))
+    cache.set(key, rows, timeout)
+    return rows
+
+
+# --------------------------------------------------------------------------- object cache
+
+
+def fields_hash(shape: type) -> str:
+    """A short hash of a dataclass's field names and types: a new shape, new keys."""
+    spec = [(f.name, str(f.type)) for f in dataclasses.fields(shape)]
+    return hashlib.sha256(repr(spec).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class ObjectCache:
+    """One kind of assembled object: how to name it, build it, and how long it stays fresh.
+
+    ``build(ident)`` assembles the object from the database (reads go where
+    ``read_alias`` sends them); it may raise to say the object does not exist.
+    """
+
+    kind: str
+    shape: type
+    build: Callable[[str], Any]
+    fresh_seconds: int = 300
+    keep_seconds: int = 3600  # how long an entry past freshness may still be served
+    wait_seconds: float = 2.0
+
+    def key(self, ident: str) -> str:
+        """The one place this kind's keys are named."""
+        return f"{settings.HERD_RELEASE}:o:{self.kind}:{fields_hash(self.shape)}:{ident}"
+
+    def _version_name(self, ident: str) -> str:
+        return f"object:{self.kind}:{ident}"
+
+    def get(self, ident: str) -> Any:
+        cache = caches["default"]
+        key = self.key(ident)
+        try:
+            versions = read_versions([self._version_name(ident)])
+        except RedisError:
+            return self.build(ident)
+        entry = cache.get(key)
+        if entry is not None and entry["version"] == versions.tokens:
+            if entry["fresh_until"] > time.time() or self._lock(key) is False:
+                _count(self.kind, hit=True)
+                return entry["value"]
+            # Past freshness and we hold the lock: rebuild once, others keep serving.
+            return self._rebuild(ident, key, versions)
+        _count(self.kind, hit=False)
+        locked = self._lock(key)
+        if locked is False:
+            return self._wait_for(ident, key, versions)
+        # Locked, or the cache is down (None): build it ourselves.
+        return self._rebuild(ident, key, versions)
+
+    def _lock(self, key: str) -> bool | None:
+        """True: ours. False: someone else rebuilds. None: the cache Redis is unreachable."""
+        return caches["default"].add(f"{key}:lock", 1, timeout=max(int(self.wait_seconds * 5), 5))
+
+    def _rebuild(self, ident: str, key: str, versions: Versions) -> Any:
+        cache = caches["default"]
+        try:
+            with consistency.at_least(versions.lsn):
+                value = self.build(ident)
+            cache.set(
+                key,
+                {"version": versions.tokens, "fresh_until": time.time() + self.fresh_seconds, "value": value},
+                self.fresh_seconds + self.keep_seconds,
+            )
+            return value
+        finally:
+            cache.delete(f"{key}:lock")
+
+    def _wait_for(self, ident: str, key: str, versions: Versions) -> Any:
+        cache = caches["default"]
+        deadline = time.monotonic() + self.wait_seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            entry = cache.get(key)
+            if entry is not None and entry["version"] == versions.tokens:
+                return entry["value"]
+        # The builder is slow or gone: build without caching rather than wait longer.
+        with consistency.at_least(versions.lsn):
+            return self.build(ident)
+
+    def invalidate_on_commit(self, idents: Iterable[str]) -> None:
+        """Call from the write path (signals): the entries change version on commit."""
+        bump_on_commit([self._version_name(i) for i in idents])
+
+    def warm(self, ident: str) -> None:
+        """Build now and store (the rebuild job and ``warm_cache``)."""
+        key = self.key(ident)
+        self._rebuild(ident, key, read_versions([self._version_name(ident)]))
+
+
+# --------------------------------------------------------------------------- counters
+
+
+def _count(kind: str, hit: bool) -> None:
+    """Hits and misses per kind, in this process (read by tests and benchmarks)."""
+    bucket = COUNTERS.setdefault(kind, {"hits": 0, "misses": 0})
+    bucket["hits" if hit else "misses"] += 1
+
+
+COUNTERS: dict[str, dict[str, int]] = {}
