@@ -64,6 +64,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "scaling.middleware.ServedByMiddleware",
     "scaling.middleware.PrivateByDefaultMiddleware",
+    "django.middleware.http.ConditionalGetMiddleware",
     "scaling.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
