@@ -1,12 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import TemplateView
 
-from scaling.views import stored_file
+from scaling.views import robots_txt, stored_file
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("", include("catalog.urls")),
     path("accounts/", include("accounts.urls")),
     path("media/<path:name>", stored_file, name="stored-file"),
+    path("robots.txt", robots_txt, name="robots-txt"),
     path("admin/", admin.site.urls),
 ]

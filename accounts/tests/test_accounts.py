@@ -70,7 +70,7 @@ def test_the_profile_page_is_never_stored_by_a_shared_cache(client, alice):
 
 
 def test_a_page_that_did_not_say_otherwise_is_private(client):
-    assert client.get("/").headers["Cache-Control"] == "private, no-cache"
+    assert client.get("/no-such-page/").headers["Cache-Control"] == "private, no-cache"
 
 
 def test_each_user_sees_and_edits_only_their_own_profile(client, alice, bob):

@@ -1,9 +1,14 @@
 """``manage.py seed_demo``: the demo data the local herd starts with. Idempotent."""
 
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import DEFAULT_DB_ALIAS
 
 from accounts import services
 from accounts.models import User
+from catalog.models import Product
+
+DEMO_PRODUCTS = 2_000
 
 DEMO_PASSWORD = "herd-demo-password"  # noqa: S105 (printed by `make up`: demo only)
 DEMO_USERS = [
@@ -27,3 +32,9 @@ class Command(BaseCommand):
                 services.update_profile(user, display_name=demo["display_name"], bio="")
             verb = "created" if created else "already present"
             self.stdout.write(f"demo user {username!r} {verb} (password {DEMO_PASSWORD!r})")
+        # Asked of the primary: a lagging replica must not make a rerun seed twice.
+        if Product.objects.using(DEFAULT_DB_ALIAS).exists():
+            self.stdout.write("demo catalog already present: not seeded again")
+        else:
+            self.stdout.write(f"seeding the demo catalog with {DEMO_PRODUCTS:,} products")
+            call_command("seed_catalog", products=DEMO_PRODUCTS)

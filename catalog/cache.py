@@ -1,0 +1,135 @@
+"""What the catalog caches, the one key function of each, and what flushes them.
+
+- ``product_pages``: the product page's assembled data (``selectors.product_page``),
+  cached whole by ``scaling.cache.ObjectCache``; its key is ``product_pages.key(slug)``.
+- The category index and list pages go through the query cache
+  (``scaling.cache.cached_query`` in ``catalog.selectors``), which invalidates itself
+  per table from the SQL the primary runs.
+
+A product page contains its product, its category, the product's first page of
+reviews and their authors' display names. Saving or deleting any of those flushes
+exactly the pages that contain it, on commit, and a background job rebuilds them
+(content prepared ahead, so the next reader finds it warm):
+
+- per object: the ``post_save``/``post_delete`` receivers below (admin, services,
+  ``Model.save``, and ``QuerySet.delete``, which sends them because receivers exist);
+- in bulk: ``QuerySet.update()`` on products, reviews and categories goes through
+  ``catalog.models.FlushingQuerySet``, which flushes the pages of the rows it matches;
+- ``COPY`` (``seed_catalog``) flushes nothing per object: it only adds products, and
+  the reviews it adds belong to products it adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.db.models.signals import post_delete, post_save, pre_save
+from django.dispatch import receiver
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from accounts.models import Profile
+from catalog import selectors
+from catalog.models import Category, Product, Review
+from scaling.cache import ObjectCache
+from scaling.consistency import use_primary
+
+logger = logging.getLogger(__name__)
+
+product_pages = ObjectCache("product-page", selectors.ProductPageData, selectors.product_page, fresh_seconds=600)
+
+_VISITS = "herd:visits:product"
+_REBUILD_BATCH = 200
+
+
+def product_page(slug: str) -> selectors.ProductPageData:
+    """The product page's data, from the object cache (built on a miss)."""
+    return product_pages.get(slug)
+
+
+def note_visit(slug: str) -> None:
+    """Count a product page view, for ``warm_cache`` (a hint: lost counts do no harm)."""
+    with contextlib.suppress(RedisError):
+        get_redis_connection("default").zincrby(_VISITS, 1, slug)
+
+
+def most_visited(count: int) -> list[str]:
+    try:
+        slugs = get_redis_connection("default").zrevrange(_VISITS, 0, count - 1)
+    except RedisError:
+        slugs = []
+    if slugs:
+        return [slug.decode() for slug in slugs]
+    # No visits recorded yet (a fresh herd): the most reviewed are the likeliest visited.
+    with use_primary():
+        return list(Product.objects.order_by("-rating_count", "-id").values_list("slug", flat=True)[:count])
+
+
+def flush_product_pages(slugs: Iterable[str]) -> None:
+    """On commit: flush these pages, then have the worker rebuild them."""
+    slugs = sorted(set(slugs))
+    if not slugs:
+        return
+    product_pages.invalidate_on_commit(slugs)
+    transaction.on_commit(lambda: _enqueue_rebuild(slugs))
+
+
+def _enqueue_rebuild(slugs: list[str]) -> None:
+    from catalog.tasks import rebuild_product_pages
+
+    for start in range(0, len(slugs), _REBUILD_BATCH):
+        try:
+            rebuild_product_pages.send(slugs[start : start + _REBUILD_BATCH])
+        except Exception:
+            # The pages are flushed already; without the job the next reader rebuilds them.
+            logger.exception("could not enqueue the rebuild of %d product pages", len(slugs))
+            return
+
+
+def slugs_of_products(queryset: QuerySet) -> list[str]:
+    """The slugs of the product pages that rows of ``queryset`` appear on (read on the primary)."""
+    with use_primary():
+        if queryset.model is Product:
+            return list(queryset.values_list("slug", flat=True))
+        if queryset.model is Review:
+            return list(Product.objects.filter(id__in=queryset.values("product_id")).values_list("slug", flat=True))
+        if queryset.model is Category:
+            return list(Product.objects.filter(category__in=queryset.values("id")).values_list("slug", flat=True))
+    raise TypeError(f"no product pages depend on {queryset.model.__name__}")
+
+
+@receiver(pre_save, sender=Product, dispatch_uid="catalog.cache.product_slug_before")
+def _remember_old_slug(sender, instance: Product, **kwargs) -> None:
+    if instance.pk:
+        with use_primary():
+            instance._slug_before_save = Product.objects.filter(pk=instance.pk).values_list("slug", flat=True).first()
+
+
+@receiver(post_save, sender=Product, dispatch_uid="catalog.cache.product_saved")
+@receiver(post_delete, sender=Product, dispatch_uid="catalog.cache.product_deleted")
+def _product_changed(sender, instance: Product, **kwargs) -> None:
+    flush_product_pages(filter(None, [instance.slug, getattr(instance, "_slug_before_save", None)]))
+
+
+@receiver(post_save, sender=Review, dispatch_uid="catalog.cache.review_saved")
+@receiver(post_delete, sender=Review, dispatch_uid="catalog.cache.review_deleted")
+def _review_changed(sender, instance: Review, **kwargs) -> None:
+    flush_product_pages(slugs_of_products(Product.objects.filter(pk=instance.product_id)))
+
+
+@receiver(post_save, sender=Category, dispatch_uid="catalog.cache.category_saved")
+@receiver(post_delete, sender=Category, dispatch_uid="catalog.cache.category_deleted")
+def _category_changed(sender, instance: Category, created: bool = False, **kwargs) -> None:
+    if not created:
+        flush_product_pages(slugs_of_products(Category.objects.filter(pk=instance.pk)))
+
+
+@receiver(post_save, sender=Profile, dispatch_uid="catalog.cache.profile_saved")
+def _author_changed(sender, instance: Profile, created: bool = False, **kwargs) -> None:
+    # A display name shows on the pages of the products its user reviewed.
+    if not created:
+        flush_product_pages(slugs_of_products(Review.objects.filter(user_id=instance.user_id)))

@@ -1,0 +1,249 @@
+"""Reads of the catalog app.
+
+Every selector returns plain values (model instances without lazy relations, frozen
+dataclasses, tuples): safe to pickle into a cache, and costing a fixed number of
+queries. The category index and list pages go through the query cache
+(``scaling.cache.cached_query``); the product page is cached whole by
+``catalog.cache.product_page``. Where a query runs (primary or replica) is the
+router's business, never a selector's.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from django.db.models import F, Q, Subquery
+
+from catalog.models import Category, Product, Review, rating_average
+from scaling.cache import cached_query
+
+Sort = Literal["newest", "price"]
+SORTS: tuple[Sort, ...] = ("newest", "price")
+PRODUCT_PAGE_REVIEWS = 10
+MAX_PRICE = Decimal(10**8)  # Product.price is numeric(10, 2)
+
+
+class InvalidCursor(ValueError):
+    """A page cursor that this code did not make (edited, truncated, or for another sort)."""
+
+
+@dataclass(frozen=True)
+class ProductCard:
+    """A product as a list shows it."""
+
+    id: int
+    name: str
+    slug: str
+    price: Decimal
+    stock: int
+    category_name: str
+    category_slug: str
+    rating_count: int
+    rating_average: float | None
+
+
+@dataclass(frozen=True)
+class ProductPage:
+    """One page of a product list; ``next_cursor`` is None on the last page."""
+
+    products: tuple[ProductCard, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ReviewData:
+    rating: int
+    text: str
+    created_at: datetime.datetime
+    author: str
+
+
+@dataclass(frozen=True)
+class ProductPageData:
+    """Everything the product page shows, assembled in two queries."""
+
+    id: int
+    name: str
+    slug: str
+    description: str
+    price: Decimal
+    stock: int
+    category_name: str
+    category_slug: str
+    rating_count: int
+    rating_average: float | None
+    reviews: tuple[ReviewData, ...]
+
+
+def categories() -> list[Category]:
+    """Every category, by name.
+
+    Without product counts on purpose: counting a million products per category costs a
+    scan of the whole index on every visit.
+    """
+    return cached_query(Category.objects.order_by("name", "id"))
+
+
+def category(slug: str) -> Category:
+    """The category with this slug; raises ``Category.DoesNotExist``."""
+    return Category.objects.get(slug=slug)
+
+
+# ------------------------------------------------------------------- keyset cursors
+
+
+def encode_cursor(sort: Sort, key: list) -> str:
+    raw = json.dumps({"s": sort, "k": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: Sort) -> tuple:
+    """The sort key after which the next page starts: ``(id,)`` or ``(price, id)``."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        kind, key = data["s"], data["k"]
+        *rest, last_id = key
+        price = Decimal(rest[0]) if sort == "price" and len(rest) == 1 and isinstance(rest[0], str) else None
+    except (ValueError, TypeError, KeyError, ArithmeticError) as error:  # binascii, JSON, Decimal errors included
+        raise InvalidCursor("This page link is damaged. Start again from the first page.") from error
+    if kind != sort:
+        raise InvalidCursor("This page link belongs to another sort order. Start again from the first page.")
+    # Bounded like the columns, so a forged key is refused here rather than by the database.
+    if type(last_id) is not int or not 0 <= last_id < 2**63:
+        raise InvalidCursor("This page link is damaged. Start again from the first page.")
+    if sort == "newest" and not rest:
+        return (last_id,)
+    if price is not None and price.is_finite() and 0 <= price < MAX_PRICE:
+        return (price, last_id)
+    raise InvalidCursor("This page link is damaged. Start again from the first page.")
+
+
+def product_list(
+    *,
+    category_slug: str | None = None,
+    query: str = "",
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    in_stock: bool = False,
+    sort: Sort = "newest",
+    after: str | None = None,
+    limit: int = 24,
+) -> ProductPage:
+    """One page of products, with keyset pagination.
+
+    ``newest`` orders by ``-id``, ``price`` by ``(price, id)``; each has an index, so
+    page N costs what page 1 costs (no OFFSET, no COUNT). Pass the previous page's
+    ``next_cursor`` as ``after``; a cursor this code did not make raises
+    ``InvalidCursor``. Every product matching the filters appears on exactly one page
+    while the list is not edited.
+    """
+    if sort not in SORTS:
+        raise ValueError(f"Unknown sort {sort!r}; expected one of {', '.join(SORTS)}.")
+    products = Product.objects.all()
+    if category_slug is not None:
+        # A scalar subquery, not a join: the planner then knows it is one category_id and
+        # walks the (category, ...) indexes instead of filtering the whole list.
+        category_id = Category.objects.filter(slug=category_slug).order_by().values("id")[:1]
+        products = products.filter(category_id=Subquery(category_id))
+    if query:
+        products = products.filter(name__icontains=query)
+    if min_price is not None:
+        products = products.filter(price__gte=min_price)
+    if max_price is not None:
+        products = products.filter(price__lte=max_price)
+    if in_stock:
+        products = products.filter(stock__gt=0)
+
+    if sort == "newest":
+        if after is not None:
+            (last_id,) = _decode_cursor(after, sort)
+            products = products.filter(id__lt=last_id)
+        products = products.order_by("-id")
+    else:
+        if after is not None:
+            last_price, last_id = _decode_cursor(after, sort)
+            # The redundant price >= bound lets the (price, id) index start at the cursor;
+            # the OR then only skips rows of that one price.
+            products = products.filter(Q(price__gt=last_price) | Q(price=last_price, id__gt=last_id)).filter(
+                price__gte=last_price
+            )
+        products = products.order_by("price", "id")
+
+    rows = cached_query(
+        products.values(
+            "id",
+            "name",
+            "slug",
+            "price",
+            "stock",
+            "rating_count",
+            "rating_sum",
+            category_name=F("category__name"),
+            category_slug=F("category__slug"),
+        )[: limit + 1],
+        # The category filter is a subquery, which the cache cannot see in the joins.
+        extra_tables=[Category._meta.db_table],
+    )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    cards = tuple(
+        ProductCard(
+            id=row["id"],
+            name=row["name"],
+            slug=row["slug"],
+            price=row["price"],
+            stock=row["stock"],
+            category_name=row["category_name"],
+            category_slug=row["category_slug"],
+            rating_count=row["rating_count"],
+            rating_average=rating_average(row["rating_count"], row["rating_sum"]),
+        )
+        for row in rows
+    )
+    next_cursor = None
+    if has_more:
+        last = rows[-1]
+        key = [last["id"]] if sort == "newest" else [str(last["price"]), last["id"]]
+        next_cursor = encode_cursor(sort, key)
+    return ProductPage(products=cards, next_cursor=next_cursor)
+
+
+def product_page(slug: str) -> ProductPageData:
+    """The product page's data in two queries, however many reviews the product has.
+
+    Raises ``Product.DoesNotExist`` for an unknown slug.
+    """
+    product = Product.objects.select_related("category").get(slug=slug)
+    reviews = (
+        Review.objects.filter(product_id=product.pk)
+        .order_by("-created_at", "-id")
+        .values_list("rating", "text", "created_at", "user__username", "user__profile__display_name")[
+            :PRODUCT_PAGE_REVIEWS
+        ]
+    )
+    return ProductPageData(
+        id=product.pk,
+        name=product.name,
+        slug=product.slug,
+        description=product.description,
+        price=product.price,
+        stock=product.stock,
+        category_name=product.category.name,
+        category_slug=product.category.slug,
+        rating_count=product.rating_count,
+        rating_average=product.rating_average,
+        reviews=tuple(
+            ReviewData(rating=rating, text=text, created_at=created_at, author=display_name or username)
+            for rating, text, created_at, username, display_name in reviews
+        ),
+    )
+
+
+def review_of(*, user_id: int, product_id: int) -> Review | None:
+    """The user's own review of the product, if any (to pre-fill the form)."""
+    return Review.objects.filter(user_id=user_id, product_id=product_id).first()
