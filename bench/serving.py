@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.wrk import wrk  # noqa: E402
 from deploy.herd import PROFILES, VENV_PYTHON, http_status, terminate  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -55,26 +55,6 @@ SERVERS = {
 }
 
 
-def wrk(url: str) -> tuple[float, float, float]:
-    """Requests/s, p50 ms and p99 ms for one wrk run."""
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"{url}: {errors.group(1)} error responses")
-
-    def percentile(label: str) -> float:
-        value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return rps, percentile("50"), percentile("99")
-
-
 def main() -> None:
     env = {**os.environ, **PROFILES["local"].django_env(), "HERD_REPLICA_ID": "bench"}
     processes = {}
@@ -92,7 +72,10 @@ def main() -> None:
         for _ in range(ROUNDS):
             for page, path in PAGES.items():
                 for name, (port, _) in SERVERS.items():
-                    results.setdefault((page, name), []).append(wrk(f"http://127.0.0.1:{port}{path}"))
+                    run = wrk(f"http://127.0.0.1:{port}{path}", DURATION, CONNECTIONS)
+                    if run.errors:
+                        raise SystemExit(f"{name} {path}: {run.errors} failed requests")
+                    results.setdefault((page, name), []).append((run.rps, run.p50_ms, run.p99_ms))
     finally:
         for process in processes.values():
             terminate(process.pid, group=True)

@@ -10,6 +10,9 @@ import socket
 from pathlib import Path
 
 import dj_database_url
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from config import env
 
@@ -136,6 +139,9 @@ HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
 # How long a user's reads must reach the LSN of their last write (scaling.consistency).
 HERD_READ_YOUR_WRITES_SECONDS = env.integer("HERD_READ_YOUR_WRITES_SECONDS", 30)
 
+# The query and object caches (scaling.cache); off only to measure what they save.
+HERD_CACHES_ENABLED = env.boolean("HERD_CACHES_ENABLED", default=True)
+
 # --- Redis. Two instances because eviction policy and persistence are per instance:
 # "state" (noeviction, append-only file) holds what must not vanish: sessions, the
 # Channels layer; "cache" (allkeys-lru, no persistence) holds what may. See
@@ -144,7 +150,16 @@ _REDIS = {"redis", "rediss"}
 REDIS_SESSIONS_URL = env.url("REDIS_SESSIONS_URL", "redis://127.0.0.1:56379/0", schemes=_REDIS)
 REDIS_CHANNELS_URL = env.url("REDIS_CHANNELS_URL", "redis://127.0.0.1:56379/1", schemes=_REDIS)
 REDIS_CACHE_URL = env.url("REDIS_CACHE_URL", "redis://127.0.0.1:56380/0", schemes=_REDIS)
-_REDIS_TIMEOUTS = {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2}
+_REDIS_TIMEOUTS = {
+    "SOCKET_CONNECT_TIMEOUT": 2,
+    "SOCKET_TIMEOUT": 2,
+    # A pooled connection that a Redis restart broke is retried on a new one at once,
+    # so a restart costs no request an error.
+    "CONNECTION_POOL_KWARGS": {
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+        "retry_on_error": [RedisConnectionError],
+    },
+}
 
 CACHES = {
     "default": {

@@ -111,6 +111,7 @@ class Profile:
 PROFILES = {
     "local": Profile("local", port_offset=0, durable=True),
     "test": Profile("test", port_offset=100, durable=False),
+    "bench": Profile("bench", port_offset=200, durable=False),
 }
 
 
@@ -361,6 +362,8 @@ class Postgres(Process):
             "hot_standby": "on",
             "hot_standby_feedback": "on",
             "max_connections": "300",
+            # Per-statement counts, read by the benchmarks (bench/catalog.py).
+            "shared_preload_libraries": "'pg_stat_statements'",
         }
         if not self.profile.durable:
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
@@ -545,9 +548,10 @@ class Django(Process):
 
     own_group = True
 
-    def __init__(self, profile: Profile, database: str = "herd") -> None:
+    def __init__(self, profile: Profile, database: str = "herd", extra_env: dict[str, str] | None = None) -> None:
         super().__init__(profile)
         self.database = database
+        self.extra_env = extra_env or {}
 
     @property
     def tmpdir(self) -> Path:
@@ -561,14 +565,15 @@ class Django(Process):
             **self.profile.django_env(self.database),
             "HERD_REPLICA_ID": self.name,
             "TMPDIR": str(self.tmpdir),
+            **self.extra_env,
         }
 
 
 class Web(Django):
     """One app replica: HTTP and WebSockets under ``manage.py serve``."""
 
-    def __init__(self, profile: Profile, number: int, database: str = "herd") -> None:
-        super().__init__(profile, database)
+    def __init__(self, profile: Profile, number: int, database: str = "herd", extra_env: dict | None = None) -> None:
+        super().__init__(profile, database, extra_env)
         self.number = number
         self.name = f"web{number}"
         self.port = profile.web_port(number)
@@ -666,9 +671,12 @@ class HAProxy(Process):
 class Herd:
     """Every process of one profile. ``database`` names the database the apps use."""
 
-    def __init__(self, profile: Profile, replicas: int | None = None, database: str = "herd") -> None:
+    def __init__(
+        self, profile: Profile, replicas: int | None = None, database: str = "herd", extra_env: dict | None = None
+    ) -> None:
         self.profile = profile
         self.database = database
+        self.extra_env = extra_env or {}
         self.replica_count = replicas if replicas is not None else self.recorded_replicas()
 
     def recorded_replicas(self) -> int:
@@ -688,18 +696,18 @@ class Herd:
         ]
 
     def webs(self) -> list[Web]:
-        return [Web(self.profile, n, self.database) for n in range(1, self.replica_count + 1)]
+        return [Web(self.profile, n, self.database, self.extra_env) for n in range(1, self.replica_count + 1)]
 
     def stray_webs(self) -> list[Web]:
         """Replicas left running from an earlier, larger herd."""
         numbers = [int(Path(f).stem[3:]) for f in glob.glob(str(self.profile.run / "web*.pid"))]
-        return [Web(self.profile, n, self.database) for n in sorted(numbers) if n > self.replica_count]
+        return [Web(self.profile, n, self.database, self.extra_env) for n in sorted(numbers) if n > self.replica_count]
 
     def haproxy(self) -> HAProxy:
         return HAProxy(self.profile, list(range(1, self.replica_count + 1)))
 
     def processes(self) -> list[Process]:
-        return [*self.services(), *self.webs(), Worker(self.profile, self.database), self.haproxy()]
+        return [*self.services(), *self.webs(), Worker(self.profile, self.database, self.extra_env), self.haproxy()]
 
     def start_services(self) -> None:
         ensure_packages()
@@ -721,7 +729,7 @@ class Herd:
         self.start_services()
         self.prepare_database()
         (self.profile.state / "replicas").write_text(str(self.replica_count))
-        for process in [*self.webs(), Worker(self.profile, self.database)]:
+        for process in [*self.webs(), Worker(self.profile, self.database, self.extra_env)]:
             say(process, "started" if process.ensure() else "already running")
         for stray in self.stray_webs():
             stray.stop()

@@ -165,6 +165,8 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     the same for every alias) and the versions of the tables it reads. Subqueries over
     other tables are not seen: name those tables in ``extra_tables``.
     """
+    if not settings.HERD_CACHES_ENABLED:
+        return list(queryset)
     sql, params = queryset.query.get_compiler(using=PRIMARY).as_sql()
     tables = _tables_of(queryset) | set(extra_tables)
     try:
@@ -216,6 +218,8 @@ class ObjectCache:
         return f"object:{self.kind}:{ident}"
 
     def get(self, ident: str) -> Any:
+        if not settings.HERD_CACHES_ENABLED:
+            return self.build(ident)
         cache = caches["default"]
         key = self.key(ident)
         try:

@@ -11,6 +11,14 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @require_safe
+def robots_txt(request: HttpRequest) -> HttpResponse:
+    """The smallest real page: through the whole stack, the same for everyone."""
+    response = HttpResponse("User-agent: *\nDisallow: /accounts/\nDisallow: /admin/\n", content_type="text/plain")
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@require_safe
 def stored_file(request: HttpRequest, name: str) -> HttpResponse:
     etag = f'"{name}"'
     if request.headers.get("If-None-Match") == etag:
