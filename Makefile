@@ -28,9 +28,10 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Redis and RabbitMQ
 	$(HERD) test $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed  ## the benchmarks in bench/, printed as tables
-	$(HERD) services
+bench: $(VENV)/.installed  ## the benchmarks in bench/ on a herd of their own, printed as tables
 	$(PY) bench/serving.py
+	$(PY) bench/catalog.py
+	$(HERD) --profile bench down
 
 clean: down
 	rm -rf .herd $(VENV)

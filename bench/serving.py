@@ -2,8 +2,8 @@
 
 Compares Django's async handler under uvicorn, Django's WSGI handler inside uvicorn
 (what a Herd replica runs, config.asgi) and gunicorn's threaded WSGI server beside it.
-Starts one single-process server of each kind on this machine, against the local
-herd's data services (``make bench`` starts them), and drives each with wrk from a
+Starts one single-process server of each kind on this machine, against the data
+services of the ``bench`` profile (started here), and drives each with wrk from a
 separate process. Rounds alternate between the servers so drift on a shared machine
 hits all alike; the table gives medians over the rounds and each server's req/s as
 a ratio to the async handler's, measured in the same round.
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.wrk import wrk  # noqa: E402
-from deploy.herd import PROFILES, VENV_PYTHON, http_status, terminate  # noqa: E402
+from deploy.herd import PROFILES, VENV_PYTHON, Herd, http_status, terminate  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 DURATION = os.environ.get("BENCH_DURATION", "8s")
@@ -56,7 +56,8 @@ SERVERS = {
 
 
 def main() -> None:
-    env = {**os.environ, **PROFILES["local"].django_env(), "HERD_REPLICA_ID": "bench"}
+    Herd(PROFILES["bench"], replicas=0).start_services()
+    env = {**os.environ, **PROFILES["bench"].django_env(), "HERD_REPLICA_ID": "bench"}
     processes = {}
     try:
         for name, (port, command) in SERVERS.items():
