@@ -201,6 +201,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "scaling.jobs.ReadAtLeastEnqueuerMiddleware",
     ],
 }
 
