@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +106,12 @@ def restart_replicas(herd: Herd, caches: bool) -> None:
     for web in herd.webs():
         web.stop()
     herd.start_herd_processes()
+    # Measure only once HAProxy sends traffic to every replica again.
+    deadline = time.monotonic() + 30
+    while set(herd.haproxy().server_states().values()) != {"UP"}:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"HAProxy did not see the replicas up: {herd.haproxy().server_states()}")
+        time.sleep(0.2)
 
 
 def log_in_users(count: int) -> list[tuple[str, str]]:
@@ -133,10 +140,10 @@ def _create_user(username: str) -> str:
 
 def mix_paths(slugs: list[str], categories: list[str]) -> list[str]:
     words = ["a", "pro", "max", "mini", "eco"]
-    paths = [f"/p/{slug}/" for slug in slugs] * 6
-    paths += [f"/c/{slug}/" for slug in categories] * 2
-    paths += ["/products/", "/"] * 5
-    paths += [f"/products/?q={word}" for word in words]
+    paths = [f"/p/{slug}/" for slug in slugs]
+    paths += [f"/c/{slug}/" for slug in categories] * 20
+    paths += ["/products/", "/"] * 200
+    paths += [f"/products/?q={word}" for word in words] * 20
     return paths
 
 
@@ -157,7 +164,12 @@ def deep_cursor_url(depth: int) -> str:
 
 
 def replica_share() -> tuple[int, int]:
-    ignore = "query ILIKE 'SELECT 1%' OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
+    """Plain SELECTs on the primary and on the replica: leaving out health checks, WAL-position
+    checks and locking reads (``FOR UPDATE``), which belong to writes and cannot run on a replica."""
+    ignore = (
+        "query ILIKE 'SELECT 1%' OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
+        " OR query ILIKE '%FOR UPDATE%'"
+    )
     counts = []
     for port in (PG, PG + 1):
         rows = sql(
@@ -185,7 +197,8 @@ def table(title: str, rows: list[tuple[str, Run]], extra: list[str]) -> None:
 
 def main() -> None:
     herd = prepare()
-    slugs = [row[0] for row in sql("SELECT slug FROM catalog_product ORDER BY random() LIMIT 200")]
+    # A browse over many products: most product pages are read a few times, some once.
+    slugs = [row[0] for row in sql("SELECT slug FROM catalog_product TABLESAMPLE SYSTEM (1) LIMIT 5000")]
     categories = [row[0] for row in sql("SELECT slug FROM catalog_category")]
     hot = slugs[0]
     url = PROFILE.url.rstrip("/")

@@ -200,6 +200,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
+        "dramatiq.middleware.CurrentMessage",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "scaling.jobs.ReadAtLeastEnqueuerMiddleware",
     ],
@@ -246,8 +247,9 @@ STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-# Every upload stays in memory, at most this many bytes of it (scaling.uploads).
-HERD_UPLOAD_MAX_BYTES = 5 * 1024 * 1024
+# Every upload stays in memory, at most this many bytes of it (scaling.uploads): the
+# largest any form accepts (a catalog CSV); pictures have a lower limit of their own.
+HERD_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = ["scaling.uploads.BoundedMemoryUploadHandler"]
 
 # --- Accounts.
