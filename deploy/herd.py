@@ -606,6 +606,21 @@ class Worker(Django):
             raise HerdError(f"{self.name} exited at start; see {self.log}")
 
 
+def render_haproxy_config(*, bind: str, stats_bind: str, stats_socket: str, servers: list[tuple[str, str]]) -> str:
+    """deploy/haproxy.cfg.template filled in: one template for the local herd and for compose.
+
+    ``servers`` are (name, "host:port") pairs; a host name that does not resolve yet is
+    resolved later through the template's ``resolvers`` section.
+    """
+    template = string.Template((ROOT / "deploy" / "haproxy.cfg.template").read_text())
+    return template.substitute(
+        BIND=bind,
+        STATS_BIND=stats_bind,
+        STATS_SOCKET=stats_socket,
+        SERVERS="\n".join(f"    server {name} {address} check" for name, address in servers),
+    )
+
+
 class HAProxy(Process):
     name = "haproxy"
 
@@ -622,13 +637,11 @@ class HAProxy(Process):
         return f"load balancer, {self.profile.url} (stats http://127.0.0.1:{self.stats_port}/)"
 
     def render(self) -> str:
-        template = string.Template((ROOT / "deploy" / "haproxy.cfg.template").read_text())
-        servers = "\n".join(f"    server web{n} 127.0.0.1:{self.profile.web_port(n)} check" for n in self.replicas)
-        return template.substitute(
-            BIND=f"127.0.0.1:{self.port}",
-            STATS_BIND=f"127.0.0.1:{self.stats_port}",
-            STATS_SOCKET=str(self.socket),
-            SERVERS=servers,
+        return render_haproxy_config(
+            bind=f"127.0.0.1:{self.port}",
+            stats_bind=f"127.0.0.1:{self.stats_port}",
+            stats_socket=str(self.socket),
+            servers=[(f"web{n}", f"127.0.0.1:{self.profile.web_port(n)}") for n in self.replicas],
         )
 
     def ensure(self) -> bool:
