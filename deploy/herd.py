@@ -4,6 +4,8 @@
     python3 deploy/herd.py up [--replicas N]   bring the herd up (idempotent), print the URL
     python3 deploy/herd.py status              one line per process
     python3 deploy/herd.py start NAME          start one process again (web2, worker, ...)
+    python3 deploy/herd.py restart             rolling restart of the app replicas, one by one
+    python3 deploy/herd.py scale N             N app replicas, added or drained while serving
     python3 deploy/herd.py down                stop every process of the herd
     python3 deploy/herd.py services            only the data services (used by the tests)
     python3 deploy/herd.py test [PYTEST ARGS]  services up, pytest, services down
@@ -23,6 +25,7 @@ import contextlib
 import csv
 import glob
 import io
+import itertools
 import os
 import shutil
 import signal
@@ -46,6 +49,10 @@ DEBIAN_PACKAGES = {
     "haproxy": "haproxy",
     "rabbitmq-server": "rabbitmq-server",
 }
+
+
+# Seconds a stopping replica gives requests in flight (``manage.py serve --graceful-timeout``).
+GRACEFUL_TIMEOUT = 20.0
 
 
 class HerdError(Exception):
@@ -580,7 +587,13 @@ class Web(Django):
         self.detail = f"app replica, http://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
         spawn(self, [str(VENV_PYTHON), "manage.py", "serve", "--port", str(self.port)], self.env())
+
+    def wait_ready(self) -> None:
         wait_for(
             lambda: http_status(f"http://127.0.0.1:{self.port}/readyz") == 200 or not self.running(),
             60,
@@ -660,22 +673,81 @@ class HAProxy(Process):
 
     start = ensure
 
+    def command(self, line: str) -> str:
+        """One command on the runtime API (the stats socket, ``level admin``); its answer."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.socket))
+            sock.sendall(line.encode() + b"\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data.decode().strip()
+
     def server_states(self) -> dict[str, str]:
-        """What HAProxy thinks of each replica (UP, DOWN, MAINT, ...), from its stats socket."""
+        """What HAProxy thinks of each replica (UP, DOWN, MAINT, DRAIN, ...), from its stats socket."""
         if not self.socket.exists():
             return {}
         try:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(2)
-                sock.connect(str(self.socket))
-                sock.sendall(b"show stat\n")
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
+            data = self.command("show stat")
         except OSError:
             return {}
-        rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
-        return {row["svname"]: row["status"] for row in rows if row["pxname"] == "replicas"}
+        rows = csv.DictReader(io.StringIO(data.lstrip("# ")))
+        return {
+            row["svname"]: row["status"] for row in rows if row["pxname"] == "replicas" and row["svname"] != "BACKEND"
+        }
+
+    def state(self, name: str) -> str:
+        return self.server_states().get(name, "")
+
+    def out_of_rotation(self, name: str) -> bool:
+        """HAProxy sends the replica nothing new: its checks failed, or it is in maintenance."""
+        return self.state(name).startswith(("DOWN", "MAINT"))
+
+    def write_config(self) -> None:
+        """The rendered configuration on disk, without (re)loading it: a later start or
+        reload keeps the set of replicas the runtime API gave the running HAProxy."""
+        self.profile.run.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(self.render())
+
+    def runtime(self, line: str, expect: str = "") -> str:
+        """A runtime API command that must succeed (answer empty, or containing ``expect``)."""
+        answer = self.command(line)
+        if (expect and expect not in answer) or (not expect and answer):
+            raise HerdError(f"haproxy refused `{line}`: {answer}")
+        return answer
+
+    def check_settings(self) -> list[str]:
+        """The health-check settings of the template's ``default-server`` line: a server
+        added through the runtime API inherits nothing from ``default-server``."""
+        line = next(line for line in self.render().splitlines() if line.strip().startswith("default-server"))
+        words = line.split()[1:]
+        keep = {"inter", "fastinter", "downinter", "fall", "rise"}
+        return [word for key, value in itertools.pairwise(words) if key in keep for word in (key, value)]
+
+    def add_server(self, web: Web) -> None:
+        """Add a replica to the running HAProxy; it takes traffic once it is UP.
+
+        HAProxy 2.6 creates a dynamic server in maintenance with its checks off, hence
+        the two ``enable`` commands. The replica is ready (``/readyz`` 200) before this.
+        """
+        server = f"replicas/{web.name}"
+        settings = " ".join(self.check_settings())
+        self.runtime(f"add server {server} 127.0.0.1:{web.port} check {settings}", expect="New server registered")
+        self.runtime(f"enable health {server}")
+        self.runtime(f"enable server {server}")
+
+    def delete_server(self, name: str, timeout: float = 10.0) -> None:
+        """Remove a replica that is out of rotation. ``del server`` needs it in maintenance
+        and without any connection, idle ones included: HAProxy closes idle connections
+        to a server that went away on its own, so this retries for a moment."""
+        server = f"replicas/{name}"
+        self.runtime(f"set server {server} state maint")
+        deadline = time.monotonic() + timeout
+        while (answer := self.command(f"del server {server}")) != "Server deleted.":
+            if time.monotonic() > deadline:
+                raise HerdError(f"haproxy would not delete {server}: {answer}")
+            time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- the herd
@@ -713,8 +785,11 @@ class Herd:
 
     def stray_webs(self) -> list[Web]:
         """Replicas left running from an earlier, larger herd."""
+        return self.stray_webs_beyond(self.replica_count)
+
+    def stray_webs_beyond(self, replicas: int) -> list[Web]:
         numbers = [int(Path(f).stem[3:]) for f in glob.glob(str(self.profile.run / "web*.pid"))]
-        return [Web(self.profile, n, self.database, self.extra_env) for n in sorted(numbers) if n > self.replica_count]
+        return [Web(self.profile, n, self.database, self.extra_env) for n in sorted(numbers) if n > replicas]
 
     def haproxy(self) -> HAProxy:
         return HAProxy(self.profile, list(range(1, self.replica_count + 1)))
@@ -736,23 +811,29 @@ class Herd:
             run([str(VENV_PYTHON), "manage.py", *command], log=log, env=env, cwd=ROOT)
         print(f"  {'database':<18} migrated, static files collected, demo data loaded")
 
+    def collect_static(self) -> None:
+        """The replicas' static files and manifest: pages naming a static file fail without them."""
+        env = {"PATH": os.environ.get("PATH", ""), **self.profile.django_env(self.database)}
+        log = self.profile.logs / "setup.log"
+        self.profile.logs.mkdir(parents=True, exist_ok=True)
+        run([str(VENV_PYTHON), "manage.py", "collectstatic", "--noinput"], log=log, env=env, cwd=ROOT)
+
     def up(self) -> None:
         if not VENV_PYTHON.exists():
             raise HerdError(f"no virtualenv at {VENV_PYTHON.parent.parent}: run `make up`, which creates it")
         self.start_services()
         self.prepare_database()
-        (self.profile.state / "replicas").write_text(str(self.replica_count))
-        for process in [*self.webs(), Worker(self.profile, self.database, self.extra_env)]:
-            say(process, "started" if process.ensure() else "already running")
-        for stray in self.stray_webs():
-            stray.stop()
-            say(stray, "stopped (scaled down)")
-        say(self.haproxy(), "started" if self.haproxy().ensure() else "already running")
+        worker = Worker(self.profile, self.database, self.extra_env)
+        say(worker, "started" if worker.ensure() else "already running")
+        # The replicas and HAProxy: a running HAProxy is told of added or removed
+        # replicas through its runtime API, without a reload.
+        self.scale(self.replica_count)
         print(f"\nHerd is up: open {self.profile.url}")
         print("  log in as demo or staff, password herd-demo-password; `make status` shows every process")
 
     def start_herd_processes(self) -> None:
         """The app replicas and HAProxy (the services must be up)."""
+        self.collect_static()
         for web in self.webs():
             web.ensure()
         self.haproxy().ensure()
@@ -761,8 +842,129 @@ class Herd:
         for process in self.processes():
             if process.name == name:
                 say(process, "started" if process.ensure() else "already running")
+                if isinstance(process, Web):
+                    self.back_in_rotation(process)
                 return
         raise HerdError(f"no process named {name!r}; `status` lists them")
+
+    # ----------------------------------------------------------- restarts and scaling
+
+    def back_in_rotation(self, web: Web) -> None:
+        """Undo a drain left by an interrupted restart or scale (HAProxy keeps admin states)."""
+        lb = self.haproxy()
+        if lb.healthy() and lb.state(web.name).startswith(("DRAIN", "MAINT")):
+            lb.runtime(f"set server replicas/{web.name} state ready")
+
+    def drain(self, webs: list[Web], lb: HAProxy | None) -> None:
+        """Take replicas out of service without failing a request; returns once they exited.
+
+        Each is first set to ``drain`` on HAProxy's runtime API, so no new request goes to
+        it from this instant on, however late its next health check comes on a busy
+        machine; then SIGTERM: ``/readyz`` turns 503 (HAProxy marks it DOWN, as any load
+        balancer that only sees the health check would), it serves what still reaches it
+        for ``HERD_DRAIN_SECONDS``, then uvicorn finishes the requests in flight, closes
+        WebSockets with 1012 and exits. Waits for HAProxy to report it DOWN (or MAINT) and
+        for the process to be gone; SIGKILL after the graceful timeout.
+        """
+        balanced = lb is not None and lb.healthy()
+        pids = {}
+        for web in webs:
+            if balanced and web.name in lb.server_states():
+                lb.runtime(f"set server replicas/{web.name} state drain")
+            pids[web.name] = web.pid()
+            if pid_alive(pids[web.name]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pids[web.name], signal.SIGTERM)
+
+        def gone(web: Web) -> bool:
+            exited = not pid_alive(pids[web.name])
+            return exited and (not balanced or web.name not in lb.server_states() or lb.out_of_rotation(web.name))
+
+        drain_seconds = float(self.profile.django_env()["HERD_DRAIN_SECONDS"])
+        deadline = time.monotonic() + drain_seconds + GRACEFUL_TIMEOUT + 10
+        while time.monotonic() < deadline and not all(gone(web) for web in webs):
+            time.sleep(0.1)
+        for web in webs:
+            if pid_alive(pids[web.name]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pids[web.name], signal.SIGKILL)
+                say(web, "killed: it did not exit within its graceful timeout")
+            web.pidfile.unlink(missing_ok=True)
+        if not all(gone(web) for web in webs):
+            raise HerdError(f"haproxy still sends requests to {', '.join(w.name for w in webs if not gone(w))}")
+
+    def wait_in_rotation(self, lb: HAProxy, names: list[str], timeout: float = 30.0) -> None:
+        wait_for(lambda: all(lb.state(name) == "UP" for name in names), timeout, f"{', '.join(names)} UP in haproxy")
+
+    def rolling_restart(self) -> None:
+        """Restart the app replicas one at a time; the others serve meanwhile.
+
+        For each: drain it (``drain``), start it again, wait until HAProxy reports it UP,
+        then the next. Capacity drops by one replica at most, and only for that time.
+        """
+        lb = self.haproxy()
+        balanced = lb.healthy()
+        for web in self.webs():
+            self.drain([web], lb if balanced else None)
+            say(web, "drained and stopped")
+            web.start()
+            if balanced:
+                lb.runtime(f"set server replicas/{web.name} state ready")
+                self.wait_in_rotation(lb, [web.name])
+            say(web, "started again" + (", UP in haproxy" if balanced else ""))
+
+    def scale(self, replicas: int) -> None:
+        """Run ``replicas`` app replicas behind HAProxy, adding or removing them while serving.
+
+        Added replicas are started, wait for ``/readyz``, then join the running HAProxy
+        through its runtime API (``add server``, ``enable health``, ``enable server``).
+        Extra replicas are drained (``drain``) and then deleted from it (``set server ...
+        state maint``, ``del server``). The rendered configuration on disk is rewritten
+        either way, so a later start of HAProxy keeps the new set. No reload: HAProxy
+        started without ``-x`` (socket transfer) may reset connections that arrive while
+        the old process closes its listener, and a reload forgets each server's health.
+        When HAProxy runs a configuration other than the one rendered for its current
+        servers (the template changed), it is reloaded instead (``-sf``).
+        """
+        if replicas < 1:
+            raise HerdError("the herd needs at least one app replica")
+        target = HAProxy(self.profile, list(range(1, replicas + 1)))
+        # New replicas start side by side (each takes seconds to import Django).
+        starting = [web for web in target_webs(self, replicas) if not web.healthy()]
+        for web in starting:
+            web.launch()
+        for web in starting:
+            web.wait_ready()
+            say(web, "started")
+        known = sorted(int(name[3:]) for name in target.server_states() if name[3:].isdigit())
+        runtime = (
+            target.healthy()
+            and bool(known)
+            and target.config.exists()
+            and target.config.read_text() == HAProxy(self.profile, known).render()
+        )
+        if runtime:
+            for number in range(1, replicas + 1):
+                if number not in known:
+                    web = Web(self.profile, number, self.database, self.extra_env)
+                    target.add_server(web)
+                    say(web, "added to haproxy")
+            target.write_config()
+            self.wait_in_rotation(target, [f"web{n}" for n in range(1, replicas + 1)])
+        else:
+            say(target, "started" if target.ensure() else "already running")
+        extra_numbers = {n for n in known if n > replicas} | {
+            web.number for web in self.stray_webs_beyond(replicas) if web.running()
+        }
+        extras = [Web(self.profile, n, self.database, self.extra_env) for n in sorted(extra_numbers)]
+        if extras:
+            self.drain(extras, target if runtime else None)
+            for web in extras:
+                if runtime and web.name in target.server_states():
+                    target.delete_server(web.name)
+                say(web, "drained, stopped and removed from haproxy")
+        self.replica_count = replicas
+        (self.profile.state / "replicas").write_text(str(replicas))
 
     def down(self) -> None:
         processes = [*self.processes(), *self.stray_webs()]
@@ -787,6 +989,10 @@ class Herd:
         return all_up
 
 
+def target_webs(herd: Herd, replicas: int) -> list[Web]:
+    return [Web(herd.profile, n, herd.database, herd.extra_env) for n in range(1, replicas + 1)]
+
+
 def say(process: Process, what: str) -> None:
     print(f"  {process.name:<18} {what}", flush=True)
 
@@ -801,13 +1007,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="one line per process")
     start = commands.add_parser("start", help="start one process")
     start.add_argument("name")
+    commands.add_parser("restart", help="rolling restart of the app replicas, one at a time")
+    scale = commands.add_parser("scale", help="add or drain app replicas while serving")
+    scale.add_argument("replicas", type=int)
     commands.add_parser("services", help="start only the data services")
     test = commands.add_parser("test", help="services up, pytest, services down")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     profile = PROFILES[args.profile]
-    herd = Herd(profile, getattr(args, "replicas", None))
+    herd = Herd(profile, args.replicas if args.command == "up" else None)
     try:
         if args.command == "up":
             herd.up()
@@ -817,6 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if herd.status() else 1
         elif args.command == "start":
             herd.start(args.name)
+        elif args.command == "restart":
+            herd.rolling_restart()
+        elif args.command == "scale":
+            herd.scale(args.replicas)
         elif args.command == "services":
             herd.start_services()
         elif args.command == "test":
