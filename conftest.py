@@ -26,6 +26,16 @@ def wait_for_replicas():
     return wait
 
 
+@pytest.fixture(scope="session", autouse=True)
+def collected_static_files():
+    """Pages name static files by their hashed names: collect them once, as the image does."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    if not (settings.STATIC_ROOT / "staticfiles.json").exists():
+        call_command("collectstatic", "--noinput", verbosity=0)
+
+
 @pytest.fixture(autouse=True)
 def empty_cache():
     """Each test starts with an empty cache Redis: entries of earlier tests' rows are gone."""

@@ -1,7 +1,9 @@
-"""WebSocket routes, served by Channels on every replica (config.asgi).
+"""WebSocket routes, served by Channels on every replica (config.asgi)."""
 
-The notifications consumer (``/ws/notifications/``) is added here by the jobs and
-notifications work; until then every socket is refused.
-"""
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from notifications.consumers import NotificationConsumer
+
+websocket_urlpatterns = [
+    path("ws/notifications/", NotificationConsumer.as_asgi()),
+]

@@ -11,7 +11,8 @@ Guarantees:
 - Within a request, reads stay on the replica first chosen (monotonic reads).
 - ``use_primary()`` forces the primary explicitly; ``at_least(lsn)`` makes code
   outside a request (a job) read data at least as new as ``lsn``, which the request
-  that enqueued it got from ``current_lsn()``.
+  that enqueued it got from ``current_lsn()``; ``written_for(user)`` makes a job's
+  writes count as that user's own, so their next page shows the job's result.
 - A replica that fails during a GET is marked down and the view runs again on the
   primary: the visitor sees a slower page, not an error.
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
@@ -57,7 +58,7 @@ class ReadState:
 
     user_id: Callable[[], str | None] = lambda: None
     wrote: bool = False
-    primary_depth: int = 0
+    pinned: bool = False  # a replica failed under this request: the primary from now on
     min_lsn: int | None = None
     min_lsn_loaded: bool = False
     replica: str | None = None
@@ -73,6 +74,8 @@ class ReadState:
 _state: ContextVar[ReadState | None] = ContextVar("herd_read_state", default=None)
 # A position every read in the current block must reach (``at_least``).
 _floor: ContextVar[int | None] = ContextVar("herd_read_floor", default=None)
+# How many ``use_primary()`` blocks enclose the current code.
+_primary_depth: ContextVar[int] = ContextVar("herd_primary_depth", default=0)
 
 
 def max_lsn(*lsns: int | None) -> int | None:
@@ -109,6 +112,12 @@ def remember_lsn(user_id: str, lsn: int) -> None:
         logger.warning("could not store the LSN of user %s: their next reads may be stale", user_id)
 
 
+def written_for(user_id: int | str) -> None:
+    """Code writing on a user's behalf outside their requests (a job): once committed,
+    that user's next reads must see it, as if they had written it themselves."""
+    transaction.on_commit(lambda: remember_lsn(str(user_id), current_lsn()))
+
+
 def current_lsn() -> int:
     """The primary's WAL insert position now: what a reader must reach to see every commit so far."""
     with connections[PRIMARY].cursor() as cursor:
@@ -122,23 +131,14 @@ def replay_lsn(alias: str) -> int:
         return lsn_to_int(cursor.fetchone()[0])
 
 
-def _state_or_new() -> ReadState:
-    state = _state.get()
-    if state is None:
-        state = ReadState(min_lsn_loaded=True)
-        _state.set(state)
-    return state
-
-
 @contextlib.contextmanager
 def use_primary() -> Iterator[None]:
     """Read from the primary inside this block: for code that must not see stale data."""
-    state = _state_or_new()
-    state.primary_depth += 1
+    token = _primary_depth.set(_primary_depth.get() + 1)
     try:
         yield
     finally:
-        state.primary_depth -= 1
+        _primary_depth.reset(token)
 
 
 @contextlib.contextmanager
@@ -184,9 +184,9 @@ def read_alias(min_lsn: int | None = None) -> str:
     position of the last write to the tables it reads).
     """
     state = _state.get()
-    if connections[PRIMARY].in_atomic_block:
+    if _primary_depth.get() or connections[PRIMARY].in_atomic_block:
         return PRIMARY
-    if state is not None and (state.wrote or state.primary_depth):
+    if state is not None and (state.wrote or state.pinned):
         return PRIMARY
     required = max_lsn(min_lsn, _floor.get(), state.required_lsn() if state is not None else None)
     if required is not None and required >= UNKNOWN_LSN:
@@ -250,6 +250,6 @@ class ReadYourWritesMiddleware:
         replica_health.mark_down(failed)
         connections[failed].close()
         state.replica = None
-        state.primary_depth += 1
+        state.pinned = True
         match = request.resolver_match
         return match.func(request, *match.args, **match.kwargs)

@@ -1,0 +1,192 @@
+"""Jobs end to end: a real browser through HAProxy, a real Dramatiq worker on RabbitMQ.
+
+Uses the herd of deploy/tests/conftest.py (web1..web3 behind HAProxy) and starts a
+Dramatiq worker (``manage.py rundramatiq``) of the test profile on the test database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+import websockets
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from playwright.sync_api import sync_playwright
+
+from accounts import services as accounts_services
+from deploy.herd import PROFILES, Worker, pid_alive
+from deploy.tests.visitor import Visitor
+from jobs import services as job_services
+from jobs.models import Job
+from notifications.models import Notification
+
+pytestmark = [
+    pytest.mark.herd,
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    pytest.mark.usefixtures("clear_login_throttles"),
+]
+
+PASSWORD = "a-long-test-password-42"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Every value the page's progress text takes, recorded in the page itself.
+RECORD_PROGRESS = """
+window.__progress = [];
+document.addEventListener("DOMContentLoaded", function () {
+  new MutationObserver(function () {
+    document.querySelectorAll("[data-job-percent]").forEach(function (e) { window.__progress.push(e.textContent); });
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+});
+"""
+
+
+@pytest.fixture
+def worker(herd):
+    process = Worker(PROFILES["test"], database=settings.DATABASES["default"]["NAME"])
+    process.ensure()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def shopper(wait_for_replicas):
+    user = accounts_services.create_user(username="shopper", email="shopper@example.com", password=PASSWORD)
+    wait_for_replicas()
+    return user
+
+
+def seed_products(count: int, wait_for_replicas) -> None:
+    call_command(
+        "seed_catalog",
+        "--products",
+        str(count),
+        "--reviews-per-product",
+        "0",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+    wait_for_replicas()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_a_shopper_watches_an_export_progress_live_and_downloads_it(herd, worker, shopper, wait_for_replicas):
+    seed_products(30_000, wait_for_replicas)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.add_init_script(RECORD_PROGRESS)
+            page.goto(herd.profile.url + "accounts/login/")
+            page.fill("#id_username", "shopper")
+            page.fill("#id_password", PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url("**/accounts/profile/")
+            page.goto(herd.profile.url + "jobs/")
+            badge = page.locator("[data-unread-count]")
+            assert badge.is_hidden()
+
+            page.get_by_role("button", name="Export the catalog as CSV").click()
+            page.wait_for_url("**/jobs/*/")
+            navigations = []
+            page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+            download_link = page.locator("a[download]")
+            download_link.wait_for(timeout=60_000)
+            badge.wait_for(state="visible", timeout=10_000)
+            assert badge.inner_text() == "1"
+            assert page.locator("#live-notifications li").count() == 1
+            assert navigations == [], "the page reloaded"
+            seen = [int(text.rstrip("%")) for text in page.evaluate("window.__progress")]
+            assert any(0 < value < 100 for value in seen), f"the bar never moved: {seen}"
+            assert seen[: seen.index(100)] == sorted(seen[: seen.index(100)])
+
+            with page.expect_download() as download:
+                download_link.click()
+            with open(download.value.path(), encoding="utf-8", newline="") as exported:
+                rows = list(csv.reader(exported))
+        finally:
+            browser.close()
+    assert rows[0][:2] == ["name", "slug"]
+    assert len(rows) == 30_001
+
+
+def test_a_socket_on_one_replica_hears_of_a_job_started_through_another(herd, worker, shopper, wait_for_replicas):
+    web1, web2, _ = herd.webs()
+    visitor = Visitor(herd.profile.url)
+    assert visitor.log_in("shopper", PASSWORD, port=web2.port).status_code == 302
+    cookie = f"sessionid={visitor.client.cookies['sessionid']}"
+
+    async def listen_while_starting() -> list[dict]:
+        events = []
+        async with websockets.connect(
+            f"ws://127.0.0.1:{web1.port}/ws/notifications/",
+            additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{web1.port}"},
+        ) as socket:
+            started = await asyncio.to_thread(start_export, visitor, web2.port)
+            assert started.headers["X-Served-By"] == "web2"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (finished(events) and notified(events)):
+                events.append(json.loads(await asyncio.wait_for(socket.recv(), timeout=60)))
+        return events
+
+    def finished(events: list[dict]) -> bool:
+        return any(e.get("type") == "job.progress" and e.get("state") == "succeeded" for e in events)
+
+    def notified(events: list[dict]) -> bool:
+        return any(e.get("type") == "notification" for e in events)
+
+    events = asyncio.run(listen_while_starting())
+    assert finished(events) and notified(events), events
+
+
+def start_export(visitor: Visitor, port: int):
+    """Submit the jobs page's export form (its CSRF token and idempotency key) to ``port``."""
+    page = visitor.get("/jobs/", port)
+    form = page.text.split('action="/jobs/start/catalog_export/"', 1)[1].split("</form>", 1)[0]
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))
+    return visitor.client.post(f"http://127.0.0.1:{port}/jobs/start/catalog_export/", data=fields)
+
+
+def test_a_job_whose_worker_is_killed_is_redelivered_and_finishes_once(worker, shopper, wait_for_replicas):
+    seed_products(150_000, wait_for_replicas)
+    job = job_services.start_job(shopper, Job.Kind.CATALOG_EXPORT, idempotency_key="kill-test")
+    deadline = time.monotonic() + 60
+    while Job.objects.using("default").get(pk=job.pk).progress < 5:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    pid = worker.pid()
+    os.killpg(pid, signal.SIGKILL)
+    wait_until_dead = time.monotonic() + 10
+    while pid_alive(pid):
+        assert time.monotonic() < wait_until_dead
+        time.sleep(0.05)
+    assert Job.objects.using("default").get(pk=job.pk).state == Job.State.RUNNING
+
+    worker.start()
+    restarted = time.monotonic()
+    while Job.objects.using("default").get(pk=job.pk).state != Job.State.SUCCEEDED:
+        assert time.monotonic() - restarted < 30, "not finished within 30 s of a worker being available again"
+        time.sleep(0.2)
+    job.refresh_from_db(using="default")
+    assert job.attempts == 2
+    assert job.result["products"] == 150_000
+    assert Notification.objects.using("default").filter(job=job).count() == 1
+    assert default_storage.exists(job.output_name)

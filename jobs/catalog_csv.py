@@ -1,0 +1,304 @@
+"""The catalog's CSV format: ``name,slug,category,price,stock,description``.
+
+Export writes it, import reads it, so an export imports back unchanged. ``category``
+is a category's slug; the import creates a category it does not know.
+
+Guarantees of :func:`parse`: every row is checked before anything is written, and a
+file with any bad row is refused whole, with each bad row's line number and reasons
+(``FileRefused``). What it returns fits the columns: lengths, slugs, a price of at most
+two decimals in ``numeric(10, 2)``, a stock in ``integer``, no NUL characters (which
+PostgreSQL text cannot hold).
+
+Guarantees of :func:`import_rows`: call it inside a transaction; rows whose slug exists
+are updated (name, category, price, stock, description; never the rating summary),
+others created, so importing a file twice leaves one product per slug.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.db import IntegrityError
+
+from catalog import cache as catalog_cache
+from catalog import services as catalog_services
+from catalog.models import Category, Product
+from catalog.selectors import MAX_PRICE
+
+COLUMNS = ("name", "slug", "category", "price", "stock", "description")
+MAX_NAME = Product._meta.get_field("name").max_length
+MAX_SLUG = Product._meta.get_field("slug").max_length
+MAX_CATEGORY_SLUG = Category._meta.get_field("slug").max_length
+MAX_CATEGORY_NAME = Category._meta.get_field("name").max_length
+MAX_DESCRIPTION = 10_000
+MAX_STOCK = 2**31 - 1  # Product.stock is a PostgreSQL integer
+MAX_LISTED_ERRORS = 1000  # bad rows listed on the job; the count covers all of them
+BATCH = 1000
+
+_SLUG = re.compile(r"^[-a-zA-Z0-9_]+\Z")
+_WHOLE_NUMBER = re.compile(r"^[0-9]+\Z")
+
+Report = Callable[[int, int], None]  # (done, total): how far a step has got
+
+
+class FileRefused(Exception):
+    """The file cannot be imported; ``message`` says why, ``bad_rows`` lists bad rows."""
+
+    def __init__(self, message: str, bad_rows: list[dict] | None = None, bad_row_count: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.bad_rows = bad_rows or []
+        self.bad_row_count = bad_row_count
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    line: int
+    name: str
+    slug: str
+    category: str
+    price: Decimal
+    stock: int
+    description: str
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _decode(data: bytes) -> str:
+    if not data:
+        raise FileRefused("The file is empty.")
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is fine
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise FileRefused(
+            f"The file is not UTF-8 text (line {line} has a byte UTF-8 does not allow). "
+            "Save it as “CSV UTF-8” and upload it again."
+        ) from error
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, fields) for each non-blank record."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise FileRefused(f"Line {line} is not valid CSV: {error}.") from error
+        if fields:
+            yield line, fields
+
+
+def _check_header(header: list[str]) -> list[str]:
+    names = [name.strip().lower() for name in header]
+    missing = [name for name in COLUMNS if name not in names]
+    extra = [name for name in names if name not in COLUMNS]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    expected = f"The first line must name the columns {', '.join(COLUMNS)}."
+    if missing:
+        raise FileRefused(f"The file has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}. {expected}")
+    if extra:
+        raise FileRefused(f"The file has unknown columns: {', '.join(extra)}. {expected}")
+    if repeated:
+        raise FileRefused(f"The file names the {', '.join(repeated)} column more than once. {expected}")
+    return names
+
+
+def _text(value: str, column: str, limit: int, problems: list[str], *, required: bool) -> str:
+    value = value.strip()
+    if "\x00" in value:
+        problems.append(f"{column} contains a NUL character")
+    if required and not value:
+        problems.append(f"{column} is empty")
+    elif len(value) > limit:
+        problems.append(f"{column} is longer than {limit} characters")
+    return value
+
+
+def _slug(value: str, column: str, limit: int, problems: list[str]) -> str:
+    value = _text(value, column, limit, problems, required=True)
+    if value and not _SLUG.match(value):
+        problems.append(f"{column} “{value[:40]}” may hold only letters, digits, hyphens and underscores")
+    return value
+
+
+def _price(value: str, problems: list[str]) -> Decimal:
+    value = value.strip()
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        price = None
+    if price is None or not price.is_finite():
+        problems.append(f"price “{value[:40]}” is not a number" if value else "price is empty")
+        return Decimal(0)
+    if price < 0:
+        problems.append("price is negative")
+    elif price >= MAX_PRICE:
+        problems.append(f"price is above the largest allowed, {MAX_PRICE - Decimal('0.01')}")
+    elif price.as_tuple().exponent < -2 and price != price.quantize(Decimal("0.01")):
+        problems.append("price has more than two decimal places")
+    return price.quantize(Decimal("0.01")) if not problems else Decimal(0)
+
+
+def _stock(value: str, problems: list[str]) -> int:
+    value = value.strip()
+    if not value:
+        return 0
+    if value.startswith("-") and _WHOLE_NUMBER.match(value[1:]):
+        problems.append("stock is negative")
+    elif not _WHOLE_NUMBER.match(value):
+        problems.append(f"stock “{value[:40]}” is not a whole number")
+    elif int(value) > MAX_STOCK:
+        problems.append(f"stock is above the largest allowed, {MAX_STOCK}")
+    else:
+        return int(value)
+    return 0
+
+
+def parse(data: bytes, report: Report | None = None) -> list[ProductRow]:
+    """Every row of the file, checked; raises ``FileRefused`` if any row (or the file) is bad."""
+    text = _decode(data)
+    total_lines = text.count("\n") + 1
+    records = _records(text)
+    try:
+        _, header = next(records)
+    except StopIteration:
+        raise FileRefused("The file has no lines with content.") from None
+    names = _check_header(header)
+
+    rows: list[ProductRow] = []
+    bad_rows: list[dict] = []
+    bad_row_count = 0
+    first_line_of_slug: dict[str, int] = {}
+    for number, (line, fields) in enumerate(records, start=1):
+        if report is not None and number % BATCH == 0:
+            report(line, total_lines)
+        problems: list[str] = []
+        if len(fields) != len(names):
+            problems.append(f"has {len(fields)} fields; the header has {len(names)}")
+        else:
+            values = dict(zip(names, fields, strict=True))
+            row = ProductRow(
+                line=line,
+                name=_text(values["name"], "name", MAX_NAME, problems, required=True),
+                slug=_slug(values["slug"], "slug", MAX_SLUG, problems),
+                category=_slug(values["category"], "category", MAX_CATEGORY_SLUG, problems),
+                price=_price(values["price"], problems),
+                stock=_stock(values["stock"], problems),
+                description=_text(values["description"], "description", MAX_DESCRIPTION, problems, required=False),
+            )
+            if row.slug and row.slug in first_line_of_slug:
+                problems.append(f"slug “{row.slug}” is already used on line {first_line_of_slug[row.slug]}")
+            elif row.slug:
+                first_line_of_slug[row.slug] = line
+        if problems:
+            bad_row_count += 1
+            if len(bad_rows) < MAX_LISTED_ERRORS:
+                bad_rows.append({"line": line, "reason": "; ".join(problems)})
+        else:
+            rows.append(row)
+
+    if bad_row_count:
+        plural = "s are" if bad_row_count > 1 else " is"
+        raise FileRefused(
+            f"{bad_row_count} row{plural} not valid, so nothing was imported. Fix the rows listed and upload again.",
+            bad_rows=bad_rows,
+            bad_row_count=bad_row_count,
+        )
+    if not rows:
+        raise FileRefused("The file has a header but no products.")
+    return rows
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _categories(slugs: set[str]) -> tuple[dict[str, Category], int]:
+    """The categories by slug, creating the missing ones (through catalog.services)."""
+    found = Category.objects.in_bulk(sorted(slugs), field_name="slug")
+    created = 0
+    for slug in sorted(slugs - found.keys()):
+        name = slug.replace("-", " ").replace("_", " ").strip().capitalize()[:MAX_CATEGORY_NAME] or slug
+        try:
+            # create_category is atomic: a savepoint, so losing a race to the unique slug is survivable.
+            found[slug] = catalog_services.create_category(name=name, slug=slug)
+            created += 1
+        except IntegrityError:
+            found[slug] = Category.objects.get(slug=slug)
+    return found, created
+
+
+def import_rows(rows: list[ProductRow], report: Report | None = None) -> dict[str, int]:
+    """Create or update one product per row. Call inside a transaction: all rows or none.
+
+    Products are upserted in batches (``INSERT ... ON CONFLICT (slug) DO UPDATE``)
+    rather than row by row through ``catalog.services``: one save per row would run
+    the per-object signals, which flush and enqueue one page rebuild per product. The
+    pages of updated products are flushed here instead, once, on commit; new products
+    have no cached page yet, and the list pages follow the table's version
+    (``scaling.cache``).
+    """
+    categories, categories_created = _categories({row.category for row in rows})
+    created = updated = 0
+    updated_slugs: list[str] = []
+    for start in range(0, len(rows), BATCH):
+        batch = rows[start : start + BATCH]
+        existing = set(Product.objects.filter(slug__in=[row.slug for row in batch]).values_list("slug", flat=True))
+        Product.objects.bulk_create(
+            [
+                Product(
+                    category=categories[row.category],
+                    name=row.name,
+                    slug=row.slug,
+                    price=row.price,
+                    stock=row.stock,
+                    description=row.description,
+                )
+                for row in batch
+            ],
+            update_conflicts=True,
+            unique_fields=["slug"],
+            update_fields=["category", "name", "price", "stock", "description", "updated_at"],
+        )
+        updated_slugs += existing
+        updated += len(existing)
+        created += len(batch) - len(existing)
+        if report is not None:
+            report(start + len(batch), len(rows))
+    catalog_cache.flush_product_pages(updated_slugs)
+    return {"rows": len(rows), "created": created, "updated": updated, "categories_created": categories_created}
+
+
+def export_csv(report: Report | None = None, chunk: int = 2000) -> tuple[bytes, int]:
+    """Every product as CSV bytes, read in keyset pages by id; returns (bytes, count)."""
+    output = io.StringIO()
+    # The default "\r\n" terminator also makes the writer quote a lone "\r" inside a field,
+    # which a reader would otherwise take for the end of the record.
+    writer = csv.writer(output)
+    writer.writerow(COLUMNS)
+    highest = Product.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    last_id, count = 0, 0
+    while True:
+        page = list(
+            Product.objects.filter(id__gt=last_id)
+            .order_by("id")
+            .values_list("id", "name", "slug", "category__slug", "price", "stock", "description")[:chunk]
+        )
+        if not page:
+            break
+        for _, name, slug, category, price, stock, description in page:
+            writer.writerow((name, slug, category, price, stock, description))
+        count += len(page)
+        last_id = page[-1][0]
+        if report is not None:
+            report(min(last_id, highest), highest)
+    return output.getvalue().encode(), count

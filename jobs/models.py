@@ -1,0 +1,71 @@
+"""A background job: what was asked, how far it got, and how it ended.
+
+The row is the truth about a job; the Dramatiq message only carries its id
+(``jobs.tasks``). Input and output files live in the default storage (shared:
+PostgreSQL locally, S3 in production), under names that contain the job id.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        CATALOG_IMPORT = "catalog_import", "Catalog import"
+        CATALOG_EXPORT = "catalog_export", "Catalog export"
+        PICTURE_THUMBNAIL = "picture_thumbnail", "Picture thumbnail"
+        CACHE_WARM = "cache_warm", "Cache warming"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (State.SUCCEEDED, State.FAILED)
+    STAFF_ONLY_KINDS = (Kind.CATALOG_IMPORT, Kind.CACHE_WARM)
+
+    # A UUID, not a counter: ids appear in URLs and must not be guessable or countable.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, help_text="Why the job failed, in words its owner understands.")
+    idempotency_key = models.CharField(max_length=100, blank=True)
+    input_name = models.CharField(max_length=255, blank=True)
+    output_name = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="jobs_job_one_per_owner_and_idempotency_key",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="jobs_job_progress_at_most_100"),
+        ]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="jobs_job_owner_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("jobs:detail", args=[self.id])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.FINISHED

@@ -1,0 +1,87 @@
+"""Writes of the jobs app: starting a job.
+
+Guarantees of :func:`start_job`:
+
+- The job row (and its input file, in the default storage under a name containing the
+  job's id) is written in one transaction, and ONE Dramatiq message carrying only the
+  job's id is sent after it commits: the worker never looks for a row that is not there.
+- With an ``idempotency_key``, starting the same thing twice (a double click, a form
+  sent again) returns the job the first call made, and sends nothing more.
+- Staff-only kinds are refused to other users here, whatever the view did.
+- If the message cannot be sent (the broker is down), the job ends ``failed`` with a
+  reason its owner sees, rather than waiting forever.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from jobs.models import Job
+from scaling.consistency import use_primary
+
+logger = logging.getLogger(__name__)
+
+INPUT_SUFFIX = {Job.Kind.CATALOG_IMPORT: ".csv"}
+
+
+class IdempotencyKeyReused(ValueError):
+    """The key already started a job of another kind."""
+
+
+def _existing(owner: AbstractBaseUser, kind: str, idempotency_key: str) -> Job | None:
+    with use_primary():  # a replica may not have replayed the first call's row yet
+        job = Job.objects.filter(owner_id=owner.pk, idempotency_key=idempotency_key).first()
+    if job is not None and job.kind != kind:
+        raise IdempotencyKeyReused(f"The key {idempotency_key!r} already started a {job.get_kind_display()}.")
+    return job
+
+
+def start_job(
+    owner: AbstractBaseUser,
+    kind: str,
+    *,
+    params: dict | None = None,
+    input_bytes: bytes | None = None,
+    idempotency_key: str | None = None,
+) -> Job:
+    """Create a job for ``owner`` and enqueue it once committed; see the module's guarantees."""
+    if kind not in Job.Kind.values:
+        raise ValueError(f"Unknown kind of job {kind!r}; expected one of {', '.join(Job.Kind.values)}.")
+    if kind in Job.STAFF_ONLY_KINDS and not owner.is_staff:
+        raise PermissionDenied(f"Only staff can start a {Job.Kind(kind).label.lower()}.")
+    if idempotency_key:
+        existing = _existing(owner, kind, idempotency_key)
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                owner_id=owner.pk, kind=kind, params=params or {}, idempotency_key=idempotency_key or ""
+            )
+            if input_bytes is not None:
+                name = f"job-inputs/{job.pk}{INPUT_SUFFIX.get(kind, '')}"
+                job.input_name = default_storage.save(name, ContentFile(input_bytes))
+                job.save(update_fields=["input_name"])
+            transaction.on_commit(lambda: _enqueue(job))
+    except IntegrityError:
+        # A concurrent call with the same key won the race to the unique constraint.
+        if idempotency_key and (existing := _existing(owner, kind, idempotency_key)) is not None:
+            return existing
+        raise
+    return job
+
+
+def _enqueue(job: Job) -> None:
+    from jobs.tasks import fail_job, run_job
+
+    try:
+        run_job.send(str(job.pk))
+    except Exception:
+        logger.exception("could not enqueue job %s", job.pk)
+        fail_job(job.pk, "The job could not be queued (the job queue is unavailable). Please start it again.")

@@ -1,0 +1,74 @@
+"""Jobs fixtures: users made through the services, CSV files, and running a job as the worker would."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import time
+from collections.abc import Iterable
+
+import pytest
+from django.db import connections
+
+from accounts import services as accounts_services
+from jobs.tasks import run_job
+from scaling import consistency
+from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
+
+PASSWORD = "a-long-test-password-42"
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_user():
+    def make(username: str | None = None, *, staff: bool = False):
+        user = accounts_services.create_user(
+            username=username or f"user{next(_numbers)}", email="someone@example.com", password=PASSWORD
+        )
+        if staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+        return user
+
+    return make
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staffer", staff=True)
+
+
+@pytest.fixture
+def shopper(make_user):
+    return make_user("shopper")
+
+
+def csv_bytes(rows: Iterable[Iterable[object]], header: Iterable[str] | None = None) -> bytes:
+    """A CSV file as a spreadsheet saves it (UTF-8)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header or ("name", "slug", "category", "price", "stock", "description"))
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def run(job) -> None:
+    """Run the job's actor function here, reading at least what is committed now.
+
+    The worker does the same through ``scaling.jobs.ReadAtLeastEnqueuerMiddleware``;
+    ``run_job.fn`` skips the middleware, so the floor is set here.
+    """
+    with consistency.at_least(consistency.current_lsn()):
+        run_job.fn(str(job.pk))
+    # The test then reads outside any request, where reads may go to the replica: let
+    # it replay what the job wrote first, as a user's next request would (read-your-writes).
+    # (Inside a test's transaction every read goes to the primary: nothing to wait for.)
+    if connections["default"].in_atomic_block:
+        return
+    caught_up_lsn = primary_lsn()
+    deadline = time.monotonic() + 10
+    for alias in replica_aliases():
+        while not replica_has_caught_up(alias, caught_up_lsn):
+            assert time.monotonic() < deadline, f"{alias} did not replay the job's writes"
+            time.sleep(0.01)

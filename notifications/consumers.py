@@ -1,0 +1,107 @@
+"""The notifications socket, ``/ws/notifications/``: a user's live events, and only theirs.
+
+Guarantees:
+
+- Only a session-authenticated user gets a socket (``config.asgi`` wraps the routes in
+  ``AllowedHostsOriginValidator(AuthMiddlewareStack(...))``); anyone else is refused
+  before the handshake completes.
+- A socket joins exactly one group, ``user-<id>``, named from the authenticated user's
+  id; the client never names a group, so it cannot listen to anyone else's.
+- The session is checked again every ``recheck_seconds`` and on every client message,
+  against the session store (not the copy loaded at connect): once it no longer maps
+  to the same user (logged out, password changed, expired), the socket is closed with
+  ``CLOSE_SESSION_ENDED`` and the client does not reconnect.
+
+Events sent to the client (JSON): ``job.progress`` {job, progress, state},
+``notification`` {id, title, body, link, unread} and ``notification.read`` {unread}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from importlib import import_module
+
+from channels.auth import get_user
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from notifications.push import user_group
+
+logger = logging.getLogger(__name__)
+
+CLOSE_SESSION_ENDED = 4401  # the client stops reconnecting
+CLOSE_TRY_AGAIN = 1012  # "service restart": the client reconnects, and logs in to the socket again
+
+
+class NotificationConsumer(AsyncWebsocketConsumer):
+    recheck_seconds: float = 60.0
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()
+            return
+        self.user_id = user.pk
+        self.group = user_group(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        self.recheck_task = asyncio.create_task(self._recheck_every_interval())
+
+    async def disconnect(self, code: int) -> None:
+        task = getattr(self, "recheck_task", None)
+        if task is not None:
+            task.cancel()
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Clients send only keep-alives; what they say is never acted on.
+        await self._close_unless_still_logged_in()
+
+    # ----------------------------------------------------------------- session re-check
+
+    async def _recheck_every_interval(self) -> None:
+        while await self._sleep_then_check():
+            pass
+
+    async def _sleep_then_check(self) -> bool:
+        await asyncio.sleep(self.recheck_seconds)
+        return await self._close_unless_still_logged_in()
+
+    async def _close_unless_still_logged_in(self) -> bool:
+        """True if the socket stays open."""
+        try:
+            still = await self._session_still_maps_to_user()
+        except Exception:
+            # The session store is unreachable: let the client reconnect, which checks afresh.
+            logger.warning("could not re-check the session of user %s's socket", self.user_id, exc_info=True)
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return False
+        if not still:
+            await self.close(code=CLOSE_SESSION_ENDED)
+        return still
+
+    async def _session_still_maps_to_user(self) -> bool:
+        session_key = self.scope["session"].session_key
+        if not session_key:
+            return False
+        # A fresh store: the one in the scope holds what was loaded at connect.
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = await get_user({"session": store})
+        return user.is_authenticated and user.pk == self.user_id
+
+    # ------------------------------------------------------- events from notifications.push
+
+    async def job_progress(self, event: dict) -> None:
+        await self._send_event(event, "job", "progress", "state")
+
+    async def notification(self, event: dict) -> None:
+        await self._send_event(event, "id", "title", "body", "link", "unread")
+
+    async def notification_read(self, event: dict) -> None:
+        await self._send_event(event, "unread")
+
+    async def _send_event(self, event: dict, *fields: str) -> None:
+        await self.send(text_data=json.dumps({"type": event["type"], **{name: event.get(name) for name in fields}}))

@@ -1,0 +1,129 @@
+"""The notifications page, the unread count in every page's header, and marking as read."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.db import connections
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from accounts import services as accounts_services
+from notifications import services
+from notifications.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "a-long-test-password-42"
+
+
+@pytest.fixture
+def alice():
+    return accounts_services.create_user(username="alice", email="alice@example.com", password=PASSWORD)
+
+
+@pytest.fixture
+def bob():
+    return accounts_services.create_user(username="bob", email="bob@example.com", password=PASSWORD)
+
+
+def client_of(user, **kwargs) -> Client:
+    client = Client(**kwargs)
+    client.force_login(user)
+    return client
+
+
+def notification_queries(run) -> list[str]:
+    with CaptureQueriesContext(connections["default"]) as queries:
+        run()
+    return [q["sql"] for q in queries.captured_queries if "notifications_notification" in q["sql"]]
+
+
+def test_the_page_lists_the_users_own_notifications_newest_first(alice, bob):
+    services.notify(alice.pk, title="Export finished", body="12 products exported.", link="/jobs/")
+    services.notify(alice.pk, title="Import failed", body="The file is empty.")
+    services.notify(bob.pk, title="Bob's secret")
+    response = client_of(alice).get("/notifications/")
+    page = response.content.decode()
+    assert page.index("Import failed") < page.index("Export finished")
+    assert '<a href="/jobs/">Export finished</a>' in page
+    assert "Bob&#x27;s secret" not in page and "Bob's secret" not in page
+    assert "private" in response["Cache-Control"] and "no-store" in response["Cache-Control"]
+
+
+def test_the_header_shows_the_unread_count_with_one_count_query(alice):
+    for number in range(3):
+        services.notify(alice.pk, title=f"Note {number}")
+    client = client_of(alice)
+    response = None
+
+    def load():
+        nonlocal response
+        response = client.get("/")
+
+    queries = notification_queries(load)
+    assert len(queries) == 1 and "COUNT(*)" in queries[0]
+    assert '<span class="badge" data-unread-count>3</span>' in response.content.decode()
+
+
+def test_an_anonymous_visitor_gets_no_count_and_no_query():
+    response = None
+
+    def load():
+        nonlocal response
+        response = Client().get("/")
+
+    assert notification_queries(load) == []
+    assert "data-unread-count" not in response.content.decode()
+    assert "live.js" not in response.content.decode()
+
+
+def test_marking_one_read_lowers_the_count_and_all_read_clears_it(alice):
+    first = services.notify(alice.pk, title="First")
+    services.notify(alice.pk, title="Second")
+    client = client_of(alice)
+    assert client.post(f"/notifications/{first.pk}/read/").status_code == 302
+    assert "data-unread-count>1<" in client.get("/notifications/").content.decode()
+    assert client.post("/notifications/read/").status_code == 302
+    page = client.get("/notifications/").content.decode()
+    assert "data-unread-count hidden>0<" in page
+    assert not Notification.objects.filter(user=alice, read_at__isnull=True).exists()
+
+
+def test_nobody_can_mark_another_users_notification(alice, bob):
+    note = services.notify(alice.pk, title="Alice's")
+    assert client_of(bob).post(f"/notifications/{note.pk}/read/").status_code == 404
+    client_of(bob).post("/notifications/read/")
+    note.refresh_from_db()
+    assert note.read_at is None
+
+
+@pytest.mark.parametrize("path", ["/notifications/read/", "/notifications/{id}/read/"])
+def test_marking_read_refuses_a_post_without_the_csrf_token(alice, path):
+    note = services.notify(alice.pk, title="Keep me unread")
+    client = client_of(alice, enforce_csrf_checks=True)
+    assert client.post(path.format(id=note.pk)).status_code == 403
+    note.refresh_from_db()
+    assert note.read_at is None
+
+
+def test_marking_read_needs_a_post(alice):
+    note = services.notify(alice.pk, title="Unread")
+    assert client_of(alice).get(f"/notifications/{note.pk}/read/").status_code == 405
+
+
+def test_a_notification_links_only_to_a_path_on_this_site(alice):
+    for link in ("https://evil.example/", "//evil.example/", "javascript:alert(1)"):
+        with pytest.raises(ValueError):
+            services.notify(alice.pk, title="Bad link", link=link)
+
+
+def test_the_header_loads_the_live_script_by_its_hashed_name(alice, settings, tmp_path):
+    # Production's storage, whatever tests otherwise use: hashed names from collectstatic's manifest.
+    manifest = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": manifest}
+    settings.STATIC_ROOT = tmp_path
+    call_command("collectstatic", "--noinput", verbosity=0)
+    page = client_of(alice).get("/").content.decode()
+    assert '<script src="/static/notifications/live.' in page
+    assert '<script src="/static/notifications/live.js"' not in page  # the hashed, immutable name

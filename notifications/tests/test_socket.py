@@ -1,0 +1,189 @@
+"""The notifications socket through the real ASGI application, channel layer and Redis.
+
+Sockets are opened with a ``WebsocketCommunicator`` (``notifications.tests.communicator``)
+against ``config.asgi.application`` (origin check, session auth, routing); events are
+sent the way the worker sends them, through ``notifications.push``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.test import Client
+
+from accounts import services as accounts_services
+from config.asgi import application
+from notifications import push as push_module
+from notifications.consumers import CLOSE_SESSION_ENDED, NotificationConsumer
+from notifications.push import push, user_group
+from notifications.tests.communicator import WebsocketCommunicator
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+PASSWORD = "a-long-test-password-42"
+QUIET = 0.5  # how long "nothing arrives" is watched for
+
+
+@pytest.fixture
+def logged_in(wait_for_replicas):
+    """(user, Client with their session) for each name; the replica has the users before sockets look."""
+
+    def make(*names: str) -> list[tuple]:
+        made = []
+        for name in names:
+            user = accounts_services.create_user(username=name, email=f"{name}@example.com", password=PASSWORD)
+            client = Client()
+            client.force_login(user)
+            made.append((user, client))
+        wait_for_replicas()
+        return made
+
+    return make
+
+
+def socket(client: Client | None = None, origin: bytes = b"http://localhost") -> WebsocketCommunicator:
+    headers = [(b"origin", origin), (b"host", b"localhost")]
+    if client is not None:
+        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    return WebsocketCommunicator(application, "/ws/notifications/", headers=headers)
+
+
+def scenario(coroutine_function):
+    """Run an async test body from a synchronous test (pytest-asyncio is not installed)."""
+    return async_to_sync(coroutine_function)()
+
+
+async def assert_nothing_arrives(communicator: WebsocketCommunicator) -> None:
+    if not await communicator.receive_nothing(timeout=QUIET):
+        raise AssertionError(f"the socket got {await communicator.receive_output()}")
+
+
+def progress(job: str = "job-1", percent: int = 40) -> dict:
+    return {"type": "job.progress", "job": job, "progress": percent, "state": "running"}
+
+
+def test_an_anonymous_socket_is_refused():
+    async def body():
+        connected, _ = await socket().connect()
+        assert not connected
+
+    scenario(body)
+
+
+def test_a_socket_from_another_origin_is_refused(logged_in):
+    [(_, client)] = logged_in("alice")
+
+    async def body():
+        connected, _ = await socket(client, origin=b"http://evil.example").connect()
+        assert not connected
+
+    scenario(body)
+
+
+def test_a_logged_in_user_receives_their_own_events(logged_in):
+    [(alice, client)] = logged_in("alice")
+
+    async def body():
+        communicator = socket(client)
+        connected, _ = await communicator.connect()
+        assert connected
+        assert await sync_to_async(push)(alice.pk, progress("abc", 40))
+        assert await communicator.receive_json_from(timeout=3) == {
+            "type": "job.progress",
+            "job": "abc",
+            "progress": 40,
+            "state": "running",
+        }
+        notification = {"type": "notification", "id": 7, "title": "Done", "body": "b", "link": "/jobs/", "unread": 1}
+        await sync_to_async(push)(alice.pk, notification)
+        assert await communicator.receive_json_from(timeout=3) == notification
+        await communicator.disconnect()
+
+    scenario(body)
+
+
+def test_a_user_never_receives_another_users_events(logged_in):
+    [(_, alice_client), (bob, bob_client)] = logged_in("alice", "bob")
+
+    async def body():
+        alice_socket, bob_socket = socket(alice_client), socket(bob_client)
+        assert (await alice_socket.connect())[0] and (await bob_socket.connect())[0]
+        await sync_to_async(push)(bob.pk, progress("bobs-job"))
+        assert (await bob_socket.receive_json_from(timeout=3))["job"] == "bobs-job"
+        await assert_nothing_arrives(alice_socket)
+        # A client cannot pick a group: whatever it sends, it stays in its own.
+        await alice_socket.send_json_to({"type": "subscribe", "group": user_group(bob.pk)})
+        await sync_to_async(push)(bob.pk, progress("bobs-second-job"))
+        assert (await bob_socket.receive_json_from(timeout=3))["job"] == "bobs-second-job"
+        await assert_nothing_arrives(alice_socket)
+        await alice_socket.disconnect()
+        await bob_socket.disconnect()
+
+    scenario(body)
+
+
+def test_a_socket_is_closed_on_the_next_message_once_its_session_logged_out(logged_in):
+    [(_, client)] = logged_in("alice")
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        await sync_to_async(client.logout)()
+        await communicator.send_to(text_data="ping")
+        assert await communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_SESSION_ENDED}
+
+    scenario(body)
+
+
+def test_a_quiet_socket_is_closed_by_the_periodic_recheck_once_its_session_logged_out(logged_in, monkeypatch):
+    [(_, client)] = logged_in("alice")
+    monkeypatch.setattr(NotificationConsumer, "recheck_seconds", 0.2)
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        await communicator.send_to(text_data="ping")  # still logged in: stays open
+        await assert_nothing_arrives(communicator)
+        await sync_to_async(client.logout)()
+        assert await communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_SESSION_ENDED}
+
+    scenario(body)
+
+
+def test_pushes_reuse_one_redis_connection_instead_of_opening_one_per_message(logged_in):
+    [(alice, _)] = logged_in("alice")
+    stats = redis.Redis.from_url(settings.REDIS_CHANNELS_URL)
+    push(alice.pk, progress())  # the push loop opens its connection
+
+    before = stats.info("stats")["total_connections_received"]
+    for percent in range(50):
+        assert push(alice.pk, progress(percent=percent))
+    after = stats.info("stats")["total_connections_received"]
+    # A connection per push would be 50 or more; the slack is for other clients of this Redis.
+    assert after - before < 10, "pushes opened new Redis connections"
+    assert len(push_module.channel_layer()._layers) == 1  # one event loop's connections, ever
+
+    # What the push loop avoids: async_to_sync(group_send) from a thread, a connection per call.
+    layer = get_channel_layer()
+    before = stats.info("stats")["total_connections_received"]
+    for percent in range(5):
+        async_to_sync(layer.group_send)(user_group(alice.pk), progress(percent=percent))
+    assert stats.info("stats")["total_connections_received"] - before >= 5
+
+
+def test_a_push_that_cannot_reach_redis_is_logged_not_raised(monkeypatch, caplog):
+    layer = push_module.channel_layer()
+
+    async def unreachable(group, message):
+        await asyncio.sleep(0)
+        raise ConnectionRefusedError("redis is down")
+
+    monkeypatch.setattr(layer, "group_send", unreachable)
+    assert push(1, progress()) is False
+    assert "could not push job.progress to user 1" in caplog.text
