@@ -31,6 +31,7 @@ test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Re
 bench: $(VENV)/.installed  ## the benchmarks in bench/ on a herd of their own, printed as tables
 	$(PY) bench/serving.py
 	$(PY) bench/catalog.py
+	$(PY) bench/jobs.py
 	$(HERD) --profile bench down
 
 clean: down

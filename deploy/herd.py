@@ -214,8 +214,10 @@ def missing_packages() -> list[str]:
     return missing
 
 
-def ensure_packages() -> None:
+def ensure_packages(extra: dict[str, str] | None = None) -> None:
+    """Install what is missing when root; otherwise name it. ``extra``: command -> package."""
     missing = missing_packages()
+    missing += [package for command, package in (extra or {}).items() if not Path(command).exists()]
     if not missing:
         return
     if not IS_ROOT:
@@ -1044,6 +1046,8 @@ def run_tests(pytest_args: list[str]) -> int:
     """Start the test profile's services, run pytest against them, stop them."""
     herd = Herd(PROFILES["test"], replicas=0)
     try:
+        # The browser tests drive Debian's Chromium (Playwright cannot download one here).
+        ensure_packages(extra={"/usr/bin/chromium": "chromium"})
         herd.start_services()
         env = {**os.environ, **herd.profile.django_env()}
         return subprocess.run([str(VENV_PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode

@@ -25,6 +25,7 @@ import uuid
 import dramatiq
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
+from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from dramatiq.errors import BrokerConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -183,3 +184,9 @@ def _announce(job: Job) -> None:
         job=job,
     )
     push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state))
+
+
+@dramatiq.actor(max_retries=0)
+def ping(token: str) -> None:
+    """Does nothing but count itself: measures the broker and worker alone (bench/jobs.py)."""
+    get_redis_connection("default").incr(f"herd:ping:{token}")

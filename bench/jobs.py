@@ -1,0 +1,189 @@
+"""Jobs and sockets on the herd: broker throughput, completion-to-socket latency, sockets per replica.
+
+Uses the ``bench`` profile's herd (bench/catalog.py brings it up; this starts it if
+needed, plus one Dramatiq worker), from a separate process:
+
+1. jobs per second for a no-op job (``jobs.tasks.ping``) through RabbitMQ and the worker;
+2. the time from a job's completion (its ``finished_at``, set in the finishing
+   transaction) to the moment its owner's socket, through HAProxy, receives the
+   ``succeeded`` event: p50 and p99 over ``BENCH_JOBS`` thumbnail jobs;
+3. how many sockets one replica holds while still delivering one event to all of them
+   within 1 s (one user's group, growing until it takes longer or fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from deploy.herd import PROFILES, Herd, Worker  # noqa: E402
+
+PROFILE = PROFILES["bench"]
+os.environ.update(PROFILE.django_env())
+os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+import httpx  # noqa: E402
+import websockets  # noqa: E402
+from django.utils import timezone  # noqa: E402
+from django_redis import get_redis_connection  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from accounts import services as accounts_services  # noqa: E402
+from accounts.models import User  # noqa: E402
+from accounts.pictures import process_picture  # noqa: E402
+from jobs import services as job_services  # noqa: E402
+from jobs.models import Job  # noqa: E402
+from jobs.tasks import ping  # noqa: E402
+from notifications.push import push  # noqa: E402
+
+PINGS = int(os.environ.get("BENCH_PINGS", "2000"))
+JOBS = int(os.environ.get("BENCH_JOBS", "60"))
+SOCKET_STEPS = [int(n) for n in os.environ.get("BENCH_SOCKETS", "100,250,500,1000,2000").split(",")]
+PASSWORD = "bench-password-1234"
+
+
+def bench_user() -> User:
+    user = User.objects.filter(username="bench-jobs").first()
+    if user is None:
+        user = accounts_services.create_user(username="bench-jobs", email="b@example.com", password=PASSWORD)
+    picture = io.BytesIO()
+    Image.new("RGB", (640, 480), (30, 90, 160)).save(picture, "JPEG")
+    picture.seek(0)
+    picture.size = len(picture.getvalue())
+    accounts_services.update_profile(user, display_name="Bench", bio="", picture=process_picture(picture))
+    return user
+
+
+def session_cookie() -> str:
+    with httpx.Client(base_url=PROFILE.url) as client:
+        page = client.get("/accounts/login/")
+        token = page.text.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+        client.post(
+            "/accounts/login/", data={"username": "bench-jobs", "password": PASSWORD, "csrfmiddlewaretoken": token}
+        )
+        return client.cookies["sessionid"]
+
+
+def pings_per_second() -> float:
+    token = uuid.uuid4().hex
+    redis = get_redis_connection("default")
+    started = time.monotonic()
+    for _ in range(PINGS):
+        ping.send(token)
+    while int(redis.get(f"herd:ping:{token}") or 0) < PINGS:
+        if time.monotonic() - started > 300:
+            raise SystemExit("the worker did not finish the pings in 5 minutes")
+        time.sleep(0.01)
+    return PINGS / (time.monotonic() - started)
+
+
+async def completion_latencies(user: User, cookie: str) -> list[float]:
+    received: dict[str, float] = {}
+    url = PROFILE.url.replace("http://", "ws://") + "ws/notifications/"
+    headers = {"Cookie": f"sessionid={cookie}", "Origin": PROFILE.url.rstrip("/")}
+    async with websockets.connect(url, additional_headers=headers, max_queue=None) as socket:
+
+        def start_jobs() -> list[Job]:
+            jobs = []
+            for _ in range(JOBS):
+                jobs.append(job_services.start_job(user, Job.Kind.PICTURE_THUMBNAIL, idempotency_key=uuid.uuid4().hex))
+                time.sleep(0.05)
+            return jobs
+
+        starter = asyncio.ensure_future(asyncio.to_thread(start_jobs))
+        deadline = time.monotonic() + 120
+        while len(received) < JOBS and time.monotonic() < deadline:
+            event = json.loads(await asyncio.wait_for(socket.recv(), timeout=120))
+            if event.get("type") == "job.progress" and event.get("state") == "succeeded":
+                received[event["job"]] = time.time()
+        jobs = await starter
+    finished = {str(j.pk): j.finished_at for j in Job.objects.using("default").filter(pk__in=[j.pk for j in jobs])}
+    return [(received[key] - finished[key].timestamp()) * 1000 for key in received if finished.get(key)]
+
+
+async def broadcast_time(port: int, cookie: str, user: User, sockets: int) -> float | None:
+    url = f"ws://127.0.0.1:{port}/ws/notifications/"
+    headers = {"Cookie": f"sessionid={cookie}", "Origin": f"http://127.0.0.1:{port}"}
+    connections = []
+    try:
+        for _ in range(sockets):
+            connections.append(await websockets.connect(url, additional_headers=headers, open_timeout=30))
+        await asyncio.sleep(0.5)
+        marker = uuid.uuid4().hex
+        sent = time.monotonic()
+        await asyncio.to_thread(push, user.pk, {"type": "notification.read", "unread": 0, "marker": marker})
+
+        async def wait(connection) -> float:
+            while True:
+                event = json.loads(await connection.recv())
+                if event.get("type") == "notification.read":
+                    return time.monotonic()
+
+        arrivals = await asyncio.wait_for(asyncio.gather(*(wait(c) for c in connections)), timeout=10)
+        return max(arrivals) - sent
+    except (TimeoutError, OSError, websockets.exceptions.WebSocketException):
+        return None
+    finally:
+        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+
+
+def main() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    herd = Herd(PROFILE, replicas=2)
+    herd.start_services()
+    herd.start_herd_processes()
+    worker = Worker(PROFILE)
+    worker.ensure()
+    user = bench_user()
+    cookie = session_cookie()
+
+    rates = [pings_per_second() for _ in range(3)]
+    latencies = asyncio.run(completion_latencies(user, cookie))
+    held = []
+    for count in SOCKET_STEPS:
+        seconds = asyncio.run(broadcast_time(herd.webs()[0].port, cookie, user, count))
+        held.append((count, seconds))
+        if seconds is None or seconds > 1.0:
+            break
+
+    quantiles = statistics.quantiles(latencies, n=100)
+    print(
+        f"## Jobs and sockets ({platform.node()}, {os.cpu_count()} cores, 1 worker process x 4 threads, "
+        f"{timezone.now():%Y-%m-%d})\n"
+    )
+    print("| measure | value |")
+    print("|---|---:|")
+    print(
+        f"| no-op jobs per second through RabbitMQ and the worker (median of 3 x {PINGS}) | "
+        f"{statistics.median(rates):.0f} |"
+    )
+    print(
+        f"| completion commit to the browser's socket, p50 ({len(latencies)} jobs) | "
+        f"{statistics.median(latencies):.0f} ms |"
+    )
+    print(f"| completion commit to the browser's socket, p99 | {quantiles[98]:.0f} ms |")
+    for count, seconds in held:
+        shown = "failed" if seconds is None else f"{seconds * 1000:.0f} ms"
+        print(f"| one event to {count} sockets on one replica | {shown} |")
+    worker.stop()
+
+
+if __name__ == "__main__":
+    main()
