@@ -93,7 +93,8 @@ def pings_per_second() -> float:
     return PINGS / (time.monotonic() - started)
 
 
-async def completion_latencies(user: User, cookie: str) -> list[float]:
+async def completions(user: User, cookie: str) -> tuple[dict[str, float], list[Job]]:
+    """When the socket heard each job succeed (wall clock), and the jobs."""
     received: dict[str, float] = {}
     url = PROFILE.url.replace("http://", "ws://") + "ws/notifications/"
     headers = {"Cookie": f"sessionid={cookie}", "Origin": PROFILE.url.rstrip("/")}
@@ -113,6 +114,11 @@ async def completion_latencies(user: User, cookie: str) -> list[float]:
             if event.get("type") == "job.progress" and event.get("state") == "succeeded":
                 received[event["job"]] = time.time()
         jobs = await starter
+    return received, jobs
+
+
+def completion_latencies(user: User, cookie: str) -> list[float]:
+    received, jobs = asyncio.run(completions(user, cookie))
     finished = {str(j.pk): j.finished_at for j in Job.objects.using("default").filter(pk__in=[j.pk for j in jobs])}
     return [(received[key] - finished[key].timestamp()) * 1000 for key in received if finished.get(key)]
 
@@ -155,7 +161,7 @@ def main() -> None:
     cookie = session_cookie()
 
     rates = [pings_per_second() for _ in range(3)]
-    latencies = asyncio.run(completion_latencies(user, cookie))
+    latencies = completion_latencies(user, cookie)
     held = []
     for count in SOCKET_STEPS:
         seconds = asyncio.run(broadcast_time(herd.webs()[0].port, cookie, user, count))

@@ -58,7 +58,6 @@ def _product_page(request: HttpRequest, slug: str, form: ReviewForm | None = Non
         data = cache.product_page(slug)
     except Product.DoesNotExist:
         raise Http404("No such product.") from None
-    cache.note_visit(slug)
     own_review = None
     if request.user.is_authenticated:
         own_review = selectors.review_of(user_id=request.user.pk, product_id=data.id)
@@ -72,6 +71,12 @@ def _product_page(request: HttpRequest, slug: str, form: ReviewForm | None = Non
 @require_safe
 @public_when_anonymous()
 def product(request: HttpRequest, slug: str) -> HttpResponse:
+    cache.note_visit(slug)
+    if not request.COOKIES:
+        # Every visitor without cookies (no session, no messages) gets the same bytes:
+        # serve them rendered, cached under the product page's version.
+        html = cache.product_pages.derived(slug, "anonymous-html", lambda: _product_page(request, slug).content)
+        return HttpResponse(html)
     return _product_page(request, slug)
 
 

@@ -14,8 +14,9 @@ Redis (never evicted). Cache entries live in the "cache" Redis (evicted freely).
 - A miss is filled only from the primary or from a replica that has replayed the LSN
   of those versions (``scaling.consistency.read_alias``): never from a replica that
   has not seen the invalidating write (django-cachalot's replica race).
-- A version missing from Redis (a flushed state Redis) gets a new token and sends the
-  fill to the primary.
+- A version never bumped gets a new token, and its fills must reach the newest
+  write anyone made (the floor kept beside the versions); if the state Redis lost even
+  that, everything committed so far.
 
 Query cache: ``cached_query(queryset)``, explicit on the selectors that want it. The
 tables a write touches are read off the SQL the primary runs (an execute wrapper on
@@ -56,10 +57,16 @@ from scaling.replicas import PRIMARY
 logger = logging.getLogger(__name__)
 
 _VERSION_PREFIX = "herd:version:"
+# The highest LSN any version was ever bumped to.
+_FLOOR = "herd:version:floor"
 
 # Change the version of each key and raise its LSN (never lower it): KEYS are version
 # keys, ARGV[1] the LSN.
 _BUMP = """
+local floor = tonumber(redis.call('GET', 'herd:version:floor'))
+if (not floor) or tonumber(ARGV[1]) > floor then
+  redis.call('SET', 'herd:version:floor', ARGV[1])
+end
 for i, key in ipairs(KEYS) do
   redis.call('HSET', key, 'token', ARGV[i + 1])
   local current = tonumber(redis.call('HGET', key, 'lsn'))
@@ -95,11 +102,15 @@ def read_versions(names: Iterable[str]) -> Versions:
     tokens, lsns = [], []
     for name, (token, lsn) in zip(names, rows, strict=True):
         if token is None:
-            # Unknown history (first use, or a flushed state Redis): a new token, and
-            # fills must reach everything committed so far.
+            # Never versioned: no write since the state Redis began touched it, so fills
+            # must reach the newest write anyone made (the floor), not "now", which no
+            # replica has replayed yet. With the floor gone too (a flushed state Redis),
+            # everything committed so far.
             key = _VERSION_PREFIX + name
+            floor = redis.get(_FLOOR)
+            lsn = int(floor) if floor is not None else consistency.current_lsn()
             redis.pipeline(transaction=False).hsetnx(key, "token", secrets.token_hex(8)).hsetnx(
-                key, "lsn", consistency.current_lsn()
+                key, "lsn", lsn
             ).execute()
             token, lsn = redis.hmget(key, "token", "lsn")
         tokens.append(token.decode())
@@ -269,6 +280,26 @@ class ObjectCache:
         # The builder is slow or gone: build without caching rather than wait longer.
         with consistency.at_least(versions.lsn):
             return self.build(ident)
+
+    def derived(self, ident: str, name: str, make: Callable[[], Any]) -> Any:
+        """Something made from the object (its page rendered for anonymous visitors),
+        cached under the object's version: flushed with it, never older than it."""
+        if not settings.HERD_CACHES_ENABLED:
+            return make()
+        try:
+            versions = read_versions([self._version_name(ident)])
+        except RedisError:
+            return make()
+        cache = caches["default"]
+        key = f"{self.key(ident)}:{name}"
+        entry = cache.get(key)
+        if entry is not None and entry["version"] == versions.tokens:
+            _count(f"{self.kind}:{name}", hit=True)
+            return entry["value"]
+        _count(f"{self.kind}:{name}", hit=False)
+        value = make()
+        cache.set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
+        return value
 
     def invalidate_on_commit(self, idents: Iterable[str]) -> None:
         """Call from the write path (signals): the entries change version on commit."""

@@ -139,6 +139,13 @@ def test_a_warm_product_page_runs_no_sql_and_a_cold_one_a_bounded_number(product
     assert counts[0] == counts[1] == 2
 
 
+def test_the_page_anonymous_visitors_get_is_flushed_with_the_product(product, alice):
+    anonymous = Client()
+    assert "Bright enough" not in anonymous.get(f"/p/{product.slug}/").content.decode()
+    services.post_review(user=alice, product=product, rating=5, text="Bright enough")
+    assert "Bright enough" in anonymous.get(f"/p/{product.slug}/").content.decode()
+
+
 def test_a_bulk_update_of_prices_shows_on_the_cached_page(product):
     cache.product_page(product.slug)
     Product.objects.filter(pk=product.pk).update(price=Decimal("12.34"))
