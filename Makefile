@@ -24,6 +24,7 @@ status:  ## one line per process of the herd
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -W ignore manage.py makemigrations --check --dry-run
 
 test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Redis and RabbitMQ
 	$(HERD) test $(PYTEST_ARGS)
