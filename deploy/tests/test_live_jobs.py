@@ -83,7 +83,8 @@ def seed_products(count: int, wait_for_replicas) -> None:
         stdout=io.StringIO(),
         stderr=io.StringIO(),
     )
-    wait_for_replicas()
+    # A bulk load is megabytes of WAL; on a busy 2-core machine the replica may take a while.
+    wait_for_replicas(timeout=60)
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
