@@ -189,9 +189,7 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     cache = caches["default"]
     rows = cache.get(key)
     if rows is not None:
-        _count("query", hit=True)
         return rows
-    _count("query", hit=False)
     rows = list(queryset.using(consistency.read_alias(min_lsn=versions.lsn)))
     cache.set(key, rows, timeout)
     return rows
@@ -240,11 +238,9 @@ class ObjectCache:
         entry = cache.get(key)
         if entry is not None and entry["version"] == versions.tokens:
             if entry["fresh_until"] > time.time() or self._lock(key) is False:
-                _count(self.kind, hit=True)
                 return entry["value"]
             # Past freshness and we hold the lock: rebuild once, others keep serving.
             return self._rebuild(ident, key, versions)
-        _count(self.kind, hit=False)
         locked = self._lock(key)
         if locked is False:
             return self._wait_for(ident, key, versions)
@@ -294,9 +290,7 @@ class ObjectCache:
         key = f"{self.key(ident)}:{name}"
         entry = cache.get(key)
         if entry is not None and entry["version"] == versions.tokens:
-            _count(f"{self.kind}:{name}", hit=True)
             return entry["value"]
-        _count(f"{self.kind}:{name}", hit=False)
         value = make()
         cache.set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
         return value
@@ -309,15 +303,3 @@ class ObjectCache:
         """Build now and store (the rebuild job and ``warm_cache``)."""
         key = self.key(ident)
         self._rebuild(ident, key, read_versions([self._version_name(ident)]))
-
-
-# --------------------------------------------------------------------------- counters
-
-
-def _count(kind: str, hit: bool) -> None:
-    """Hits and misses per kind, in this process (read by tests and benchmarks)."""
-    bucket = COUNTERS.setdefault(kind, {"hits": 0, "misses": 0})
-    bucket["hits" if hit else "misses"] += 1
-
-
-COUNTERS: dict[str, dict[str, int]] = {}

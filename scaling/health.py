@@ -12,9 +12,9 @@ for them would take every replica out of the load balancer at once.
 After SIGTERM the replica is *draining*: ``/readyz`` answers 503 so the load balancer
 stops sending new requests, while requests in flight finish (``scaling.serve``).
 
-Both answer before sessions, authentication or host validation run, so a probe that
-comes with a pod IP as its Host, and a health check every second, cost one Redis
-PING and one ``SELECT 1`` at most.
+Both answer before sessions, authentication or host validation run, so a probe may
+come with a pod IP as its Host. ``/healthz`` touches nothing; ``/readyz`` costs a
+``SELECT 1`` on the primary, a lag check per replica and a PING per Redis.
 """
 
 from __future__ import annotations
