@@ -115,9 +115,18 @@ class Profile:
         }
 
 
+def _test_profile() -> Profile:
+    """The test profile; ``HERD_TEST_SLOT=N`` (N >= 1) gives a second, third... test herd on
+    ports and folders of its own, so two suites can run side by side on one machine."""
+    slot = int(os.environ.get("HERD_TEST_SLOT", "0") or 0)
+    if slot == 0:
+        return Profile("test", port_offset=100, durable=False)
+    return Profile(f"test{slot}", port_offset=1000 * slot, durable=False)
+
+
 PROFILES = {
     "local": Profile("local", port_offset=0, durable=True),
-    "test": Profile("test", port_offset=100, durable=False),
+    "test": _test_profile(),
     "bench": Profile("bench", port_offset=200, durable=False),
 }
 
