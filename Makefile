@@ -33,6 +33,7 @@ bench: $(VENV)/.installed  ## the benchmarks in bench/ on a herd of their own, p
 	$(PY) bench/serving.py
 	$(PY) bench/catalog.py
 	$(PY) bench/jobs.py
+	$(PY) bench/shards.py
 	$(HERD) --profile bench down
 
 clean: down

@@ -28,11 +28,19 @@ def wait_for_replicas():
 
 @pytest.fixture(scope="session", autouse=True)
 def collected_static_files():
-    """Pages name static files by their hashed names: collect them once, as the image does."""
+    """Pages name static files by their hashed names: collect them, as the image does, when
+    there is no manifest yet or a static file changed since it was written."""
+    from pathlib import Path
+
     from django.conf import settings
     from django.core.management import call_command
 
-    if not (settings.STATIC_ROOT / "staticfiles.json").exists():
+    manifest = settings.STATIC_ROOT / "staticfiles.json"
+    base = Path(settings.BASE_DIR)
+    sources = [
+        p for p in base.glob("*/static/**/*") if p.is_file() and not p.relative_to(base).parts[0].startswith(".")
+    ]
+    if not manifest.exists() or any(p.stat().st_mtime > manifest.stat().st_mtime for p in sources):
         call_command("collectstatic", "--noinput", verbosity=0)
 
 
@@ -72,3 +80,18 @@ def replica_delay():
 
     yield apply
     apply("0")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A ``django_db`` test that names no databases may use the main one and every shard:
+    per-user rows (jobs, notifications) live on the shards, and any page a logged-in user
+    sees reads their unread count there (docs/SHARDING.md)."""
+    from django.conf import settings
+
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is None or marker.kwargs.get("databases") is not None:
+            continue
+        databases = ["default", *settings.SHARD_DATABASES]
+        item.add_marker(pytest.mark.django_db(*marker.args, **{**marker.kwargs, "databases": databases}), append=False)

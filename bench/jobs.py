@@ -119,7 +119,8 @@ async def completions(user: User, cookie: str) -> tuple[dict[str, float], list[J
 
 def completion_latencies(user: User, cookie: str) -> list[float]:
     received, jobs = asyncio.run(completions(user, cookie))
-    finished = {str(j.pk): j.finished_at for j in Job.objects.using("default").filter(pk__in=[j.pk for j in jobs])}
+    mine = Job.objects.for_user(user.pk).filter(pk__in=[j.pk for j in jobs])
+    finished = {str(j.pk): j.finished_at for j in mine}
     return [(received[key] - finished[key].timestamp()) * 1000 for key in received if finished.get(key)]
 
 

@@ -7,6 +7,7 @@ Django. ``manage.py``, ``config.asgi`` and ``config.wsgi`` print that line and e
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from urllib.parse import urlsplit
 
@@ -66,6 +67,17 @@ def string_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A comma-separated list of addresses or CIDR blocks (``10.0.0.0/8,::1``)."""
+    parsed = []
+    for item in string_list(name, default):
+        try:
+            parsed.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name} item {item!r} is not an IP address or CIDR block") from None
+    return parsed
+
+
 def url(name: str, default: str | None, schemes: set[str]) -> str:
     value = string(name, default)
     parts = urlsplit(value)
@@ -82,6 +94,33 @@ def url_list(name: str, default: str, schemes: set[str]) -> list[str]:
         if parts.scheme not in schemes or not parts.hostname:
             raise ConfigError(f"{name} item {index + 1} ({redact(value)!r}) is not a database URL")
     return urls
+
+
+def shard_map(name: str, aliases: list[str], logical_shards: int = 1024) -> dict[int, str]:
+    """``shard1:0-511,shard2:512-1023``: every logical shard placed once, on a known alias.
+
+    Unset: round robin over ``aliases`` (logical shard ``n`` on ``aliases[n % len]``).
+    """
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return {shard: aliases[shard % len(aliases)] for shard in range(logical_shards)}
+    placement: dict[int, str] = {}
+    for item in raw.split(","):
+        alias, _, span = item.strip().partition(":")
+        first, _, last = span.partition("-")
+        try:
+            shards = range(int(first), int(last or first) + 1)
+        except ValueError:
+            raise ConfigError(f"{name} item {item.strip()!r} is not alias:first-last") from None
+        if alias not in aliases:
+            raise ConfigError(f"{name} names {alias!r}, which is not one of {', '.join(aliases)}")
+        for shard in shards:
+            if shard in placement or not 0 <= shard < logical_shards:
+                raise ConfigError(f"{name} places logical shard {shard} twice or outside 0-{logical_shards - 1}")
+            placement[shard] = alias
+    if len(placement) != logical_shards:
+        raise ConfigError(f"{name} places {len(placement)} of the {logical_shards} logical shards; place them all")
+    return placement
 
 
 def redact(value: str) -> str:

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "scaling.middleware.ServedByMiddleware",
+    "scaling.metrics.RequestMetricsMiddleware",
     "scaling.middleware.PrivateByDefaultMiddleware",
     "django.middleware.http.ConditionalGetMiddleware",
     "scaling.health.HealthCheckMiddleware",
@@ -129,7 +130,24 @@ def _database(url: str, read_only: bool) -> dict:
 DATABASES = {"default": _database(DATABASE_URL, read_only=False)}
 for _number, _url in enumerate(DATABASE_REPLICA_URLS, start=1):
     DATABASES[f"replica{_number}"] = _database(_url, read_only=True)
-DATABASE_ROUTERS = ["scaling.router.PrimaryReplicaRouter"]
+
+# --- Shards: per-user data (jobs, notifications) on "shard1".."shardN" (docs/SHARDING.md).
+# 1024 logical shards; HERD_SHARD_MAP ("shard1:0-511,shard2:512-1023") places them at
+# the first migrate (default: round robin); from then on the stored map is the truth.
+SHARD_DATABASE_URLS = env.url_list(
+    "SHARD_DATABASE_URLS",
+    "postgres://herd@127.0.0.1:55432/herd_shard1,postgres://herd@127.0.0.1:55432/herd_shard2",
+    schemes=_DATABASE_SCHEMES,
+)
+if not SHARD_DATABASE_URLS:
+    raise env.ConfigError("SHARD_DATABASE_URLS needs at least one database URL")
+SHARD_DATABASES = [f"shard{_number}" for _number in range(1, len(SHARD_DATABASE_URLS) + 1)]
+for _alias, _url in zip(SHARD_DATABASES, SHARD_DATABASE_URLS, strict=True):
+    DATABASES[_alias] = _database(_url, read_only=False)
+HERD_SHARD_MAP = env.shard_map("HERD_SHARD_MAP", SHARD_DATABASES)
+# How old a process's copy of the stored shard map may get (a move waits longer before deleting).
+HERD_SHARD_MAP_SECONDS = env.number("HERD_SHARD_MAP_SECONDS", 1.0)
+DATABASE_ROUTERS = ["scaling.shards.ShardRouter", "scaling.router.PrimaryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Replica health (scaling.replicas): a replica serves reads while its replay lag is
@@ -204,6 +222,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.CurrentMessage",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "scaling.jobs.ReadAtLeastEnqueuerMiddleware",
+        "scaling.jobs.CarryRequestIdMiddleware",
     ],
 }
 
@@ -281,6 +300,16 @@ HERD_HTTP_THREADS = env.integer("HERD_HTTP_THREADS", 4)
 # Addresses whose X-Forwarded-For/-Proto are believed: the load balancer's.
 HERD_TRUSTED_PROXIES = env.string("HERD_TRUSTED_PROXIES", "127.0.0.1")
 
+# --- Operations view (scaling.metrics): who may read /metrics, besides staff: the
+# address the connection came from, or the one a trusted proxy forwarded (uvicorn
+# applies HERD_TRUSTED_PROXIES; docs/CONFIGURATION.md). Loopback and private ranges,
+# where a cluster's Prometheus scrapes from.
+HERD_METRICS_ALLOWED_CIDRS = env.networks(
+    "HERD_METRICS_ALLOWED_CIDRS", "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+)
+# How often each replica publishes its counters for the dashboard (to the state Redis).
+HERD_OPS_PUBLISH_SECONDS = env.number("HERD_OPS_PUBLISH_SECONDS", 2.0)
+
 # --- Production hardening: TLS ends at the router or load balancer in front.
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -292,12 +321,24 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
+# Logs: one JSON object per line (scaling.logs) by default in production, where a log
+# collector parses them; readable lines in development. Both carry the request id.
+HERD_LOG_FORMAT = env.string("HERD_LOG_FORMAT", "json" if PRODUCTION else "text")
+if HERD_LOG_FORMAT not in {"json", "text"}:
+    raise env.ConfigError(f"HERD_LOG_FORMAT={HERD_LOG_FORMAT!r} must be json or text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"line": {"format": f"%(asctime)s {HERD_REPLICA_ID} %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "filters": {"request_id": {"()": "scaling.logs.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": f"%(asctime)s {HERD_REPLICA_ID} %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "scaling.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": HERD_LOG_FORMAT, "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
-    # One line per outgoing request is noise (the tests' HTTP client).
-    "loggers": {"httpx": {"level": "WARNING"}},
+    # One line per outgoing request, or per broker connection (the queue depth of
+    # scaling.metrics opens one every few seconds), is noise.
+    "loggers": {"httpx": {"level": "WARNING"}, "pika": {"level": "WARNING"}},
 }

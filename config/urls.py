@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from scaling.dashboard import ops_data, ops_page
+from scaling.metrics import metrics_view
 from scaling.views import robots_txt, stored_file
 
 urlpatterns = [
@@ -10,5 +12,8 @@ urlpatterns = [
     path("notifications/", include("notifications.urls")),
     path("media/<path:name>", stored_file, name="stored-file"),
     path("robots.txt", robots_txt, name="robots-txt"),
+    path("metrics", metrics_view, name="metrics"),
+    path("ops/", ops_page, name="ops"),
+    path("ops/data.json", ops_data, name="ops-data"),
     path("admin/", admin.site.urls),
 ]

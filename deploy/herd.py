@@ -51,6 +51,9 @@ DEBIAN_PACKAGES = {
 }
 
 
+# Shard databases of per-user data each profile runs, in its primary's server (docs/SHARDING.md).
+SHARD_DATABASES = 2
+
 # Seconds a stopping replica gives requests in flight (``manage.py serve --graceful-timeout``).
 GRACEFUL_TIMEOUT = 20.0
 
@@ -106,6 +109,8 @@ class Profile:
             "DJANGO_STATIC_ROOT": str(self.state / "static"),
             "DATABASE_URL": f"postgres://herd@127.0.0.1:{pg}/{database}",
             "DATABASE_REPLICA_URLS": f"postgres://herd@127.0.0.1:{pg + 1}/{database}",
+            # Per-user data (jobs, notifications) on shard databases in the same server.
+            "SHARD_DATABASE_URLS": ",".join(f"postgres://herd@127.0.0.1:{pg}/{name}" for name in shard_names(database)),
             "REDIS_SESSIONS_URL": f"redis://127.0.0.1:{redis_state}/0",
             "REDIS_CHANNELS_URL": f"redis://127.0.0.1:{redis_state}/1",
             "REDIS_CACHE_URL": f"redis://127.0.0.1:{redis_cache}/0",
@@ -113,6 +118,12 @@ class Profile:
             "HERD_DRAIN_SECONDS": "3",
             "PYTHONUNBUFFERED": "1",
         }
+
+
+def shard_names(database: str) -> list[str]:
+    """The shard databases beside ``database`` (``herd_shard1``, ``herd_shard2``); the tests'
+    ``test_herd`` has ``test_herd_shard1``..., the names Django gives their test databases."""
+    return [f"{database}_shard{number}" for number in range(1, SHARD_DATABASES + 1)]
 
 
 def _test_profile() -> Profile:
@@ -349,7 +360,8 @@ class Postgres(Process):
         self.prepare_log()
         run(self.pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start"), log=self.log)
         if not self.replica:
-            self.create_database("herd")
+            for name in ("herd", *shard_names("herd")):
+                self.create_database(name)
 
     def prepare_data_dir(self) -> None:
         if self.data.exists():
@@ -818,6 +830,10 @@ class Herd:
     def prepare_database(self) -> None:
         env = {"PATH": os.environ.get("PATH", ""), **self.profile.django_env()}
         log = self.profile.logs / "setup.log"
+        # A primary first started before sharding has no shard databases yet.
+        primary = Postgres(self.profile, replica=False)
+        for name in shard_names("herd"):
+            primary.create_database(name)
         for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"], ["seed_demo"]):
             run([str(VENV_PYTHON), "manage.py", *command], log=log, env=env, cwd=ROOT)
         print(f"  {'database':<18} migrated, static files collected, demo data loaded")

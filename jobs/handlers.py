@@ -1,9 +1,11 @@
 """What each kind of job does, split in two so a redelivered message cannot do it twice.
 
 A handler ``handler(job, progress)`` does the slow part that changes nothing (reading,
-checking, building) and returns ``apply``: a function that ``jobs.tasks`` calls inside
-the one transaction that also locks the job row, marks it finished and notifies its
-owner. So the effect, the job's state and the notification commit together, once.
+checking, building) and returns ``apply``: the effect, which ``jobs.tasks`` runs in one
+transaction on the main database, committed before the job is marked finished (in its
+owner's shard database, with the notification). A redelivered message may therefore
+run ``apply`` again for a job it already applied: every ``apply`` is idempotent (an
+import upserts by slug, an export replaces its file, a thumbnail is content-addressed).
 
 A handler raises ``JobRefused`` when the job cannot be done as asked (a bad file, a
 missing picture): the job fails at once with that reason, and is not retried. Any
@@ -16,6 +18,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -54,7 +57,8 @@ Handler = Callable[[Job, Progress], Apply]
 
 def _require_staff(job: Job) -> None:
     # Checked again when the job runs: the owner may have lost the right since starting it.
-    if not job.owner.is_staff:
+    # The owner lives in the main database: an application-side join by id.
+    if not get_user_model().objects.filter(pk=job.owner_id, is_staff=True).exists():
         raise JobRefused(f"Only staff can run a {job.get_kind_display().lower()}.")
 
 

@@ -3,16 +3,19 @@
 The row is the truth about a job; the Dramatiq message only carries its id
 (``jobs.tasks``). Input and output files live in the default storage (shared:
 PostgreSQL locally, S3 in production), under names that contain the job id.
+
+Jobs are sharded by owner (``scaling.shards``): the row lives in its owner's shard
+database, its id is made there and names that shard, and ``owner_id`` is a plain
+column (the user lives in the main database: no cross-database foreign key).
 """
 
 from __future__ import annotations
 
-import uuid
-
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+
+from scaling.shards import ShardedManager
 
 
 class Job(models.Model):
@@ -31,9 +34,12 @@ class Job(models.Model):
     FINISHED = (State.SUCCEEDED, State.FAILED)
     STAFF_ONLY_KINDS = (Kind.CATALOG_IMPORT, Kind.CACHE_WARM)
 
-    # A UUID, not a counter: ids appear in URLs and must not be guessable or countable.
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    SHARD_KEY = "owner_id"
+
+    # Made by the shard database (herd_next_id: time, logical shard, sequence). Ids in
+    # URLs can be guessed: every view checks the owner (jobs.selectors.job_of).
+    id = models.BigIntegerField(primary_key=True, db_default=0, editable=False)
+    owner_id = models.BigIntegerField(help_text="The user's id (accounts.User, in the main database).")
     kind = models.CharField(max_length=32, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
@@ -48,17 +54,19 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ShardedManager()
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["owner", "idempotency_key"],
+                fields=["owner_id", "idempotency_key"],
                 condition=~Q(idempotency_key=""),
                 name="jobs_job_one_per_owner_and_idempotency_key",
             ),
             models.CheckConstraint(condition=Q(progress__lte=100), name="jobs_job_progress_at_most_100"),
         ]
-        indexes = [models.Index(fields=["owner", "-created_at"], name="jobs_job_owner_newest")]
+        indexes = [models.Index(fields=["owner_id", "-created_at"], name="jobs_job_owner_newest")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.id}"

@@ -4,10 +4,11 @@ Only a change of the whole percentage is stored and pushed, so a job that report
 after every row costs at most a hundred writes and pushes. Progress only moves
 forward and stays below 100 until the job finishes.
 
-Inside a transaction (the step that applies a job's effect), the row is not written:
-nobody could see the write before the commit, which sets the final state anyway. The
-push goes out at once there: it describes work in flight, and a rollback is followed
-by the job's failure, which is pushed too.
+Inside a transaction on the main database (the step that applies a job's effect), the
+row is not written: the effect's progress is the last stretch before the final state.
+The push goes out at once there: it describes work in flight, and a rollback is
+followed by the job's failure, which is pushed too. The row lives in its owner's shard
+database, written there under ``scaling.shards.writing``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from django.db import transaction
 
 from jobs.models import Job
 from notifications.push import push, push_on_commit
+from scaling import shards
+from scaling.replicas import PRIMARY
 
 
 def progress_event(job_id: str, progress: int, state: str) -> dict:
@@ -35,11 +38,12 @@ class Progress:
             return
         self.percent = whole
         event = progress_event(self.job_id, whole, Job.State.RUNNING)
-        if transaction.get_connection().in_atomic_block:
+        if transaction.get_connection(PRIMARY).in_atomic_block:
             push(self.owner_id, event)
             return
-        Job.objects.filter(pk=self.job_id, state=Job.State.RUNNING).update(progress=whole)
-        push_on_commit(self.owner_id, event)
+        with shards.writing(shards.shard_of_id(self.job_id)) as alias:
+            Job.objects.using(alias).filter(pk=self.job_id, state=Job.State.RUNNING).update(progress=whole)
+            push_on_commit(self.owner_id, event, using=alias)
 
     def step(self, start: float, end: float):
         """A reporter of (done, total) for one step that spans ``start``..``end`` percent."""

@@ -2,9 +2,11 @@
 
 Guarantees of :func:`start_job`:
 
-- The job row (and its input file, in the default storage under a name containing the
-  job's id) is written in one transaction, and ONE Dramatiq message carrying only the
-  job's id is sent after it commits: the worker never looks for a row that is not there.
+- The job row is written in one transaction on its owner's shard database
+  (``scaling.shards.writing``), and ONE Dramatiq message carrying only the job's id is
+  sent after it commits: the worker never looks for a row that is not there. An input
+  file is stored (shared storage, under a name containing the job's id) before that
+  commit: a failure leaves at most a file no job names, never a job without its file.
 - With an ``idempotency_key``, starting the same thing twice (a double click, a form
   sent again) returns the job the first call made, and sends nothing more.
 - Staff-only kinds are refused to other users here, whatever the view did.
@@ -23,7 +25,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from jobs.models import Job
-from scaling.consistency import use_primary
+from scaling import shards
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,8 @@ class IdempotencyKeyReused(ValueError):
 
 
 def _existing(owner: AbstractBaseUser, kind: str, idempotency_key: str) -> Job | None:
-    with use_primary():  # a replica may not have replayed the first call's row yet
-        job = Job.objects.filter(owner_id=owner.pk, idempotency_key=idempotency_key).first()
+    # The owner's shard database itself (shards have no replicas): the first call's row is there.
+    job = Job.objects.for_user(owner.pk).filter(idempotency_key=idempotency_key).first()
     if job is not None and job.kind != kind:
         raise IdempotencyKeyReused(f"The key {idempotency_key!r} already started a {job.get_kind_display()}.")
     return job
@@ -60,15 +62,15 @@ def start_job(
         if existing is not None:
             return existing
     try:
-        with transaction.atomic():
-            job = Job.objects.create(
+        with shards.writing_for_user(owner.pk) as alias:
+            job = Job.objects.using(alias).create(
                 owner_id=owner.pk, kind=kind, params=params or {}, idempotency_key=idempotency_key or ""
             )
             if input_bytes is not None:
                 name = f"job-inputs/{job.pk}{INPUT_SUFFIX.get(kind, '')}"
                 job.input_name = default_storage.save(name, ContentFile(input_bytes))
                 job.save(update_fields=["input_name"])
-            transaction.on_commit(lambda: _enqueue(job))
+            transaction.on_commit(lambda: _enqueue(job), using=alias)
     except IntegrityError:
         # A concurrent call with the same key won the race to the unique constraint.
         if idempotency_key and (existing := _existing(owner, kind, idempotency_key)) is not None:

@@ -3,11 +3,13 @@
 ``run_job(job_id)`` carries only the id; the row is the truth. Guarantees:
 
 - Idempotent. The row is locked and a finished job returns at once. The kind's effect
-  (``jobs.handlers``), the final state and result, and the owner's completion
-  notification commit in ONE transaction that re-locks the row and re-checks that the
-  job is unfinished; a unique (job, kind) constraint on notifications is the last guard.
-  So a redelivered message (RabbitMQ redelivers a dead worker's messages) never applies
-  an effect twice, and the owner is told exactly once.
+  (``jobs.handlers``, idempotent itself) commits first, on the main database; then the
+  final state and result and the owner's completion notification commit in ONE
+  transaction on the owner's shard database (a job and its owner's notifications share
+  a shard), which re-locks the row and re-checks that the job is unfinished; a unique
+  (job, kind) constraint on notifications is the last guard. A redelivered message
+  (RabbitMQ redelivers a dead worker's messages) may apply the effect again, to the
+  same result, and the owner is told exactly once.
 - Transient errors (a database, Redis or broker connection) are retried with exponential
   backoff, at most ``MAX_RETRIES`` times (``retry_when``). A job refused by its handler
   (``JobRefused``: a bad file, a missing picture) fails at once with the handler's reason.
@@ -20,7 +22,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import dramatiq
 from django.db import InterfaceError, OperationalError, transaction
@@ -38,7 +39,8 @@ from jobs.selectors import outcome_summary
 from notifications import services as notifications
 from notifications.models import Notification
 from notifications.push import push_on_commit
-from scaling import consistency
+from scaling import consistency, shards
+from scaling.replicas import PRIMARY
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     BrokerConnectionError,
     ConnectionError,
     TimeoutError,
+    shards.ShardMoved,
 )
 
 
@@ -81,13 +84,13 @@ def retry_when(retries: int, exception: BaseException) -> bool:
     on_retry_exhausted="give_up_job",
 )
 def run_job(job_id: str) -> None:
-    """Run the job ``job_id`` (a UUID string) to its end; a finished job is left alone."""
+    """Run the job ``job_id`` (its id as a string) to its end; a finished job is left alone."""
     job = _begin(job_id)
     if job is None:
         return
     try:
         apply = HANDLERS[job.kind](job, Progress(job))
-        _succeed(job.pk, apply)
+        _succeed(job, apply)
     except JobRefused as refusal:
         fail_job(job.pk, refusal.reason, refusal.result)
 
@@ -106,13 +109,13 @@ def give_up_job(message_data: dict, retry_info: dict) -> None:
     fail_job(args[0], reason)
 
 
-def fail_job(job_id: str | uuid.UUID, reason: str, result: dict | None = None) -> bool:
+def fail_job(job_id: str | int, reason: str, result: dict | None = None) -> bool:
     """Mark an unfinished job failed with ``reason`` and tell its owner; False if it had finished."""
     pk = _job_pk(job_id)
     if pk is None:
         return False
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=pk).first()
+    with shards.writing(shards.shard_of_id(pk)) as alias:
+        job = Job.objects.using(alias).select_for_update().filter(pk=pk).first()
         if job is None or job.is_finished:
             return False
         job.state = Job.State.FAILED
@@ -120,16 +123,19 @@ def fail_job(job_id: str | uuid.UUID, reason: str, result: dict | None = None) -
         job.result = result or {}
         job.finished_at = timezone.now()
         job.save(update_fields=["state", "error", "result", "finished_at"])
-        _announce(job)
+        _announce(job, alias)
     return True
 
 
-def _job_pk(job_id: str | uuid.UUID | None) -> uuid.UUID | None:
+def _job_pk(job_id: str | int | None) -> int | None:
     try:
-        return uuid.UUID(str(job_id))
+        pk = int(str(job_id))
     except ValueError:
+        pk = -1
+    if not 0 < pk < 1 << 63:
         logger.error("a job message carries %r, which is not a job id", job_id)
         return None
+    return pk
 
 
 def _begin(job_id: str) -> Job | None:
@@ -137,8 +143,8 @@ def _begin(job_id: str) -> Job | None:
     pk = _job_pk(job_id)
     if pk is None:
         return None
-    with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=pk).first()
+    with shards.writing(shards.shard_of_id(pk)) as alias:
+        job = Job.objects.using(alias).select_for_update().filter(pk=pk).first()
         if job is None:
             logger.warning("job %s no longer exists", pk)
             return None
@@ -148,17 +154,21 @@ def _begin(job_id: str) -> Job | None:
         job.attempts += 1
         job.started_at = job.started_at or timezone.now()
         job.save(update_fields=["state", "attempts", "started_at"])
-        push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state))
+        push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state), using=alias)
     return job
 
 
-def _succeed(pk: uuid.UUID, apply: Apply) -> None:
-    """Apply the effect, finish the job and notify its owner: one transaction, once."""
-    with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=pk)
+def _succeed(running: Job, apply: Apply) -> None:
+    """Apply the effect (main database), then finish the job and notify its owner (their shard), once."""
+    with transaction.atomic(using=PRIMARY):
+        outcome = apply()
+    # The owner's next page must show the effect, not a replica's older copy
+    # (read-your-writes for jobs): stored before the job ends and any push goes out.
+    consistency.written_for(running.owner_id)
+    with shards.writing(shards.shard_of_id(running.pk)) as alias:
+        job = Job.objects.using(alias).select_for_update().get(pk=running.pk)
         if job.is_finished:
             return  # another delivery of the same message finished it first
-        outcome = apply()
         job.state = Job.State.SUCCEEDED
         job.progress = 100
         job.result = outcome.result
@@ -166,14 +176,12 @@ def _succeed(pk: uuid.UUID, apply: Apply) -> None:
         job.error = ""
         job.finished_at = timezone.now()
         job.save(update_fields=["state", "progress", "result", "output_name", "error", "finished_at"])
-        _announce(job)
+        _announce(job, alias)
 
 
-def _announce(job: Job) -> None:
-    """Inside the finishing transaction: the owner's notification, and the final progress push on commit."""
-    # First on commit, before any push reaches the browser: the owner's next page must
-    # show the finished job, not a replica's older copy (read-your-writes for jobs).
-    consistency.written_for(job.owner_id)
+def _announce(job: Job, alias: str) -> None:
+    """Inside the finishing transaction (on ``alias``, the owner's shard): the owner's
+    notification, and the final progress push on commit."""
     succeeded = job.state == Job.State.SUCCEEDED
     notifications.notify(
         job.owner_id,
@@ -183,7 +191,7 @@ def _announce(job: Job) -> None:
         link=job.get_absolute_url(),
         job=job,
     )
-    push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state))
+    push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state), using=alias)
 
 
 @dramatiq.actor(max_retries=0)

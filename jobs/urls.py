@@ -7,6 +7,6 @@ app_name = "jobs"
 urlpatterns = [
     path("", views.job_list, name="list"),
     path("start/<str:kind>/", views.start, name="start"),
-    path("<uuid:job_id>/", views.job_detail, name="detail"),
-    path("<uuid:job_id>/download/", views.download, name="download"),
+    path("<int:job_id>/", views.job_detail, name="detail"),
+    path("<int:job_id>/download/", views.download, name="download"),
 ]

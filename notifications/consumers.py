@@ -28,6 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from notifications.push import user_group
+from scaling import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,17 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.group = user_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        metrics.socket_opened()
+        self.counted = True
         self.recheck_task = asyncio.create_task(self._recheck_every_interval())
 
     async def disconnect(self, code: int) -> None:
         task = getattr(self, "recheck_task", None)
         if task is not None:
             task.cancel()
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.socket_closed()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

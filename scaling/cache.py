@@ -30,6 +30,9 @@ two versions mid-rollout, or a changed shape, never read each other's entries. A
 entry past its freshness is rebuilt by one reader while the others keep serving it
 (it is still correct: a change would have invalidated it); a missing entry is built
 by one reader while the others wait for it briefly.
+
+Each lookup counts a hit or a miss per cache (``query``, each object kind) in this
+process (``scaling.metrics.count_cache``): the dashboard's hit ratios.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from django.db.models import QuerySet
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
-from scaling import consistency
+from scaling import consistency, metrics
 from scaling.replicas import PRIMARY
 
 logger = logging.getLogger(__name__)
@@ -188,6 +191,7 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     key = f"{settings.HERD_RELEASE}:q:{digest}"
     cache = caches["default"]
     rows = cache.get(key)
+    metrics.count_cache("query", hit=rows is not None)
     if rows is not None:
         return rows
     rows = list(queryset.using(consistency.read_alias(min_lsn=versions.lsn)))
@@ -238,9 +242,12 @@ class ObjectCache:
         entry = cache.get(key)
         if entry is not None and entry["version"] == versions.tokens:
             if entry["fresh_until"] > time.time() or self._lock(key) is False:
+                metrics.count_cache(self.kind, hit=True)
                 return entry["value"]
             # Past freshness and we hold the lock: rebuild once, others keep serving.
+            metrics.count_cache(self.kind, hit=False)
             return self._rebuild(ident, key, versions)
+        metrics.count_cache(self.kind, hit=False)
         locked = self._lock(key)
         if locked is False:
             return self._wait_for(ident, key, versions)
@@ -289,7 +296,9 @@ class ObjectCache:
         cache = caches["default"]
         key = f"{self.key(ident)}:{name}"
         entry = cache.get(key)
-        if entry is not None and entry["version"] == versions.tokens:
+        hit = entry is not None and entry["version"] == versions.tokens
+        metrics.count_cache(f"{self.kind}:{name}", hit=hit)
+        if hit:
             return entry["value"]
         value = make()
         cache.set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)

@@ -14,7 +14,9 @@ stops sending new requests, while requests in flight finish (``scaling.serve``).
 
 Both answer before sessions, authentication or host validation run, so a probe may
 come with a pod IP as its Host. ``/healthz`` touches nothing; ``/readyz`` costs a
-``SELECT 1`` on the primary, a lag check per replica and a PING per Redis.
+``SELECT 1`` on the primary and on each shard database (reported, not required: a
+shard down fails only its users' jobs and notifications), a lag check per replica and
+a PING per Redis.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_redis import get_redis_connection
@@ -68,6 +71,9 @@ def readiness() -> tuple[bool, dict[str, str]]:
     for alias in replica_aliases():
         status = replica_health.check(alias)
         optional[f"database:{alias}"] = "ok" if status.healthy else f"error: {status.error or 'lagging'}"
+    # A shard that is down fails its users' jobs and notifications, not the whole replica.
+    for alias in settings.SHARD_DATABASES:
+        optional[f"database:{alias}"] = _check_database(alias)
     ready = not is_draining() and all(value == "ok" for value in required.values())
     checks = {"draining": "yes" if is_draining() else "no", **required, **optional}
     return ready, checks

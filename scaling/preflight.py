@@ -18,6 +18,8 @@ from config.env import ConfigError, redact
 def _database_setting(alias: str) -> str:
     if alias == "default":
         return "DATABASE_URL"
+    if alias.startswith("shard"):
+        return f"SHARD_DATABASE_URLS item {alias.removeprefix('shard')}"
     return f"DATABASE_REPLICA_URLS item {alias.removeprefix('replica')}"
 
 

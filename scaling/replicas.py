@@ -21,7 +21,9 @@ PRIMARY = "default"
 
 
 def replica_aliases() -> list[str]:
-    return [alias for alias in settings.DATABASES if alias != PRIMARY]
+    """The main database's read replicas (the shard databases are not replicas)."""
+    shards = set(getattr(settings, "SHARD_DATABASES", ()))
+    return [alias for alias in settings.DATABASES if alias != PRIMARY and alias not in shards]
 
 
 def lsn_to_int(lsn: str) -> int:
@@ -72,6 +74,10 @@ class ReplicaHealth:
             if status.healthy:
                 healthy.append(alias)
         return healthy
+
+    def statuses(self) -> list[ReplicaStatus]:
+        """The last check of each replica checked so far, without checking (``scaling.metrics``)."""
+        return [status for alias in replica_aliases() if (status := self._statuses.get(alias)) is not None]
 
     def mark_down(self, alias: str, error: str = "failed during a query") -> None:
         """Take a replica out until its next check (``HERD_REPLICA_CHECK_INTERVAL``)."""

@@ -1,5 +1,6 @@
 """Configuration comes from the environment; bad configuration fails in one clear line."""
 
+import json
 import os
 import secrets
 import subprocess
@@ -88,3 +89,30 @@ def test_with_an_s3_bucket_uploaded_files_go_to_object_storage():
 def test_without_an_s3_bucket_uploaded_files_go_to_the_database():
     result = manage("shell", "-c", STORAGE_OF_UPLOADS)
     assert result.stdout.split()[-1:] == ["DatabaseStorage"]
+
+
+def test_a_malformed_metrics_allow_list_is_named_in_one_line():
+    result = manage("check", HERD_METRICS_ALLOWED_CIDRS="10.0.0.0/8,10.0.0.300/32")
+    assert_one_line_error(result, "HERD_METRICS_ALLOWED_CIDRS")
+
+
+def test_an_unknown_log_format_is_named_in_one_line():
+    result = manage("check", HERD_LOG_FORMAT="xml")
+    assert_one_line_error(result, "HERD_LOG_FORMAT")
+
+
+LOG_A_LINE = 'import logging; logging.getLogger("herd.example").warning("hello")'
+
+
+def test_production_logs_one_json_object_per_line_and_development_readable_lines():
+    production_line = manage("shell", "-c", LOG_A_LINE, **production(HERD_REPLICA_ID="web7")).stderr.strip()
+    assert json.loads(production_line.splitlines()[-1]) | {"time": None} == {
+        "time": None,
+        "level": "WARNING",
+        "logger": "herd.example",
+        "replica": "web7",
+        "request_id": None,
+        "message": "hello",
+    }
+    development_line = manage("shell", "-c", LOG_A_LINE, HERD_REPLICA_ID="web7").stderr.strip().splitlines()[-1]
+    assert development_line.endswith("web7 WARNING herd.example [-] hello")

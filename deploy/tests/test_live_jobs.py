@@ -170,7 +170,7 @@ def test_a_job_whose_worker_is_killed_is_redelivered_and_finishes_once(worker, s
     seed_products(150_000, wait_for_replicas)
     job = job_services.start_job(shopper, Job.Kind.CATALOG_EXPORT, idempotency_key="kill-test")
     deadline = time.monotonic() + 60
-    while Job.objects.using("default").get(pk=job.pk).progress < 5:
+    while Job.objects.for_id(job.pk).get().progress < 5:
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)
     pid = worker.pid()
@@ -179,15 +179,15 @@ def test_a_job_whose_worker_is_killed_is_redelivered_and_finishes_once(worker, s
     while pid_alive(pid):
         assert time.monotonic() < wait_until_dead
         time.sleep(0.05)
-    assert Job.objects.using("default").get(pk=job.pk).state == Job.State.RUNNING
+    assert Job.objects.for_id(job.pk).get().state == Job.State.RUNNING
 
     worker.start()
     restarted = time.monotonic()
-    while Job.objects.using("default").get(pk=job.pk).state != Job.State.SUCCEEDED:
+    while Job.objects.for_id(job.pk).get().state != Job.State.SUCCEEDED:
         assert time.monotonic() - restarted < 30, "not finished within 30 s of a worker being available again"
         time.sleep(0.2)
-    job.refresh_from_db(using="default")
+    job.refresh_from_db()
     assert job.attempts == 2
     assert job.result["products"] == 150_000
-    assert Notification.objects.using("default").filter(job=job).count() == 1
+    assert Notification.objects.for_user(shopper.pk).filter(job=job).count() == 1
     assert default_storage.exists(job.output_name)

@@ -204,7 +204,8 @@ def test_scaling_to_five_and_back_to_three_fails_no_request(herd, shoppers):
             time.sleep(0.5)
             herd.scale(5)
             assert replicas_in_rotation(herd) == {"web1", "web2", "web3", "web4", "web5"}
-            assert "server web5 127.0.0.1:8105 check" in lb.config.read_text(), "the config on disk keeps web5"
+            web5_line = f"server web5 127.0.0.1:{herd.profile.web_port(5)} check"
+            assert web5_line in lb.config.read_text(), "the config on disk keeps web5"
             # The new replicas take their share of the requests.
             wait_until(
                 lambda: {"web4", "web5"} <= {httpx.get(herd.profile.url).headers["X-Served-By"] for _ in range(10)},

@@ -12,8 +12,9 @@ import pytest
 from django.db import connections
 
 from accounts import services as accounts_services
+from jobs.models import Job
 from jobs.tasks import run_job
-from scaling import consistency
+from scaling import consistency, shards
 from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
 
 PASSWORD = "a-long-test-password-42"
@@ -51,6 +52,11 @@ def csv_bytes(rows: Iterable[Iterable[object]], header: Iterable[str] | None = N
     writer.writerow(header or ("name", "slug", "category", "price", "stock", "description"))
     writer.writerows(rows)
     return buffer.getvalue().encode()
+
+
+def all_jobs() -> list[Job]:
+    """Every job on every shard (an explicit fan-out, as only tests and staff views do)."""
+    return [job for jobs in shards.fan_out(lambda alias: list(Job.objects.using(alias).all())).values() for job in jobs]
 
 
 def run(job) -> None:

@@ -9,8 +9,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts import services as accounts_services
+from catalog import services as catalog_services
 from notifications import services
 from notifications.models import Notification
+from scaling import shards
 
 pytestmark = pytest.mark.django_db
 
@@ -33,10 +35,23 @@ def client_of(user, **kwargs) -> Client:
     return client
 
 
-def notification_queries(run) -> list[str]:
-    with CaptureQueriesContext(connections["default"]) as queries:
+def queries_by_database(run) -> dict[str, list[str]]:
+    """The SQL each database ran during ``run()``."""
+    captures = {alias: CaptureQueriesContext(connections[alias]) for alias in ["default", *shards.shard_aliases()]}
+    for capture in captures.values():
+        capture.__enter__()
+    try:
         run()
-    return [q["sql"] for q in queries.captured_queries if "notifications_notification" in q["sql"]]
+    finally:
+        for capture in captures.values():
+            capture.__exit__(None, None, None)
+    return {alias: [q["sql"] for q in c.captured_queries] for alias, c in captures.items() if c.captured_queries}
+
+
+def notification_queries(run) -> list[str]:
+    return [
+        sql for queries in queries_by_database(run).values() for sql in queries if "notifications_notification" in sql
+    ]
 
 
 def test_the_page_lists_the_users_own_notifications_newest_first(alice, bob):
@@ -61,9 +76,35 @@ def test_the_header_shows_the_unread_count_with_one_count_query(alice):
         nonlocal response
         response = client.get("/")
 
-    queries = notification_queries(load)
+    by_database = queries_by_database(load)
+    queries = [sql for sqls in by_database.values() for sql in sqls if "notifications_notification" in sql]
     assert len(queries) == 1 and "COUNT(*)" in queries[0]
+    assert queries[0] in by_database[shards.alias_of_user(alice.pk)]
     assert '<span class="badge" data-unread-count>3</span>' in response.content.decode()
+
+
+def test_the_page_queries_exactly_one_shard_and_joins_products_in_one_query(alice):
+    lamps = catalog_services.create_category(name="Lamps", slug="lamps")
+    products = [
+        catalog_services.create_product(category=lamps, name=f"Lamp {n}", slug=f"lamp-{n}", price=1, stock=1)
+        for n in range(5)
+    ]
+    for product in products:
+        services.notify(alice.pk, title=f"{product.name} is back", product_id=product.pk)
+    client = client_of(alice)
+    response = None
+
+    def load():
+        nonlocal response
+        response = client.get("/notifications/")
+
+    by_database = queries_by_database(load)
+    page = response.content.decode()
+    assert all(f'<a class="product" href="/p/lamp-{n}/">Lamp {n}</a>' in page for n in range(5))
+    shards_queried = [alias for alias in by_database if alias in shards.shard_aliases()]
+    assert shards_queried == [shards.alias_of_user(alice.pk)]
+    product_queries = [sql for sql in by_database["default"] if "catalog_product" in sql]
+    assert len(product_queries) == 1, product_queries  # one batched query, not one per notification
 
 
 def test_an_anonymous_visitor_gets_no_count_and_no_query():
@@ -87,7 +128,7 @@ def test_marking_one_read_lowers_the_count_and_all_read_clears_it(alice):
     assert client.post("/notifications/read/").status_code == 302
     page = client.get("/notifications/").content.decode()
     assert "data-unread-count hidden>0<" in page
-    assert not Notification.objects.filter(user=alice, read_at__isnull=True).exists()
+    assert not Notification.objects.for_user(alice.pk).filter(read_at__isnull=True).exists()
 
 
 def test_nobody_can_mark_another_users_notification(alice, bob):

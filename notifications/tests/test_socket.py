@@ -187,3 +187,23 @@ def test_a_push_that_cannot_reach_redis_is_logged_not_raised(monkeypatch, caplog
     monkeypatch.setattr(layer, "group_send", unreachable)
     assert push(1, progress()) is False
     assert "could not push job.progress to user 1" in caplog.text
+
+
+def test_open_sockets_are_counted_for_the_operations_view(logged_in):
+    from prometheus_client import REGISTRY
+
+    [(_, client)] = logged_in("alice")
+
+    def open_sockets() -> float:
+        return REGISTRY.get_sample_value("herd_websockets_open", {"replica": settings.HERD_REPLICA_ID}) or 0.0
+
+    async def body():
+        before = await sync_to_async(open_sockets)()
+        communicator = socket(client)
+        connected, _ = await communicator.connect()
+        assert connected
+        assert open_sockets() == before + 1
+        await communicator.disconnect()
+        assert open_sockets() == before
+
+    scenario(body)

@@ -33,6 +33,8 @@ def test_readyz_reports_every_dependency(client):
         "redis:sessions": "ok",
         "redis:cache": "ok",
         "database:replica1": "ok",
+        "database:shard1": "ok",
+        "database:shard2": "ok",
     }
 
 

@@ -1,0 +1,132 @@
+"""Notification writes per second with one shard database against two.
+
+Uses the data services of the ``bench`` profile (``BENCH_PROFILE`` picks another: the
+tests' ``test`` with ``HERD_TEST_SLOT``), starting them if needed. For each layout it
+makes fresh databases in the profile's primary server (a main one and one or two shard
+databases), migrates them, then runs ``BENCH_WRITERS`` writer processes for
+``BENCH_SECONDS`` per round, ``BENCH_ROUNDS`` rounds alternating between the layouts. A writer does what
+``notifications.services.notify`` does to the database: ``scaling.shards.writing``
+(the ownership row locked ``FOR SHARE``), the INSERT (its id made by ``herd_next_id``),
+the commit; not the socket push. Users cycle over all 1024 logical shards, so with two
+databases half the writes go to each. Prints a Markdown table of medians and the ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from deploy.herd import PROFILES, VENV_PYTHON, Herd  # noqa: E402
+
+PROFILE = PROFILES[os.environ.get("BENCH_PROFILE", "bench")]
+WRITERS = int(os.environ.get("BENCH_WRITERS", "4"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+LAYOUTS = {"one shard database": 1, "two shard databases": 2}
+
+
+def layout_env(shard_count: int) -> dict[str, str]:
+    port = PROFILE.port(55432)
+    main = f"bench_shards_{shard_count}"
+    urls = ",".join(f"postgres://herd@127.0.0.1:{port}/{main}_shard{n}" for n in range(1, shard_count + 1))
+    return {
+        **PROFILE.django_env(),
+        "DATABASE_URL": f"postgres://herd@127.0.0.1:{port}/{main}",
+        "DATABASE_REPLICA_URLS": "",
+        "SHARD_DATABASE_URLS": urls,
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "PATH": os.environ.get("PATH", ""),
+    }
+
+
+def fresh_databases(shard_count: int) -> dict[str, str]:
+    import psycopg
+
+    env = layout_env(shard_count)
+    main = f"bench_shards_{shard_count}"
+    names = [main, *(f"{main}_shard{n}" for n in range(1, shard_count + 1))]
+    with psycopg.connect(
+        host="127.0.0.1", port=PROFILE.port(55432), user="herd", dbname="postgres", autocommit=True
+    ) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run([str(VENV_PYTHON), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+def writer(number: int, start_at: float, stop_at: float) -> None:
+    """One writer process: notification rows for users on every logical shard, until ``stop_at``."""
+    import django
+
+    django.setup()
+    from notifications.models import Notification
+    from scaling import shards
+
+    user_ids = [number * 1_000_000 + shard for shard in range(shards.LOGICAL_SHARDS)]
+    for alias in shards.shard_aliases():  # connect before the clock starts
+        with shards.writing(shards.LOGICAL_SHARDS - 1):
+            pass
+        Notification.objects.using(alias).exists()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    written = 0
+    while time.time() < stop_at:
+        user_id = user_ids[written % len(user_ids)]
+        with shards.writing_for_user(user_id) as alias:
+            Notification.objects.using(alias).create(user_id=user_id, title=f"bench {written}", body="")
+        written += 1
+    print(written)
+
+
+def one_round(env: dict[str, str]) -> float:
+    start_at = time.time() + 3.0  # every writer has imported Django by then
+    stop_at = start_at + SECONDS
+    processes = [
+        subprocess.Popen(
+            [str(VENV_PYTHON), __file__, "--writer", str(n), str(start_at), str(stop_at)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(WRITERS)
+    ]
+    total = sum(int(process.communicate()[0].strip().splitlines()[-1]) for process in processes)
+    return total / SECONDS
+
+
+def main() -> None:
+    Herd(PROFILE).start_services()
+    envs = {label: fresh_databases(shard_count) for label, shard_count in LAYOUTS.items()}
+    rates: dict[str, list[float]] = {label: [] for label in LAYOUTS}
+    # Rounds alternate between the layouts, so a change in the machine's load weighs on both.
+    for _round in range(ROUNDS):
+        for label, env in envs.items():
+            rates[label].append(one_round(env))
+    results = {label: statistics.median(values) for label, values in rates.items()}
+    for label, values in rates.items():
+        print(f"  {label}: {', '.join(f'{rate:,.0f}' for rate in values)} writes/s", file=sys.stderr, flush=True)
+    one, two = results["one shard database"], results["two shard databases"]
+    print(f"\n### Notification writes per second ({platform.node()}, {os.cpu_count()} cores)\n")
+    print(f"{WRITERS} writer processes, {SECONDS:g} s per round, median of {ROUNDS} rounds.\n")
+    print("| layout | writes/s |")
+    print("|---|---:|")
+    for label, rate in results.items():
+        print(f"| {label} | {rate:,.0f} |")
+    print(f"| ratio two / one | {two / one:.2f} |")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--writer"]:
+        writer(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+    else:
+        main()
