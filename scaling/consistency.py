@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -153,6 +154,26 @@ def at_least(lsn: int | None) -> Iterator[None]:
         yield
     finally:
         _floor.reset(token)
+
+
+def wait_for_replica(timeout: float = 1.0, interval: float = 0.005) -> bool:
+    """For background work, which can afford a few milliseconds: wait up to ``timeout``
+    for a healthy replica to replay the position this block must reach (``at_least``),
+    so that its reads leave the primary alone. True once one has; False (read the
+    primary) when none has in time, or none is healthy."""
+    lsn = _floor.get()
+    if lsn is None:
+        return True
+    if lsn >= UNKNOWN_LSN:
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        for alias in replica_health.healthy_aliases():
+            if has_replayed(alias, lsn):
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 def note_write() -> None:
