@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import statistics
 import subprocess
 from dataclasses import dataclass
@@ -17,8 +18,25 @@ class Run:
     errors: int
 
 
-def wrk(url: str, duration: str, connections: int, script: Path | None = None, args: tuple[str, ...] = ()) -> Run:
+# A request header that sends wrk past HAProxy's edge cache, to the app replicas.
+NO_EDGE_CACHE = ("Cache-Control: no-cache",)
+
+
+def wrk(
+    url: str,
+    duration: str,
+    connections: int,
+    script: Path | None = None,
+    args: tuple[str, ...] = (),
+    headers: tuple[str, ...] = (),
+) -> Run:
+    if shutil.which("wrk") is None:
+        from deploy.herd import ensure_packages  # installs Debian's wrk when root
+
+        ensure_packages(extra={"/usr/bin/wrk": "wrk"})
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency"]
+    for header in headers:
+        command += ["-H", header]
     if script:
         command += ["-s", str(script)]
     command.append(url)
