@@ -15,7 +15,10 @@ comes back as a new token, so everything built against it misses, never goes sta
   back (cacheops #22).
 - A miss is filled only from the primary or from a replica that has replayed the LSN
   of those versions (``scaling.consistency.read_alias``): never from a replica that
-  has not seen the invalidating write (django-cachalot's replica race).
+  has not seen the invalidating write (django-cachalot's replica race). A fill waits
+  up to ``HERD_FILL_WAIT_SECONDS`` (50 ms) for the replica to replay it before it
+  reads the primary: right after a write the replica is usually a few milliseconds
+  behind, and a fill can afford that wait where the primary's reads are scarcer.
 - A version never bumped gets a new token, and its fills must reach the newest
   write anyone made (the floor kept beside the versions); if Redis lost even that,
   everything committed so far.
@@ -209,7 +212,9 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
         return list(queryset.using(consistency.read_alias()))
     if entry is not None and entry["versions"] == versions.tokens:
         return entry["rows"]
-    rows = list(queryset.using(consistency.read_alias(min_lsn=versions.lsn)))
+    with consistency.at_least(versions.lsn):
+        consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
+        rows = list(queryset.using(consistency.read_alias()))
     caches["default"].set(key, {"versions": versions.tokens, "rows": rows}, timeout)
     return rows
 
@@ -272,6 +277,7 @@ class ObjectCache:
         cache = caches["default"]
         try:
             with consistency.at_least(versions.lsn):
+                consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
                 value = self.build(ident)
             cache.set(
                 key,
