@@ -170,11 +170,15 @@ def deep_cursor_url(depth: int) -> str:
 
 
 def replica_share() -> tuple[int, int]:
-    """Plain SELECTs on the primary and on the replica: leaving out health checks, WAL-position
-    checks and locking reads (``FOR UPDATE``), which belong to writes and cannot run on a replica."""
+    """The app's plain SELECTs on the primary and on the replica. Left out: what is not a
+    read the router could place: connection checks (``SELECT 1``, normalized to
+    ``SELECT $1``) and set-up (``set_config``), health and WAL-position checks, locking
+    reads (``FOR UPDATE``) and PostgreSQL's own foreign-key checks (``FOR KEY SHARE``),
+    which belong to writes, and this benchmark's own queries."""
     ignore = (
-        "query ILIKE 'SELECT 1%' OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
-        " OR query ILIKE '%FOR UPDATE%'"
+        "query ~* '^SELECT \\$1$' OR query ILIKE 'SELECT 1%' OR query ILIKE '%set_config%'"
+        " OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
+        " OR query ILIKE '%FOR UPDATE%' OR query ILIKE '%FOR KEY SHARE%' OR query ILIKE '%pg_stat_statements%'"
     )
     counts = []
     for port in (PG, PG + 1):
