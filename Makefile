@@ -29,11 +29,8 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Redis and RabbitMQ
 	$(HERD) test $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed  ## the benchmarks in bench/ on a herd of their own, printed as tables
-	$(PY) bench/serving.py
-	$(PY) bench/catalog.py
-	$(PY) bench/jobs.py
-	$(HERD) --profile bench down
+bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written into docs/PERFORMANCE.md
+	$(PY) bench/report.py; status=$$?; $(HERD) --profile bench down; exit $$status
 
 clean: down
 	rm -rf .herd $(VENV)

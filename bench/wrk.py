@@ -16,6 +16,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    # Responses wrk counted (the denominator of a per-request cost).
+    requests: int = 0
 
 
 # A request header that sends wrk past HAProxy's edge cache, to the app replicas.
@@ -30,10 +32,7 @@ def wrk(
     args: tuple[str, ...] = (),
     headers: tuple[str, ...] = (),
 ) -> Run:
-    if shutil.which("wrk") is None:
-        from deploy.herd import ensure_packages  # installs Debian's wrk when root
-
-        ensure_packages(extra={"/usr/bin/wrk": "wrk"})
+    ensure_wrk()
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency"]
     for header in headers:
         command += ["-H", header]
@@ -54,7 +53,21 @@ def wrk(
     if socket_errors:
         failed += sum(int(n) for n in socket_errors.groups())
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return Run(rps, percentile("50"), percentile("99"), failed)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return Run(rps, percentile("50"), percentile("99"), failed, requests)
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk") is None:
+        from deploy.herd import ensure_packages  # installs Debian's wrk when root
+
+        ensure_packages(extra={"/usr/bin/wrk": "wrk"})
+
+
+def wrk_version() -> str:
+    ensure_wrk()
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return out.split("[")[0].strip() or "wrk (version unknown)"
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -63,4 +76,5 @@ def median_run(runs: list[Run]) -> Run:
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
         sum(r.errors for r in runs),
+        round(statistics.median(r.requests for r in runs)),
     )

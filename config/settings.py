@@ -181,7 +181,17 @@ CACHES = {
         "TIMEOUT": None,
     },
 }
-SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+# Where sessions live: "redis" (the state Redis, the herd's way) or "database" (Django's
+# default: the primary, read through the router, so meant for a set-up without replicas;
+# make bench measures it as the conventional single-server Django).
+_SESSION_ENGINES = {
+    "redis": "django.contrib.sessions.backends.cache",
+    "database": "django.contrib.sessions.backends.db",
+}
+HERD_SESSION_ENGINE = env.string("HERD_SESSION_ENGINE", "redis")
+if HERD_SESSION_ENGINE not in _SESSION_ENGINES:
+    raise env.ConfigError(f"HERD_SESSION_ENGINE={HERD_SESSION_ENGINE!r} must be redis or database")
+SESSION_ENGINE = _SESSION_ENGINES[HERD_SESSION_ENGINE]
 SESSION_CACHE_ALIAS = "sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -88,3 +88,19 @@ def test_with_an_s3_bucket_uploaded_files_go_to_object_storage():
 def test_without_an_s3_bucket_uploaded_files_go_to_the_database():
     result = manage("shell", "-c", STORAGE_OF_UPLOADS)
     assert result.stdout.split()[-1:] == ["DatabaseStorage"]
+
+
+SESSIONS_AND_DATABASES = (
+    "from django.conf import settings; print(settings.SESSION_ENGINE); print(sorted(settings.DATABASES))"
+)
+
+
+def test_sessions_can_live_in_the_database_of_a_herd_without_replicas():
+    result = manage("shell", "-c", SESSIONS_AND_DATABASES, HERD_SESSION_ENGINE="database", DATABASE_REPLICA_URLS="")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["django.contrib.sessions.backends.db", "['default']"]
+
+
+def test_an_unknown_session_engine_is_named_in_one_line():
+    result = manage("check", HERD_SESSION_ENGINE="memcached")
+    assert_one_line_error(result, "HERD_SESSION_ENGINE")
