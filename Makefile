@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HERD := $(PYTHON) deploy/herd.py
 
-.PHONY: up down status test lint bench clean
+.PHONY: up down status test lint bench drills clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(VENV)/.installed  ## the benchmarks in bench/ on a herd of their own, p
 	$(PY) bench/catalog.py
 	$(PY) bench/jobs.py
 	$(HERD) --profile bench down
+
+drills: $(VENV)/.installed  ## fault drills under load on a herd of their own, printed as a table
+	$(PY) deploy/drills.py; status=$$?; $(HERD) --profile drills down; exit $$status
 
 clean: down
 	rm -rf .herd $(VENV)

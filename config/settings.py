@@ -178,7 +178,8 @@ CACHES = {
         "TIMEOUT": None,
     },
 }
-SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+# Django's cache backend, except that a session Redis that is down is an error, not a logout.
+SESSION_ENGINE = "scaling.sessions"
 SESSION_CACHE_ALIAS = "sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
