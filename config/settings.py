@@ -185,7 +185,9 @@ CACHES = {
 # default: the primary, read through the router, so meant for a set-up without replicas;
 # make bench measures it as the conventional single-server Django).
 _SESSION_ENGINES = {
-    "redis": "django.contrib.sessions.backends.cache",
+    # Django's cache backend, except that a session Redis that is down is an error (a
+    # clean 503), not a logout.
+    "redis": "scaling.sessions",
     "database": "django.contrib.sessions.backends.db",
 }
 HERD_SESSION_ENGINE = env.string("HERD_SESSION_ENGINE", "redis")

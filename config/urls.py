@@ -12,3 +12,5 @@ urlpatterns = [
     path("robots.txt", robots_txt, name="robots-txt"),
     path("admin/", admin.site.urls),
 ]
+
+handler500 = "scaling.views.server_error"

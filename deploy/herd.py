@@ -128,6 +128,7 @@ PROFILES = {
     "local": Profile("local", port_offset=0, durable=True),
     "test": _test_profile(),
     "bench": Profile("bench", port_offset=200, durable=False),
+    "drills": Profile("drills", port_offset=300, durable=False),
 }
 
 
