@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HERD := $(PYTHON) deploy/herd.py
 
-.PHONY: up down status test lint bench clean
+.PHONY: up down status test lint bench drills clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,11 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Redis and RabbitMQ
 	$(HERD) test $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed  ## the benchmarks in bench/ on a herd of their own, printed as tables
-	$(PY) bench/serving.py
-	$(PY) bench/catalog.py
-	$(PY) bench/jobs.py
-	$(PY) bench/shards.py
-	$(HERD) --profile bench down
+bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written into docs/PERFORMANCE.md
+	$(PY) bench/report.py; status=$$?; $(HERD) --profile bench down; exit $$status
+
+drills: $(VENV)/.installed  ## fault drills under load on a herd of their own, printed as a table
+	$(PY) deploy/drills.py; status=$$?; $(HERD) --profile drills down; exit $$status
 
 clean: down
 	rm -rf .herd $(VENV)

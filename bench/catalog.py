@@ -2,29 +2,47 @@
 
 Brings up a herd of its own (the ``bench`` profile, on its own ports: PostgreSQL
 primary + replica, Redis, RabbitMQ, ``BENCH_REPLICAS`` app replicas, HAProxy), loads
-``BENCH_PRODUCTS`` products, and drives it with wrk from a separate process:
+``BENCH_PRODUCTS`` products, and drives it with wrk from a separate process. Each round
+runs the same app replicas in two configurations, set through the environment only:
+
+- **Herd** (as deployed): reads on the streaming replica, query and object caches on,
+  sessions in Redis, HAProxy's edge cache in front;
+- **conventional**: what most Django projects run on one server: one database (no
+  ``DATABASE_REPLICA_URLS``), no caches (``HERD_CACHES_ENABLED=false``), sessions in
+  the database (``HERD_SESSION_ENGINE=database``), every request sent past the edge
+  cache (``Cache-Control: no-cache``).
+
+Measured:
 
 1. a minimal view (``/robots.txt``, through the whole middleware stack): the ceiling;
-2. a warm product page (anonymous), served from the object cache;
-3. the same page with the query and object caches off (the replicas restarted with
-   ``HERD_CACHES_ENABLED=false``), measured in the same run;
-4. a browse-heavy mix (product pages, lists, searches, logged-in pages, a review post
-   now and then), counting with pg_stat_statements where each SELECT ran;
-5. keyset pagination at depth: list page 1 against page 10,000 (``BENCH_DEEP_PAGE``).
+2. a warm product page (anonymous) as deployed: from HAProxy's edge cache;
+3. the same page from the app (past the edge cache), served from the object cache;
+4. the same page under the conventional configuration (no caches): the uncached page;
+5. a browse-heavy mix (product pages, lists, searches, ``BENCH_USERS`` logged-in
+   shoppers, a review post now and then) under both configurations; under Herd's, the
+   share of SELECTs that ran on the replica (pg_stat_statements) and each cache's hit
+   ratio (the replicas' ``/metrics``);
+6. keyset pagination at depth: list page 1 against page 10,000 (``BENCH_DEEP_PAGE``).
 
 Every figure is a median over ``BENCH_ROUNDS`` rounds; rounds alternate the cases so
-drift on a shared machine hits all alike. Prints Markdown tables.
+drift on a shared machine hits all alike. ``measure()`` returns the figures;
+``main()`` prints them as Markdown tables (``bench/report.py`` writes the report).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,8 +51,9 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
-from bench.wrk import Run, median_run, wrk  # noqa: E402
-from deploy.herd import PROFILES, VENV_PYTHON, Herd, run  # noqa: E402
+from bench import probes  # noqa: E402
+from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk  # noqa: E402
+from deploy.herd import PROFILES, VENV_PYTHON, Herd, HerdError, Postgres, run  # noqa: E402
 
 PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", "1000000"))
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "2"))
@@ -42,99 +61,146 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 DURATION = os.environ.get("BENCH_DURATION", "8s")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 DEEP_PAGE = int(os.environ.get("BENCH_DEEP_PAGE", "10000"))
+USERS = int(os.environ.get("BENCH_USERS", "64"))
 PAGE_SIZE = 24
 PASSWORD = "bench-password-1234"
 
 PROFILE = PROFILES["bench"]
 PG = PROFILE.port(55432)
+URL = PROFILE.url.rstrip("/")
 
+# The two configurations of the same processes: environment only.
+HERD = {"HERD_CACHES_ENABLED": "true", "HERD_SESSION_ENGINE": "redis", "DJANGO_LOG_LEVEL": "WARNING"}
+CONVENTIONAL = {
+    "HERD_CACHES_ENABLED": "false",
+    "HERD_SESSION_ENGINE": "database",
+    "DATABASE_REPLICA_URLS": "",
+    "DJANGO_LOG_LEVEL": "WARNING",
+}
+CACHES_OFF = {**HERD, "HERD_CACHES_ENABLED": "false"}
+
+# Random paths from a file; 1 in 5 by a logged-in shopper, 1 in 50 of those a review
+# post. Every request carries wrk's -H headers (Cache-Control: no-cache, when given).
 MIX_SCRIPT = """
 local paths, cookies, csrf = {}, {}, {}
 local n = 0
 init = function(args)
   for line in io.lines(args[1]) do paths[#paths + 1] = line end
-  for line in io.lines(args[2]) do
-    local session, token = line:match("([^ ]+) ([^ ]+)")
-    cookies[#cookies + 1] = session
-    csrf[#csrf + 1] = token
+  if args[2] then
+    for line in io.lines(args[2]) do
+      local session, token = line:match("([^ ]+) ([^ ]+)")
+      cookies[#cookies + 1] = session
+      csrf[#csrf + 1] = token
+    end
   end
 end
 request = function()
   n = n + 1
   local path = paths[math.random(#paths)]
-  if n % 5 == 0 then
+  local headers = {}
+  for name, value in pairs(wrk.headers) do headers[name] = value end
+  if n % 5 == 0 and #cookies > 0 then
     local i = math.random(#cookies)
-    local headers = {["Cookie"] = "sessionid=" .. cookies[i] .. "; csrftoken=" .. csrf[i]}
+    headers["Cookie"] = "sessionid=" .. cookies[i] .. "; csrftoken=" .. csrf[i]
     if n % 50 == 0 and path:match("^/p/") then
       headers["Content-Type"] = "application/x-www-form-urlencoded"
       local body = "csrfmiddlewaretoken=" .. csrf[i] .. "&rating=" .. math.random(5) .. "&text=bench"
       return wrk.format("POST", path .. "review/", headers, body)
     end
-    return wrk.format("GET", path, headers)
   end
-  return wrk.format("GET", path)
+  return wrk.format("GET", path, headers)
 end
 """
 
 
-def sql(query: str, port: int = PG) -> list[tuple]:
-    with psycopg.connect(host="127.0.0.1", port=port, user="herd", dbname="herd", autocommit=True) as conn:
+def sql(query: str, port: int = PG, database: str = "herd") -> list[tuple]:
+    with psycopg.connect(host="127.0.0.1", port=port, user="herd", dbname=database, autocommit=True) as conn:
         cursor = conn.execute(query)
         return cursor.fetchall() if cursor.description else []
 
 
-def manage(*args: str) -> None:
-    env = {"PATH": os.environ.get("PATH", ""), **PROFILE.django_env()}
+def manage(*args: str, database: str = "herd") -> None:
+    env = {"PATH": os.environ.get("PATH", ""), **PROFILE.django_env(database)}
     run([str(VENV_PYTHON), "manage.py", *args], env=env, log=PROFILE.logs / "bench-setup.log", cwd=ROOT)
 
 
-def prepare() -> Herd:
-    herd = Herd(PROFILE, replicas=REPLICAS)
+def prepare(products: int = PRODUCTS, database: str = "herd") -> Herd:
+    """The bench herd's services up, ``database`` migrated and holding at least ``products``."""
+    herd = Herd(PROFILE, replicas=REPLICAS, database=database)
     herd.start_services()
-    manage("migrate", "--noinput")
-    manage("collectstatic", "--noinput")
-    have = sql("SELECT count(*) FROM catalog_product")[0][0]
-    if have < PRODUCTS:
-        print(f"loading {PRODUCTS - have} products (once; kept in .herd/bench)...", flush=True)
-        manage("seed_catalog", "--products", str(PRODUCTS - have))
+    load_products(products, database)
     sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     return herd
 
 
-def restart_replicas(herd: Herd, caches: bool) -> None:
-    herd.extra_env = {"HERD_CACHES_ENABLED": "true" if caches else "false", "DJANGO_LOG_LEVEL": "WARNING"}
-    for web in herd.webs():
-        web.stop()
-    herd.start_herd_processes()
-    # Measure only once HAProxy sends traffic to every replica again.
-    deadline = time.monotonic() + 30
-    while set(herd.haproxy().server_states().values()) != {"UP"}:
+def load_products(products: int, database: str) -> None:
+    Postgres(PROFILE, replica=False).create_database(database)
+    manage("migrate", "--noinput", database=database)
+    manage("collectstatic", "--noinput", database=database)
+    have = sql("SELECT count(*) FROM catalog_product", database=database)[0][0]
+    if have < products:
+        print(f"loading {products - have:,} products into {database} (once; kept in .herd/bench)...", flush=True)
+        manage("seed_catalog", "--products", str(products - have), database=database)
+    # A replica that has not replayed the load would serve empty pages.
+    deadline = time.monotonic() + 600
+    while sql("SELECT count(*) FROM catalog_product", PG + 1, database)[0][0] < products:
         if time.monotonic() > deadline:
-            raise SystemExit(f"HAProxy did not see the replicas up: {herd.haproxy().server_states()}")
+            raise HerdError(f"the replica did not replay the products of {database} in 10 minutes")
+        time.sleep(1)
+
+
+def configure(herd: Herd, env: dict[str, str], replicas: int | None = None) -> None:
+    """(Re)start every app replica of ``herd`` with ``env``, ``replicas`` of them, behind HAProxy."""
+    herd.extra_env = env
+    if replicas is not None:
+        herd.replica_count = replicas
+    herd.drain(herd.stray_webs_beyond(0), None)
+    webs = herd.webs()
+    herd.collect_static()
+    for web in webs:
+        web.launch()
+    for web in webs:
+        web.wait_ready()
+    herd.haproxy().ensure()
+    # Measure only once HAProxy sends traffic to exactly these replicas.
+    wanted = {web.name for web in webs}
+    deadline = time.monotonic() + 30
+    while (states := herd.haproxy().server_states()).keys() != wanted or set(states.values()) != {"UP"}:
+        if time.monotonic() > deadline:
+            raise HerdError(f"HAProxy did not see the replicas up: {states}")
         time.sleep(0.2)
 
 
+def restart_replicas(herd: Herd, caches: bool) -> None:
+    configure(herd, HERD if caches else CACHES_OFF)
+
+
 def log_in_users(count: int) -> list[tuple[str, str]]:
-    """Session and CSRF cookies of ``count`` users logged in through the load balancer."""
-    pairs = []
-    for number in range(count):
-        username = f"bench{number}"
-        manage("shell", "-c", _create_user(username))
-        with httpx.Client(base_url=PROFILE.url) as client:
+    """Session and CSRF cookies of ``count`` users logged in through the load balancer
+    (in whichever session store the running replicas use)."""
+    usernames = [f"bench{number}" for number in range(count)]
+    manage("shell", "-c", _create_users(usernames))
+
+    def log_in(username: str) -> tuple[str, str]:
+        with httpx.Client(base_url=PROFILE.url, timeout=30) as client:
             page = client.get("/accounts/login/")
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
             client.post(
                 "/accounts/login/", data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token}
             )
-            pairs.append((client.cookies["sessionid"], client.cookies["csrftoken"]))
-    return pairs
+            return client.cookies["sessionid"], client.cookies["csrftoken"]
+
+    # Password hashing is slow on purpose: a few at a time, over the replicas.
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(log_in, usernames))
 
 
-def _create_user(username: str) -> str:
+def _create_users(usernames: list[str]) -> str:
     return (
         "from accounts.models import User; from accounts import services\n"
-        f"User.objects.filter(username={username!r}).exists() or "
-        f"services.create_user(username={username!r}, email='{username}@example.com', password={PASSWORD!r})"
+        f"for name in {usernames!r}:\n"
+        "    User.objects.filter(username=name).exists() or "
+        f"services.create_user(username=name, email=name + '@example.com', password={PASSWORD!r})"
     )
 
 
@@ -145,6 +211,39 @@ def mix_paths(slugs: list[str], categories: list[str]) -> list[str]:
     paths += ["/products/", "/"] * 200
     paths += [f"/products/?q={word}" for word in words] * 20
     return paths
+
+
+def sample_slugs(count: int = 5000, database: str = "herd") -> list[str]:
+    """Product slugs spread over the table (a browse over many products)."""
+    rows = sql(f"SELECT slug FROM catalog_product TABLESAMPLE SYSTEM (1) LIMIT {count}", database=database)
+    if len(rows) < min(count, 100):
+        rows = sql(f"SELECT slug FROM catalog_product ORDER BY random() LIMIT {count}", database=database)
+    return [row[0] for row in rows]
+
+
+@contextlib.contextmanager
+def path_script(paths: list[str], sessions: list[tuple[str, str]] | None = None) -> Iterator[tuple[Path, tuple]]:
+    """The mix's Lua script and its arguments (paths file, cookies file), in a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths_file, cookies_file, script = (Path(folder) / n for n in ("paths", "cookies", "mix.lua"))
+        paths_file.write_text("\n".join(paths) + "\n")
+        script.write_text(MIX_SCRIPT)
+        args: tuple[str, ...] = (str(paths_file),)
+        if sessions:
+            cookies_file.write_text("\n".join(f"{s} {c}" for s, c in sessions) + "\n")
+            args += (str(cookies_file),)
+        yield script, args
+
+
+def run_paths(
+    paths: list[str],
+    sessions: list[tuple[str, str]] | None = None,
+    headers: tuple[str, ...] = (),
+    connections: int = CONNECTIONS,
+    duration: str = DURATION,
+) -> Run:
+    with path_script(paths, sessions) as (script, args):
+        return wrk(URL, duration, connections, script, args, headers)
 
 
 def deep_cursor_url(depth: int) -> str:
@@ -164,11 +263,15 @@ def deep_cursor_url(depth: int) -> str:
 
 
 def replica_share() -> tuple[int, int]:
-    """Plain SELECTs on the primary and on the replica: leaving out health checks, WAL-position
-    checks and locking reads (``FOR UPDATE``), which belong to writes and cannot run on a replica."""
+    """The app's plain SELECTs on the primary and on the replica. Left out: what is not a
+    read the router could place: connection checks (``SELECT 1``, normalized to
+    ``SELECT $1``) and set-up (``set_config``), health and WAL-position checks, locking
+    reads (``FOR UPDATE``) and PostgreSQL's own foreign-key checks (``FOR KEY SHARE``),
+    which belong to writes, and this benchmark's own queries."""
     ignore = (
-        "query ILIKE 'SELECT 1%' OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
-        " OR query ILIKE '%FOR UPDATE%'"
+        "query ~* '^SELECT \\$1$' OR query ILIKE 'SELECT 1%' OR query ILIKE '%set_config%'"
+        " OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
+        " OR query ILIKE '%FOR UPDATE%' OR query ILIKE '%FOR KEY SHARE%' OR query ILIKE '%pg_stat_statements%'"
     )
     counts = []
     for port in (PG, PG + 1):
@@ -185,6 +288,110 @@ def reset_statements() -> None:
         sql("SELECT pg_stat_statements_reset()", port)
 
 
+@dataclass
+class MixResult:
+    """The browse-heavy mix under one configuration, one round."""
+
+    run: Run
+    replica_share: float | None = None
+    cache_lookups: dict[str, tuple[float, int]] | None = None
+
+
+def measure_mix(herd: Herd, paths: list[str], sessions: list[tuple[str, str]], conventional: bool) -> MixResult:
+    reset_statements()
+    before = probes.cache_lookups(herd)
+    result = run_paths(paths, sessions, NO_EDGE_CACHE if conventional else ())
+    after = probes.cache_lookups(herd)
+    on_primary, on_replica = replica_share()
+    share = None if conventional else on_replica / max(on_primary + on_replica, 1)
+    return MixResult(result, share, None if conventional else probes.hit_ratios(before, after))
+
+
+@dataclass
+class CatalogFigures:
+    products: int
+    replicas: int
+    pages: dict[str, Run]
+    mixes: dict[str, Run]
+    replica_share: float | None
+    # cache -> (hit ratio, lookups in the round), median ratio over the rounds.
+    cache_hits: dict[str, tuple[float, int]] | None
+    keyset: dict[str, Run]
+    deep_page: int
+    settings: dict[str, str] = field(default_factory=dict)
+    # The mix's shoppers logged in under Herd's configuration (sessions in Redis), for reuse.
+    sessions: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
+
+def _median_hits(rounds: list[dict[str, tuple[float, int]] | None]) -> dict[str, tuple[float, int]] | None:
+    present = [r for r in rounds if r is not None]
+    if not present:
+        return None
+    caches = sorted({cache for r in present for cache in r})
+    return {
+        cache: (
+            statistics.median(r[cache][0] for r in present if cache in r),
+            round(statistics.median(r[cache][1] for r in present if cache in r)),
+        )
+        for cache in caches
+    }
+
+
+def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) -> CatalogFigures:
+    """Pages, the mix under both configurations, keyset pagination: medians over ``rounds``."""
+    herd = herd or prepare()
+    slugs = sample_slugs()
+    categories = [row[0] for row in sql("SELECT slug FROM catalog_category")]
+    hot = slugs[0]
+    paths = mix_paths(slugs, categories)
+    pages: dict[str, list[Run]] = {
+        "minimal view (app)": [],
+        "warm product page, edge cache": [],
+        "warm product page (app)": [],
+        "product page, conventional (no caches)": [],
+    }
+    mixes: dict[str, list[MixResult]] = {"Herd": [], "conventional": []}
+    sessions: dict[str, list[tuple[str, str]]] = {}
+    for _ in range(rounds):
+        configure(herd, HERD)
+        sessions.setdefault("Herd", log_in_users(users))
+        httpx.get(f"{URL}/p/{hot}/")
+        pages["minimal view (app)"].append(wrk(f"{URL}/robots.txt", DURATION, CONNECTIONS, headers=NO_EDGE_CACHE))
+        pages["warm product page, edge cache"].append(wrk(f"{URL}/p/{hot}/", DURATION, CONNECTIONS))
+        pages["warm product page (app)"].append(wrk(f"{URL}/p/{hot}/", DURATION, CONNECTIONS, headers=NO_EDGE_CACHE))
+        mixes["Herd"].append(measure_mix(herd, paths, sessions["Herd"], conventional=False))
+        configure(herd, CONVENTIONAL)
+        # Sessions live in another store here: the same users log in again.
+        sessions.setdefault("conventional", log_in_users(users))
+        pages["product page, conventional (no caches)"].append(
+            wrk(f"{URL}/p/{hot}/", DURATION, CONNECTIONS, headers=NO_EDGE_CACHE)
+        )
+        mixes["conventional"].append(measure_mix(herd, paths, sessions["conventional"], conventional=True))
+    configure(herd, HERD)
+
+    products = sql("SELECT count(*) FROM catalog_product")[0][0]
+    deep_page = max(2, min(DEEP_PAGE, products // PAGE_SIZE - 1))
+    deep = deep_cursor_url(deep_page)
+    keyset: dict[str, list[Run]] = {"list page 1": [], f"list page {deep_page:,}": []}
+    for _ in range(rounds):
+        keyset["list page 1"].append(wrk(f"{URL}/products/", DURATION, 4, headers=NO_EDGE_CACHE))
+        keyset[f"list page {deep_page:,}"].append(wrk(f"{URL}{deep}", DURATION, 4, headers=NO_EDGE_CACHE))
+
+    shares = [m.replica_share for m in mixes["Herd"] if m.replica_share is not None]
+    return CatalogFigures(
+        products=products,
+        replicas=herd.replica_count,
+        pages={name: median_run(runs) for name, runs in pages.items()},
+        mixes={name: median_run([m.run for m in runs]) for name, runs in mixes.items()},
+        replica_share=statistics.median(shares) if shares else None,
+        cache_hits=_median_hits([m.cache_lookups for m in mixes["Herd"]]),
+        keyset={name: median_run(runs) for name, runs in keyset.items()},
+        deep_page=deep_page,
+        settings={"rounds": str(rounds), "duration": DURATION, "connections": str(CONNECTIONS), "users": str(users)},
+        sessions=sessions["Herd"],
+    )
+
+
 def table(title: str, rows: list[tuple[str, Run]], extra: list[str]) -> None:
     print(f"\n### {title}\n")
     print("| case | req/s | p50 ms | p99 ms | failed |")
@@ -196,76 +403,44 @@ def table(title: str, rows: list[tuple[str, Run]], extra: list[str]) -> None:
 
 
 def main() -> None:
-    herd = prepare()
-    # A browse over many products: most product pages are read a few times, some once.
-    slugs = [row[0] for row in sql("SELECT slug FROM catalog_product TABLESAMPLE SYSTEM (1) LIMIT 5000")]
-    categories = [row[0] for row in sql("SELECT slug FROM catalog_category")]
-    hot = slugs[0]
-    url = PROFILE.url.rstrip("/")
-    cases: dict[str, list[Run]] = {"minimal view": [], "warm product page": [], "product page, caches off": []}
-    for _ in range(ROUNDS):
-        restart_replicas(herd, caches=True)
-        httpx.get(f"{url}/p/{hot}/")
-        cases["minimal view"].append(wrk(f"{url}/robots.txt", DURATION, CONNECTIONS))
-        cases["warm product page"].append(wrk(f"{url}/p/{hot}/", DURATION, CONNECTIONS))
-        restart_replicas(herd, caches=False)
-        cases["product page, caches off"].append(wrk(f"{url}/p/{hot}/", DURATION, CONNECTIONS))
-    restart_replicas(herd, caches=True)
-    medians = {name: median_run(runs) for name, runs in cases.items()}
-
-    sessions = log_in_users(8)
-    with tempfile.TemporaryDirectory() as folder:
-        paths_file, cookies_file, script = (Path(folder) / n for n in ("paths", "cookies", "mix.lua"))
-        paths_file.write_text("\n".join(mix_paths(slugs, categories)) + "\n")
-        cookies_file.write_text("\n".join(f"{s} {c}" for s, c in sessions) + "\n")
-        script.write_text(MIX_SCRIPT)
-        mixes, shares = [], []
-        for _ in range(ROUNDS):
-            reset_statements()
-            mixes.append(wrk(url, DURATION, CONNECTIONS, script, (str(paths_file), str(cookies_file))))
-            on_primary, on_replica = replica_share()
-            shares.append(on_replica / max(on_primary + on_replica, 1))
-    mix = median_run(mixes)
-
-    deep = deep_cursor_url(DEEP_PAGE)
-    lists: dict[str, list[Run]] = {"list page 1": [], f"list page {DEEP_PAGE:,}": []}
-    for _ in range(ROUNDS):
-        lists["list page 1"].append(wrk(f"{url}/products/", DURATION, 4))
-        lists[f"list page {DEEP_PAGE:,}"].append(wrk(f"{url}{deep}", DURATION, 4))
-    list_medians = {name: median_run(runs) for name, runs in lists.items()}
-
-    products = sql("SELECT count(*) FROM catalog_product")[0][0]
+    figures = measure()
     print(
-        f"## Catalog on the herd ({platform.node()}, {os.cpu_count()} cores, {REPLICAS} app replicas, "
-        f"{products:,} products; wrk -t1 -c{CONNECTIONS} -d{DURATION}; medians of {ROUNDS} rounds)"
+        f"## Catalog on the herd ({platform.node()}, {os.cpu_count()} cores, {figures.replicas} app replicas, "
+        f"{figures.products:,} products; wrk -t1 -c{CONNECTIONS} -d{DURATION}; medians of {ROUNDS} rounds)"
     )
-    warm, cold, ceiling = medians["warm product page"], medians["product page, caches off"], medians["minimal view"]
+    pages = figures.pages
+    ceiling, cold = pages["minimal view (app)"], pages["product page, conventional (no caches)"]
+    edge, warm = pages["warm product page, edge cache"], pages["warm product page (app)"]
     table(
         "Pages through HAProxy",
-        list(medians.items()),
+        list(pages.items()),
         [
             "",
-            f"- warm product page / minimal view: **{warm.rps / ceiling.rps:.2f}** of the ceiling's requests/s",
-            f"- warm product page / caches off: **{warm.rps / cold.rps:.2f}x** the requests/s",
+            f"- warm product page as deployed (edge cache) / minimal view: **{edge.rps / ceiling.rps:.2f}**"
+            f" of the app's ceiling; / no caches: **{edge.rps / cold.rps:.2f}x**",
+            f"- warm product page from the app / minimal view: **{warm.rps / ceiling.rps:.2f}**;"
+            f" / no caches: **{warm.rps / cold.rps:.2f}x**",
         ],
     )
-    share = sorted(shares)[len(shares) // 2]
+    herd, conventional = figures.mixes["Herd"], figures.mixes["conventional"]
+    share = "n/a" if figures.replica_share is None else f"{figures.replica_share:.1%}"
+    hits = figures.cache_hits
     table(
-        "Browse-heavy mix (1 in 5 requests logged in, 1 in 50 a review post)",
-        [("mix", mix)],
+        f"Browse-heavy mix (1 in 5 requests by one of {USERS} logged-in shoppers, 1 in 50 a review post)",
+        list(figures.mixes.items()),
         [
             "",
-            f"- SELECTs that ran on the replica: **{share:.1%}** (median of the rounds; pg_stat_statements)",
+            f"- Herd / conventional: **{herd.rps / conventional.rps:.2f}x** the requests/s",
+            f"- SELECTs that ran on the replica (Herd): **{share}** (median of the rounds; pg_stat_statements)",
+            "- cache hit ratios (Herd): "
+            + ("n/a" if hits is None else ", ".join(f"{c} {r:.1%}" for c, (r, _n) in hits.items())),
         ],
     )
-    first, deep_run = list_medians.values()
+    first, deep_run = figures.keyset.values()
     table(
         "Keyset pagination at depth (wrk -c4)",
-        list(list_medians.items()),
-        [
-            "",
-            f"- p50 at page {DEEP_PAGE:,} / p50 at page 1: **{deep_run.p50_ms / first.p50_ms:.2f}**",
-        ],
+        list(figures.keyset.items()),
+        ["", f"- p50 at page {figures.deep_page:,} / p50 at page 1: **{deep_run.p50_ms / first.p50_ms:.2f}**"],
     )
 
 

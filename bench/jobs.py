@@ -9,6 +9,8 @@ needed, plus one Dramatiq worker), from a separate process:
    ``succeeded`` event: p50 and p99 over ``BENCH_JOBS`` thumbnail jobs;
 3. how many sockets one replica holds while still delivering one event to all of them
    within 1 s (one user's group, growing until it takes longer or fails).
+
+``measure()`` returns the figures; ``main()`` prints them (``bench/report.py`` writes the report).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,27 +153,53 @@ async def broadcast_time(port: int, cookie: str, user: User, sockets: int) -> fl
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
 
 
-def main() -> None:
+@dataclass
+class JobsFigures:
+    pings: int
+    pings_per_second: float  # median of 3 runs
+    jobs: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    sockets: list[tuple[int, float | None]]  # (sockets on one replica, seconds to reach all; None: failed)
+
+
+def measure(herd: Herd | None = None) -> JobsFigures:
+    """Needs the app replicas up with sessions in Redis (the herd's configuration)."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    herd = Herd(PROFILE, replicas=2)
-    herd.start_services()
-    herd.start_herd_processes()
+    if herd is None:
+        herd = Herd(PROFILE, replicas=2)
+        herd.start_services()
+        herd.start_herd_processes()
     worker = Worker(PROFILE)
     worker.ensure()
-    user = bench_user()
-    cookie = session_cookie()
+    try:
+        user = bench_user()
+        cookie = session_cookie()
+        rates = [pings_per_second() for _ in range(3)]
+        latencies = completion_latencies(user, cookie)
+        held = []
+        for count in SOCKET_STEPS:
+            seconds = asyncio.run(broadcast_time(herd.webs()[0].port, cookie, user, count))
+            held.append((count, seconds))
+            if seconds is None or seconds > 1.0:
+                break
+    finally:
+        worker.stop()
+    if len(latencies) < 2:
+        raise RuntimeError(f"only {len(latencies)} of {JOBS} jobs reached the socket")
+    return JobsFigures(
+        pings=PINGS,
+        pings_per_second=statistics.median(rates),
+        jobs=len(latencies),
+        latency_p50_ms=statistics.median(latencies),
+        latency_p99_ms=statistics.quantiles(latencies, n=100)[98],
+        sockets=held,
+    )
 
-    rates = [pings_per_second() for _ in range(3)]
-    latencies = completion_latencies(user, cookie)
-    held = []
-    for count in SOCKET_STEPS:
-        seconds = asyncio.run(broadcast_time(herd.webs()[0].port, cookie, user, count))
-        held.append((count, seconds))
-        if seconds is None or seconds > 1.0:
-            break
 
-    quantiles = statistics.quantiles(latencies, n=100)
+def main() -> None:
+    figures = measure()
     print(
         f"## Jobs and sockets ({platform.node()}, {os.cpu_count()} cores, 1 worker process x 4 threads, "
         f"{timezone.now():%Y-%m-%d})\n"
@@ -178,18 +207,14 @@ def main() -> None:
     print("| measure | value |")
     print("|---|---:|")
     print(
-        f"| no-op jobs per second through RabbitMQ and the worker (median of 3 x {PINGS}) | "
-        f"{statistics.median(rates):.0f} |"
+        f"| no-op jobs per second through RabbitMQ and the worker (median of 3 x {figures.pings}) | "
+        f"{figures.pings_per_second:.0f} |"
     )
-    print(
-        f"| completion commit to the browser's socket, p50 ({len(latencies)} jobs) | "
-        f"{statistics.median(latencies):.0f} ms |"
-    )
-    print(f"| completion commit to the browser's socket, p99 | {quantiles[98]:.0f} ms |")
-    for count, seconds in held:
+    print(f"| completion commit to the browser's socket, p50 ({figures.jobs} jobs) | {figures.latency_p50_ms:.0f} ms |")
+    print(f"| completion commit to the browser's socket, p99 | {figures.latency_p99_ms:.0f} ms |")
+    for count, seconds in figures.sockets:
         shown = "failed" if seconds is None else f"{seconds * 1000:.0f} ms"
         print(f"| one event to {count} sockets on one replica | {shown} |")
-    worker.stop()
 
 
 if __name__ == "__main__":

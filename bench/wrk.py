@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import statistics
 import subprocess
 from dataclasses import dataclass
@@ -15,10 +16,26 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    # Responses wrk counted (the denominator of a per-request cost).
+    requests: int = 0
 
 
-def wrk(url: str, duration: str, connections: int, script: Path | None = None, args: tuple[str, ...] = ()) -> Run:
+# A request header that sends wrk past HAProxy's edge cache, to the app replicas.
+NO_EDGE_CACHE = ("Cache-Control: no-cache",)
+
+
+def wrk(
+    url: str,
+    duration: str,
+    connections: int,
+    script: Path | None = None,
+    args: tuple[str, ...] = (),
+    headers: tuple[str, ...] = (),
+) -> Run:
+    ensure_wrk()
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--latency"]
+    for header in headers:
+        command += ["-H", header]
     if script:
         command += ["-s", str(script)]
     command.append(url)
@@ -36,7 +53,21 @@ def wrk(url: str, duration: str, connections: int, script: Path | None = None, a
     if socket_errors:
         failed += sum(int(n) for n in socket_errors.groups())
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return Run(rps, percentile("50"), percentile("99"), failed)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return Run(rps, percentile("50"), percentile("99"), failed, requests)
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk") is None:
+        from deploy.herd import ensure_packages  # installs Debian's wrk when root
+
+        ensure_packages(extra={"/usr/bin/wrk": "wrk"})
+
+
+def wrk_version() -> str:
+    ensure_wrk()
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return out.split("[")[0].strip() or "wrk (version unknown)"
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -45,4 +76,5 @@ def median_run(runs: list[Run]) -> Run:
         statistics.median(r.p50_ms for r in runs),
         statistics.median(r.p99_ms for r in runs),
         sum(r.errors for r in runs),
+        round(statistics.median(r.requests for r in runs)),
     )

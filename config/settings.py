@@ -157,6 +157,9 @@ HERD_REPLICA_MAX_LAG_BYTES = env.integer("HERD_REPLICA_MAX_LAG_BYTES", 16 * 1024
 HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
 # How long a user's reads must reach the LSN of their last write (scaling.consistency).
 HERD_READ_YOUR_WRITES_SECONDS = env.integer("HERD_READ_YOUR_WRITES_SECONDS", 30)
+# How long a cache fill waits for a replica to replay the position it needs before it
+# reads the primary instead (scaling.cache); reads that are not fills never wait.
+HERD_FILL_WAIT_SECONDS = env.number("HERD_FILL_WAIT_SECONDS", 0.25)
 
 # The query and object caches (scaling.cache); off only to measure what they save.
 HERD_CACHES_ENABLED = env.boolean("HERD_CACHES_ENABLED", default=True)
@@ -196,7 +199,19 @@ CACHES = {
         "TIMEOUT": None,
     },
 }
-SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+# Where sessions live: "redis" (the state Redis, the herd's way) or "database" (Django's
+# default: the primary, read through the router, so meant for a set-up without replicas;
+# make bench measures it as the conventional single-server Django).
+_SESSION_ENGINES = {
+    # Django's cache backend, except that a session Redis that is down is an error (a
+    # clean 503), not a logout.
+    "redis": "scaling.sessions",
+    "database": "django.contrib.sessions.backends.db",
+}
+HERD_SESSION_ENGINE = env.string("HERD_SESSION_ENGINE", "redis")
+if HERD_SESSION_ENGINE not in _SESSION_ENGINES:
+    raise env.ConfigError(f"HERD_SESSION_ENGINE={HERD_SESSION_ENGINE!r} must be redis or database")
+SESSION_ENGINE = _SESSION_ENGINES[HERD_SESSION_ENGINE]
 SESSION_CACHE_ALIAS = "sessions"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

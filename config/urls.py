@@ -17,3 +17,5 @@ urlpatterns = [
     path("ops/data.json", ops_data, name="ops-data"),
     path("admin/", admin.site.urls),
 ]
+
+handler500 = "scaling.views.server_error"

@@ -139,6 +139,7 @@ PROFILES = {
     "local": Profile("local", port_offset=0, durable=True),
     "test": _test_profile(),
     "bench": Profile("bench", port_offset=200, durable=False),
+    "drills": Profile("drills", port_offset=300, durable=False),
 }
 
 
@@ -149,6 +150,25 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+# The services' ports lie inside Linux's ephemeral range (32768-60999), where any
+# outgoing connection may take one as its local port just before a service binds it.
+SERVICE_PORTS = (55432, 55433, 55672, 55673, 56379, 56380)
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def reserve_ports(profile: Profile) -> None:
+    """Keep the profile's service ports out of the ephemeral range (as root; else a no-op)."""
+    if not IS_ROOT:
+        return
+    try:
+        current = {part for part in RESERVED_PORTS.read_text().strip().split(",") if part}
+        wanted = current | {str(profile.port(base)) for base in SERVICE_PORTS}
+        if wanted != current:
+            RESERVED_PORTS.write_text(",".join(sorted(wanted)))
+    except OSError:
+        pass  # a container without a writable /proc/sys: the race stays, rarely lost
 
 
 def wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:
@@ -822,6 +842,7 @@ class Herd:
 
     def start_services(self) -> None:
         ensure_packages()
+        reserve_ports(self.profile)
         # WhiteNoise expects the static folder to exist even before collectstatic.
         (self.profile.state / "static").mkdir(parents=True, exist_ok=True)
         for process in self.services():

@@ -164,6 +164,17 @@ def _stock(value: str, problems: list[str]) -> int:
     return 0
 
 
+def check_file(data: bytes) -> None:
+    """The checks of the whole file, cheap enough for the upload request (the import form
+    refuses such a file with a 400 at once): UTF-8 text, a first line naming the columns.
+    Raises ``FileRefused``. Each row is checked by ``parse``, in the job."""
+    try:
+        _, header = next(_records(_decode(data)))
+    except StopIteration:
+        raise FileRefused("The file has no lines with content.") from None
+    _check_header(header)
+
+
 def parse(data: bytes, report: Report | None = None) -> list[ProductRow]:
     """Every row of the file, checked; raises ``FileRefused`` if any row (or the file) is bad."""
     text = _decode(data)

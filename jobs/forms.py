@@ -7,6 +7,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from jobs import catalog_csv
 from jobs.handlers import DEFAULT_WARM_PRODUCTS, MAX_WARM_PRODUCTS
 
 _MB = 1024 * 1024
@@ -46,6 +47,10 @@ class CatalogImportForm(StartJobForm):
         data = upload.read(limit + 1)
         if len(data) > limit:
             raise self._too_large(len(data))
+        try:
+            catalog_csv.check_file(data)
+        except catalog_csv.FileRefused as refused:
+            raise ValidationError(refused.message, code="refused") from refused
         self._data = data
         return upload
 

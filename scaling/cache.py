@@ -2,21 +2,26 @@
 
 **Versions.** Everything cached depends on *versions*: one per table for cached
 queries, one per object key for cached objects. A version is a random token and the
-primary's WAL position (LSN) at the moment it last changed. It lives in the "state"
-Redis (never evicted). Cache entries live in the "cache" Redis (evicted freely).
+primary's WAL position (LSN) at the moment it last changed. Versions live beside the
+entries in the "cache" Redis, so one round trip reads an entry and its versions; they
+may be evicted like the entries (and expire after a day): a version that vanishes
+comes back as a new token, so everything built against it misses, never goes stale.
 
 - A write changes the version of what it touched **on commit** (a rolled-back write
   changes nothing), together with the primary's LSN after the commit.
-- A query's key hashes its SQL, its parameters and the current versions of its
-  tables; an object's entry is stored with the version it was built against. A
-  reader that began before a write therefore stores its result where no later reader
-  looks: a slow reader cannot put old data back (cacheops #22).
+- Every entry is stored with the versions it was built against, and served only while
+  they are still current. A reader that began before a write therefore stores its
+  result under versions no later reader accepts: a slow reader cannot put old data
+  back (cacheops #22).
 - A miss is filled only from the primary or from a replica that has replayed the LSN
   of those versions (``scaling.consistency.read_alias``): never from a replica that
-  has not seen the invalidating write (django-cachalot's replica race).
+  has not seen the invalidating write (django-cachalot's replica race). A fill waits
+  up to ``HERD_FILL_WAIT_SECONDS`` (250 ms) for the replica to replay it before it
+  reads the primary: right after a write the replica is usually a few milliseconds
+  behind, and a fill can afford that wait where the primary's reads are scarcer.
 - A version never bumped gets a new token, and its fills must reach the newest
-  write anyone made (the floor kept beside the versions); if the state Redis lost even
-  that, everything committed so far.
+  write anyone made (the floor kept beside the versions); if Redis lost even that,
+  everything committed so far.
 
 Query cache: ``cached_query(queryset)``, explicit on the selectors that want it. The
 tables a write touches are read off the SQL the primary runs (an execute wrapper on
@@ -62,20 +67,23 @@ logger = logging.getLogger(__name__)
 _VERSION_PREFIX = "herd:version:"
 # The highest LSN any version was ever bumped to.
 _FLOOR = "herd:version:floor"
+# Entries live an hour at most: a version unchanged for a day has none left to guard.
+_VERSION_SECONDS = 24 * 3600
 
 # Change the version of each key and raise its LSN (never lower it): KEYS are version
-# keys, ARGV[1] the LSN.
+# keys, ARGV[1] the LSN, ARGV[2] the versions' time to live, then one token per key.
 _BUMP = """
 local floor = tonumber(redis.call('GET', 'herd:version:floor'))
 if (not floor) or tonumber(ARGV[1]) > floor then
   redis.call('SET', 'herd:version:floor', ARGV[1])
 end
 for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, 'token', ARGV[i + 1])
+  redis.call('HSET', key, 'token', ARGV[i + 2])
   local current = tonumber(redis.call('HGET', key, 'lsn'))
   if (not current) or tonumber(ARGV[1]) > current then
     redis.call('HSET', key, 'lsn', ARGV[1])
   end
+  redis.call('EXPIRE', key, ARGV[2])
 end
 return 1
 """
@@ -90,36 +98,51 @@ class Versions:
 # --------------------------------------------------------------------------- versions
 
 
-def _state_redis():
-    return get_redis_connection("sessions")
+def _redis():
+    """The cache Redis, raw: versions and entries in one round trip."""
+    return get_redis_connection("default")
+
+
+def _lookup(names: Iterable[str], entry_key: str | None = None) -> tuple[Versions, Any]:
+    """The current versions of ``names`` (creating any that are missing) and the cache
+    entry under ``entry_key`` (None when absent), read in one round trip."""
+    names = sorted(set(names))
+    redis = _redis()
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hmget(_VERSION_PREFIX + name, "token", "lsn")
+    cache = caches["default"]
+    if entry_key is not None:
+        pipe.get(cache.client.make_key(entry_key))
+    rows = pipe.execute()
+    raw = rows.pop() if entry_key is not None else None
+    tokens, lsns = [], []
+    for name, (token, lsn) in zip(names, rows, strict=True):
+        if token is None:
+            token, lsn = _create_version(redis, _VERSION_PREFIX + name)
+        tokens.append(token.decode())
+        if lsn is not None:
+            lsns.append(int(lsn))
+    entry = cache.client.decode(raw) if raw is not None else None
+    return Versions(tuple(tokens), max(lsns) if lsns else None), entry
+
+
+def _create_version(redis, key: str) -> tuple[bytes, bytes]:
+    # Never versioned, or evicted: no write since Redis began (or since the eviction) is
+    # known, so fills must reach the newest write anyone made (the floor), not "now",
+    # which no replica has replayed yet. With the floor gone too, everything committed
+    # so far.
+    floor = redis.get(_FLOOR)
+    lsn = int(floor) if floor is not None else consistency.current_lsn()
+    pipe = redis.pipeline(transaction=False)
+    pipe.hsetnx(key, "token", secrets.token_hex(8)).hsetnx(key, "lsn", lsn).expire(key, _VERSION_SECONDS)
+    pipe.hmget(key, "token", "lsn")
+    return tuple(pipe.execute()[-1])
 
 
 def read_versions(names: Iterable[str]) -> Versions:
     """The current versions of ``names``, creating any that are missing."""
-    names = sorted(set(names))
-    redis = _state_redis()
-    pipe = redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hmget(_VERSION_PREFIX + name, "token", "lsn")
-    rows = pipe.execute()
-    tokens, lsns = [], []
-    for name, (token, lsn) in zip(names, rows, strict=True):
-        if token is None:
-            # Never versioned: no write since the state Redis began touched it, so fills
-            # must reach the newest write anyone made (the floor), not "now", which no
-            # replica has replayed yet. With the floor gone too (a flushed state Redis),
-            # everything committed so far.
-            key = _VERSION_PREFIX + name
-            floor = redis.get(_FLOOR)
-            lsn = int(floor) if floor is not None else consistency.current_lsn()
-            redis.pipeline(transaction=False).hsetnx(key, "token", secrets.token_hex(8)).hsetnx(
-                key, "lsn", lsn
-            ).execute()
-            token, lsn = redis.hmget(key, "token", "lsn")
-        tokens.append(token.decode())
-        if lsn is not None:
-            lsns.append(int(lsn))
-    return Versions(tuple(tokens), max(lsns) if lsns else None)
+    return _lookup(names)[0]
 
 
 def bump_versions(names: Iterable[str]) -> None:
@@ -130,7 +153,8 @@ def bump_versions(names: Iterable[str]) -> None:
     lsn = consistency.current_lsn()
     try:
         tokens = [secrets.token_hex(8) for _ in names]
-        _state_redis().eval(_BUMP, len(names), *[_VERSION_PREFIX + n for n in names], lsn, *tokens)
+        keys = [_VERSION_PREFIX + n for n in names]
+        _redis().eval(_BUMP, len(names), *keys, lsn, _VERSION_SECONDS, *tokens)
     except RedisError:
         # Stale reads would follow: make it loud. The entries expire with their timeout.
         logger.exception("could not invalidate %s", names)
@@ -176,26 +200,27 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     """The queryset's rows, from the cache when its tables have not changed since.
 
     Key: a hash of the release, the SQL and parameters (as compiled for the primary, so
-    the same for every alias) and the versions of the tables it reads. Subqueries over
-    other tables are not seen: name those tables in ``extra_tables``.
+    the same for every alias). The entry holds the versions of the tables it read and is
+    served only while they are current. Subqueries over other tables are not seen: name
+    those tables in ``extra_tables``.
     """
     if not settings.HERD_CACHES_ENABLED:
         return list(queryset)
     sql, params = queryset.query.get_compiler(using=PRIMARY).as_sql()
     tables = _tables_of(queryset) | set(extra_tables)
+    key = f"{settings.HERD_RELEASE}:q:{hashlib.sha256(repr((sql, params)).encode()).hexdigest()}"
     try:
-        versions = read_versions(_table_version_name(t) for t in tables)
+        versions, entry = _lookup((_table_version_name(t) for t in tables), key)
     except RedisError:
         return list(queryset.using(consistency.read_alias()))
-    digest = hashlib.sha256(repr((sql, params, versions.tokens)).encode()).hexdigest()
-    key = f"{settings.HERD_RELEASE}:q:{digest}"
-    cache = caches["default"]
-    rows = cache.get(key)
-    metrics.count_cache("query", hit=rows is not None)
-    if rows is not None:
-        return rows
-    rows = list(queryset.using(consistency.read_alias(min_lsn=versions.lsn)))
-    cache.set(key, rows, timeout)
+    hit = entry is not None and entry["versions"] == versions.tokens
+    metrics.count_cache("query", hit=hit)
+    if hit:
+        return entry["rows"]
+    with consistency.at_least(versions.lsn):
+        consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
+        rows = list(queryset.using(consistency.read_alias()))
+    caches["default"].set(key, {"versions": versions.tokens, "rows": rows}, timeout)
     return rows
 
 
@@ -233,13 +258,11 @@ class ObjectCache:
     def get(self, ident: str) -> Any:
         if not settings.HERD_CACHES_ENABLED:
             return self.build(ident)
-        cache = caches["default"]
         key = self.key(ident)
         try:
-            versions = read_versions([self._version_name(ident)])
+            versions, entry = _lookup([self._version_name(ident)], key)
         except RedisError:
             return self.build(ident)
-        entry = cache.get(key)
         if entry is not None and entry["version"] == versions.tokens:
             if entry["fresh_until"] > time.time() or self._lock(key) is False:
                 metrics.count_cache(self.kind, hit=True)
@@ -262,6 +285,7 @@ class ObjectCache:
         cache = caches["default"]
         try:
             with consistency.at_least(versions.lsn):
+                consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
                 value = self.build(ident)
             cache.set(
                 key,
@@ -289,19 +313,17 @@ class ObjectCache:
         cached under the object's version: flushed with it, never older than it."""
         if not settings.HERD_CACHES_ENABLED:
             return make()
+        key = f"{self.key(ident)}:{name}"
         try:
-            versions = read_versions([self._version_name(ident)])
+            versions, entry = _lookup([self._version_name(ident)], key)
         except RedisError:
             return make()
-        cache = caches["default"]
-        key = f"{self.key(ident)}:{name}"
-        entry = cache.get(key)
         hit = entry is not None and entry["version"] == versions.tokens
         metrics.count_cache(f"{self.kind}:{name}", hit=hit)
         if hit:
             return entry["value"]
         value = make()
-        cache.set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
+        caches["default"].set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
         return value
 
     def invalidate_on_commit(self, idents: Iterable[str]) -> None:

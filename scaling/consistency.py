@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -153,6 +154,39 @@ def at_least(lsn: int | None) -> Iterator[None]:
         yield
     finally:
         _floor.reset(token)
+
+
+def wait_for_replica(timeout: float, interval: float = 0.005) -> bool:
+    """Wait up to ``timeout`` for a healthy replica to replay everything the reads here
+    must see (``at_least``, and the user's last write in a request), so that they leave
+    the primary alone: for cache fills and background work, which can afford a few
+    milliseconds. True when a replica may serve them; False (they read the primary)
+    when none has replayed in time, none is healthy, or the primary is required anyway."""
+    state = _state.get()
+    if _primary_depth.get() or connections[PRIMARY].in_atomic_block:
+        return False
+    if state is not None and (state.wrote or state.pinned):
+        return False
+    required = max_lsn(_floor.get(), state.required_lsn() if state is not None else None)
+    if required is None:
+        return True
+    if required >= UNKNOWN_LSN:
+        return False
+    deadline = time.monotonic() + timeout
+    while True:
+        for alias in replica_health.healthy_aliases():
+            try:
+                caught_up = replay_lsn(alias) >= required
+            except DatabaseError:
+                replica_health.mark_down(alias)
+                continue
+            if caught_up:
+                if state is not None:
+                    state.caught_up[(alias, required)] = True  # read_alias trusts it
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
 
 
 def note_write() -> None:

@@ -27,7 +27,6 @@ def public_when_anonymous(s_maxage: int = 60, stale_while_revalidate: int = 300)
                 patch_cache_control(
                     response,
                     public=True,
-                    max_age=0,
                     s_maxage=s_maxage,
                     stale_while_revalidate=stale_while_revalidate,
                 )

@@ -1,11 +1,22 @@
-"""Serves files from the database storage (the local herd; production serves from S3)."""
+"""Serves files from the database storage (the local herd; production serves from S3),
+``robots.txt``, and the error page of a request whose shared store is down."""
 
 import mimetypes
+import sys
 
 from django.http import Http404, HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from django.views import defaults
 from django.views.decorators.http import require_safe
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 
 from scaling.storage import read_stored_file
+
+# What a replica cannot do without and cannot fix: the session Redis (sessions, the
+# read-your-writes positions, log-in throttles). The cache Redis never raises.
+UNAVAILABLE_ERRORS = (RedisError, ConnectionInterrupted)
+RETRY_AFTER_SECONDS = 5
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -33,4 +44,30 @@ def stored_file(request: HttpRequest, name: str) -> HttpResponse:
     response["ETag"] = etag
     response["Cache-Control"] = IMMUTABLE
     response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: a clear 503 page when the session store is unreachable, else Django's 500.
+
+    A logged-in page cannot be served while its session cannot be read; this is
+    temporary (Redis restarting, a network blip), so the answer says so, asks to retry
+    (``Retry-After``) and shows no traceback. The page is rendered without the request:
+    the base template would read the session again.
+    """
+    if not _caused_by(sys.exc_info()[1], UNAVAILABLE_ERRORS):
+        return defaults.server_error(request)
+    response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
     return response

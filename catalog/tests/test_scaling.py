@@ -13,6 +13,7 @@ from django.db import connections
 from django.templatetags.static import static
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django_redis import get_redis_connection
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -175,6 +176,18 @@ def test_the_rebuild_job_prepares_a_flushed_page_before_anyone_asks(product, ali
         page = cache.product_page(product.slug)
     assert queries.count == 0
     assert page.rating_count == 1
+
+
+def test_visits_are_sampled_but_rank_pages_by_views(make_product):
+    popular, rare = make_product(), make_product()
+    for _ in range(1600):
+        cache.note_visit(popular.slug)
+    for _ in range(16):
+        cache.note_visit(rare.slug)
+    counted = get_redis_connection("default").zscore(cache._VISITS, popular.slug)
+    # One visit in 16 is counted, as 16: 1600 views count about 1600 (binomial, sd ~155).
+    assert 800 <= counted <= 2400
+    assert cache.most_visited(1) == [popular.slug]
 
 
 def test_warm_cache_prepares_the_most_visited_pages(make_product):

@@ -116,3 +116,20 @@ def test_production_logs_one_json_object_per_line_and_development_readable_lines
     }
     development_line = manage("shell", "-c", LOG_A_LINE, HERD_REPLICA_ID="web7").stderr.strip().splitlines()[-1]
     assert development_line.endswith("web7 WARNING herd.example [-] hello")
+
+
+SESSIONS_AND_DATABASES = (
+    "from django.conf import settings; print(settings.SESSION_ENGINE); "
+    "print(','.join(a for a in settings.DATABASES if a.startswith('replica')) or 'no-replicas')"
+)
+
+
+def test_sessions_can_live_in_the_database_of_a_herd_without_replicas():
+    result = manage("shell", "-c", SESSIONS_AND_DATABASES, HERD_SESSION_ENGINE="database", DATABASE_REPLICA_URLS="")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["django.contrib.sessions.backends.db", "no-replicas"]
+
+
+def test_an_unknown_session_engine_is_named_in_one_line():
+    result = manage("check", HERD_SESSION_ENGINE="memcached")
+    assert_one_line_error(result, "HERD_SESSION_ENGINE")

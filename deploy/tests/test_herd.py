@@ -5,6 +5,7 @@ import signal
 import time
 import urllib.request
 
+import httpx
 import pytest
 
 from deploy.herd import Herd, pid_alive
@@ -13,7 +14,9 @@ pytestmark = [pytest.mark.herd, pytest.mark.django_db(transaction=True)]
 
 
 def get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    # no-cache: past HAProxy's edge cache, to the replicas, whose spread is under test.
+    request = urllib.request.Request(url, headers={"Cache-Control": "no-cache"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, response.headers["X-Served-By"]
 
 
@@ -70,3 +73,25 @@ def test_stopping_the_herd_leaves_no_process_behind(herd):
         process.stop()
     assert not any(pid_alive(pid) for pid in pids)
     herd.start_herd_processes()  # for the tests that follow
+
+
+def test_the_edge_cache_serves_anonymous_pages_and_nothing_to_a_visitor_with_cookies(herd):
+    url = herd.profile.url
+    first = httpx.get(url)
+    again = httpx.get(url)
+    assert first.status_code == again.status_code == 200
+    assert "X-Cache" not in first.headers and again.headers["X-Cache"] == "hit"
+    assert again.text == first.text
+    # Caches downstream (a CDN, the browser) still learn the page varies with cookies.
+    assert again.headers["Vary"] == first.headers["Vary"] == "Cookie"
+    assert "public" in again.headers["Cache-Control"]
+
+    with_session = httpx.get(url, cookies={"sessionid": "anything"})
+    assert "X-Cache" not in with_session.headers
+    reload = httpx.get(url, headers={"Cache-Control": "no-cache"})
+    assert "X-Cache" not in reload.headers
+
+    # Private pages, and pages that set a cookie, never enter it.
+    for _ in range(2):
+        login = httpx.get(url + "accounts/login/")
+        assert login.status_code == 200 and "X-Cache" not in login.headers

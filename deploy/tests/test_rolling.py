@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 import httpx
@@ -29,6 +26,7 @@ from accounts import services as accounts_services
 from catalog import services as catalog_services
 from catalog.models import Review
 from deploy.herd import Herd, Web, pid_alive
+from deploy.load import Load
 from deploy.tests.visitor import Visitor
 
 pytestmark = [
@@ -40,110 +38,15 @@ pytestmark = [
 PASSWORD = "a-long-test-password-42"
 VISITORS = 3
 PRODUCTS_PER_VISITOR = 120
-CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-USERNAME = re.compile(r'data-username="([^"]+)"')
 
 
-@dataclass
-class LoadReport:
-    requests: int = 0
-    failures: list[str] = field(default_factory=list)
-    saved_reviews: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+def served_by(herd: Herd) -> str:
+    """The replica that answers the home page (past HAProxy's edge cache)."""
+    return httpx.get(herd.profile.url, headers={"Cache-Control": "no-cache"}).headers["X-Served-By"]
 
 
-class Shopper(threading.Thread):
-    """One logged-in visitor: reads four pages, then reviews a product it has not reviewed."""
-
-    def __init__(self, base_url: str, username: str, slugs: list[str], report: LoadReport, stop: threading.Event):
-        super().__init__(daemon=True)
-        self.visitor = Visitor(base_url)
-        self.username = username
-        self.slugs = slugs
-        self.report = report
-        self.stop = stop
-        self.run_id = f"{time.monotonic_ns()}"
-
-    def request(self, method: str, path: str, **kwargs) -> httpx.Response | None:
-        with self.report.lock:
-            self.report.requests += 1
-        try:
-            response = self.visitor.client.request(method, self.visitor.url(path), **kwargs)
-        except httpx.HTTPError as error:
-            self.fail(f"{method} {path}: {type(error).__name__}: {error}")
-            return None
-        if not 200 <= response.status_code < 400:
-            self.fail(f"{method} {path}: {response.status_code} from {response.headers.get('X-Served-By')}")
-            return None
-        return response
-
-    def fail(self, what: str) -> None:
-        with self.report.lock:
-            self.report.failures.append(f"{self.username}: {what}")
-
-    def check_logged_in(self) -> None:
-        profile = self.request("GET", "/accounts/profile/")
-        if profile is not None:
-            match = USERNAME.search(profile.text) if profile.status_code == 200 else None
-            if not match or match.group(1) != self.username:
-                served_by = profile.headers.get("X-Served-By")
-                self.fail(f"profile page ({profile.status_code} from {served_by}) does not know the visitor")
-
-    def run(self) -> None:
-        for number in range(10_000):  # bounded; the test sets `stop` long before
-            if self.stop.is_set():
-                return
-            self.request("GET", "/")
-            self.request("GET", "/products/")
-            self.check_logged_in()
-            if number < len(self.slugs):
-                self.review(self.slugs[number], number)
-            else:
-                self.request("GET", f"/p/{self.slugs[0]}/")
-            time.sleep(0.02)
-
-    def review(self, slug: str, number: int) -> None:
-        page = self.request("GET", f"/p/{slug}/")
-        token = CSRF.search(page.text) if page is not None else None
-        if page is not None and not token:
-            self.fail(f"no review form on /p/{slug}/")
-        if not token:
-            return
-        text = f"review {number} by {self.username} ({self.run_id})"
-        data = {"csrfmiddlewaretoken": token.group(1), "rating": str(1 + number % 5), "text": text}
-        saved = self.request("POST", f"/p/{slug}/review/", data=data)
-        if saved is not None:
-            if saved.status_code == 302:
-                with self.report.lock:
-                    self.report.saved_reviews.append(text)
-            else:
-                self.fail(f"review of {slug}: {saved.status_code} instead of 302")
-
-
-class Load:
-    """Shoppers running against HAProxy until ``stopped``."""
-
-    def __init__(self, herd: Herd, shoppers: list[tuple[str, list[str]]]) -> None:
-        self.report = LoadReport()
-        self.stop = threading.Event()
-        self.shoppers = [Shopper(herd.profile.url, name, slugs, self.report, self.stop) for name, slugs in shoppers]
-        for shopper in self.shoppers:
-            assert shopper.visitor.log_in(shopper.username, PASSWORD).status_code == 302
-
-    def __enter__(self) -> Load:
-        for shopper in self.shoppers:
-            shopper.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop.set()
-        for shopper in self.shoppers:
-            shopper.join(timeout=30)
-        assert not any(shopper.is_alive() for shopper in self.shoppers)
-
-    def check_everyone_still_logged_in(self) -> None:
-        for shopper in self.shoppers:
-            shopper.check_logged_in()
+def steady_load(herd: Herd, shoppers: list[tuple[str, list[str]]]) -> Load:
+    return Load(herd.profile.url, shoppers, password=PASSWORD)
 
 
 @pytest.fixture
@@ -178,7 +81,7 @@ def replicas_in_rotation(herd: Herd) -> set[str]:
 
 def test_a_rolling_restart_fails_no_request_loses_no_write_and_logs_nobody_out(herd, shoppers):
     old_pids = {web.name: web.pid() for web in herd.webs()}
-    with Load(herd, shoppers) as load:
+    with steady_load(herd, shoppers) as load:
         time.sleep(1)  # some load before the first replica goes
         herd.rolling_restart()
         time.sleep(1)  # and some after the last one is back
@@ -200,7 +103,7 @@ def test_a_rolling_restart_fails_no_request_loses_no_write_and_logs_nobody_out(h
 def test_scaling_to_five_and_back_to_three_fails_no_request(herd, shoppers):
     lb = herd.haproxy()
     try:
-        with Load(herd, shoppers) as load:
+        with steady_load(herd, shoppers) as load:
             time.sleep(0.5)
             herd.scale(5)
             assert replicas_in_rotation(herd) == {"web1", "web2", "web3", "web4", "web5"}
@@ -208,7 +111,7 @@ def test_scaling_to_five_and_back_to_three_fails_no_request(herd, shoppers):
             assert web5_line in lb.config.read_text(), "the config on disk keeps web5"
             # The new replicas take their share of the requests.
             wait_until(
-                lambda: {"web4", "web5"} <= {httpx.get(herd.profile.url).headers["X-Served-By"] for _ in range(10)},
+                lambda: {"web4", "web5"} <= {served_by(herd) for _ in range(10)},
                 10,
                 "requests served by web4 and web5",
             )

@@ -217,6 +217,26 @@ def test_an_empty_upload_is_refused_by_the_form(staff, client):
     assert "The submitted file is empty." in response.content.decode()
 
 
+FILES_REFUSED_AT_UPLOAD = {
+    "not UTF-8": ("name,slug\nCaf\xe9,cafe\n".encode("latin-1"), "The file is not UTF-8 text"),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "The file is not UTF-8 text"),
+    "no columns": (b"foo;bar\n1;2\n", "The file has no name, slug, category, price, stock, description columns."),
+    "blank lines only": (b"\n\n\n", "The file has no lines with content."),
+    "header with an unclosed quote": (b'"name,slug\n', "Line 1 is not valid CSV"),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", FILES_REFUSED_AT_UPLOAD)
+def test_a_malformed_file_is_refused_at_upload_with_a_400_and_starts_no_job(staff, client, case):
+    data, message = FILES_REFUSED_AT_UPLOAD[case]
+    client.force_login(staff)
+    response = client.post("/jobs/start/catalog_import/", {"file": SimpleUploadedFile("bad.csv", data)})
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Job.objects.exists()
+
+
 @pytest.mark.django_db
 def test_someone_who_is_not_staff_cannot_start_an_import(shopper, client):
     client.force_login(shopper)

@@ -15,11 +15,13 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.test import Client
+from django_redis.client import DefaultClient
+from django_redis.exceptions import ConnectionInterrupted
 
 from accounts import services as accounts_services
 from config.asgi import application
 from notifications import push as push_module
-from notifications.consumers import CLOSE_SESSION_ENDED, NotificationConsumer
+from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TRY_AGAIN, NotificationConsumer
 from notifications.push import push, user_group
 from notifications.tests.communicator import WebsocketCommunicator
 
@@ -152,6 +154,23 @@ def test_a_quiet_socket_is_closed_by_the_periodic_recheck_once_its_session_logge
         await assert_nothing_arrives(communicator)
         await sync_to_async(client.logout)()
         assert await communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_SESSION_ENDED}
+
+    scenario(body)
+
+
+def test_a_socket_whose_session_store_is_down_is_told_to_reconnect_not_that_its_session_ended(logged_in, monkeypatch):
+    [(_, client)] = logged_in("alice")
+
+    def store_down(*args, **kwargs):
+        error = redis.exceptions.ConnectionError("Error 111 connecting to the session Redis. Connection refused.")
+        raise ConnectionInterrupted(connection=None) from error
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        monkeypatch.setattr(DefaultClient, "get", store_down)
+        await communicator.send_to(text_data="ping")
+        assert await communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": CLOSE_TRY_AGAIN}
 
     scenario(body)
 

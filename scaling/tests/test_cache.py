@@ -77,6 +77,20 @@ def test_after_a_write_the_cache_is_never_refilled_from_a_replica_that_has_not_r
     assert not [q for q in replica.captured_queries if "accounts_user" in q["sql"]]
 
 
+def test_a_fill_waits_briefly_for_a_replica_a_little_behind_instead_of_reading_the_primary(
+    users, replica_delay, settings
+):
+    settings.HERD_FILL_WAIT_SECONDS = 5.0
+    replica_delay("300ms")
+    cached_query(names())
+    User.objects.filter(username="u1").update(first_name="Soon")
+    primary, replica = queries_on_every_alias()
+    with primary, replica:
+        assert cached_query(names()) == [("u1", "Soon"), ("u2", "")]
+    assert not [q for q in primary.captured_queries if "accounts_user" in q["sql"]]
+    assert [q for q in replica.captured_queries if "accounts_user" in q["sql"]]
+
+
 def test_a_fill_uses_the_replica_once_it_has_replayed_the_last_write(users):
     primary, replica = queries_on_every_alias()
     with primary, replica:

@@ -119,6 +119,20 @@ def test_a_job_carrying_its_requests_lsn_reads_at_least_that_position(writer_and
     assert consistency.read_alias() == "replica1"
 
 
+def test_background_work_waits_briefly_for_the_replica_instead_of_reading_the_primary(writer_and_reader, replica_delay):
+    writer, _ = writer_and_reader
+    replica_delay("500ms")
+    User.objects.filter(pk=writer.pk).update(first_name="Rebuilt")
+    with consistency.at_least(consistency.current_lsn()):
+        assert consistency.read_alias() == "default"
+        assert consistency.wait_for_replica(timeout=0.05) is False
+        started = time.monotonic()
+        assert consistency.wait_for_replica(timeout=10) is True
+        assert time.monotonic() - started < 5
+        assert consistency.read_alias() == "replica1"
+        assert User.objects.get(pk=writer.pk).first_name == "Rebuilt"
+
+
 def test_the_stored_position_is_only_ever_raised(writer_and_reader):
     writer, _ = writer_and_reader
     consistency.remember_lsn(str(writer.pk), 5000)

@@ -1,0 +1,81 @@
+"""How the catalog's cost grows with its data: the same requests at 10,000 and at 1,000,000 products.
+
+Two databases on the ``bench`` herd's primary (and so on its replica): ``herd`` with
+``BENCH_PRODUCTS`` products (bench/catalog.py loads it) and ``herd_small`` with
+``BENCH_SMALL_PRODUCTS`` (10,000), both loaded once and kept. The app replicas are
+restarted on each in turn, with the query and object caches off and past the edge cache,
+so every request runs its queries (with the caches on, a warm page runs none whatever
+the size): list pages (``/products/``), product pages (random products), searches
+(``/products/?q=...``). p50 and p99 per database, medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import catalog  # noqa: E402
+from bench.wrk import NO_EDGE_CACHE, Run, median_run  # noqa: E402
+from deploy.herd import Herd  # noqa: E402
+
+SMALL_PRODUCTS = int(os.environ.get("BENCH_SMALL_PRODUCTS", "10000"))
+SMALL_DATABASE = "herd_small"
+CONNECTIONS = 4
+SEARCH_WORDS = ("a", "pro", "max", "mini", "eco")
+
+
+@dataclass
+class GrowthFigures:
+    products: dict[str, int]  # database -> products in it
+    runs: dict[str, dict[str, Run]]  # database -> request kind -> median run
+
+
+def requests_of(database: str) -> dict[str, list[str]]:
+    slugs = catalog.sample_slugs(2000, database)
+    return {
+        "list": ["/products/"],
+        "detail": [f"/p/{slug}/" for slug in slugs],
+        "search": [f"/products/?q={word}" for word in SEARCH_WORDS],
+    }
+
+
+def measure(herd: Herd | None = None, rounds: int = catalog.ROUNDS) -> GrowthFigures:
+    herd = herd or catalog.prepare()
+    catalog.load_products(SMALL_PRODUCTS, SMALL_DATABASE)
+    databases = [SMALL_DATABASE, herd.database]
+    products = {db: catalog.sql("SELECT count(*) FROM catalog_product", database=db)[0][0] for db in databases}
+    paths = {db: requests_of(db) for db in databases}
+    runs: dict[str, dict[str, list[Run]]] = {db: {kind: [] for kind in paths[db]} for db in databases}
+    big = herd.database
+    try:
+        for _ in range(rounds):
+            for db in databases:
+                herd.database = db
+                catalog.configure(herd, catalog.CACHES_OFF)
+                for kind, kind_paths in paths[db].items():
+                    runs[db][kind].append(catalog.run_paths(kind_paths, None, NO_EDGE_CACHE, CONNECTIONS))
+    finally:
+        herd.database = big
+    catalog.configure(herd, catalog.HERD)
+    return GrowthFigures(products, {db: {k: median_run(r) for k, r in kinds.items()} for db, kinds in runs.items()})
+
+
+def main() -> None:
+    figures = measure()
+    print(f"## Cost growth with data (caches off, wrk -c{CONNECTIONS})\n")
+    print("| request | products | req/s | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|")
+    for db, kinds in figures.runs.items():
+        for kind, result in kinds.items():
+            print(
+                f"| {kind} | {figures.products[db]:,} | {result.rps:.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""What the herd's processes did during a benchmark run: CPU time per component, cache lookups.
+
+- ``cpu_seconds(herd)``: CPU time (user + system) each component of the herd has used so
+  far, from ``/proc/<pid>/stat``: the app replicas, HAProxy, each PostgreSQL server (the
+  postmaster, its live backends, and the backends it reaped), each Redis; plus the load
+  generator (this process's reaped children: wrk). Two snapshots around a run, divided
+  by the requests served, give CPU-ms per request per component.
+- ``cache_lookups(herd)``: the ``herd_cache_lookups_total{cache, result}`` counters of
+  every app replica, scraped from its ``/metrics`` (allowed from loopback), summed over
+  replicas; None when the replicas do not export them (an older build).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from deploy.herd import Herd, Postgres, Redis, read_pid
+
+TICKS = os.sysconf("SC_CLK_TCK")
+LOAD_GENERATOR = "load generator (wrk)"
+CACHE_METRIC = "herd_cache_lookups_total"
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it are plain.
+    return text.rsplit(") ", 1)[1].split()
+
+
+def _cpu(fields: list[str], reaped: bool) -> float:
+    """utime + stime (fields 14, 15), plus cutime + cstime (16, 17) of reaped children."""
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICKS
+
+
+def process_tree_cpu(pid: int | None) -> float:
+    """CPU seconds of ``pid``, of the children it reaped, and of its live children."""
+    if not pid:
+        return 0.0
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    total = _cpu(fields, reaped=True)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            child = _stat(int(entry))
+            if child is not None and child[1] == str(pid):
+                total += _cpu(child, reaped=False)
+    return total
+
+
+def cpu_seconds(herd: Herd) -> dict[str, float]:
+    """CPU seconds used so far by each component of ``herd`` and by the load generator."""
+    usage = {"app replicas": sum(process_tree_cpu(web.pid()) for web in herd.webs())}
+    usage["HAProxy"] = process_tree_cpu(read_pid(herd.haproxy().pidfile))
+    usage["PostgreSQL primary"] = process_tree_cpu(Postgres(herd.profile, replica=False).pid())
+    usage["PostgreSQL replica"] = process_tree_cpu(Postgres(herd.profile, replica=True).pid())
+    for role in ("state", "cache"):
+        usage[f"Redis {role}"] = process_tree_cpu(Redis(herd.profile, role).pid())
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage[LOAD_GENERATOR] = children.ru_utime + children.ru_stime
+    return usage
+
+
+def cpu_ms_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    return {name: (after[name] - before[name]) * 1000 / max(requests, 1) for name in after}
+
+
+def _labels(text: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', text))
+
+
+def cache_lookups(herd: Herd) -> dict[str, dict[str, float]] | None:
+    """{cache: {"hit": n, "miss": n}} over every replica, or None without the metrics."""
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"hit": 0.0, "miss": 0.0})
+    found = False
+    for web in herd.webs():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web.port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            continue
+        for match in re.finditer(rf"^{CACHE_METRIC}\{{([^}}]*)\}}\s+(\S+)$", text, re.MULTILINE):
+            labels = _labels(match.group(1))
+            if labels.get("result") in ("hit", "miss"):
+                totals[labels.get("cache", "?")][labels["result"]] += float(match.group(2))
+                found = True
+    return dict(totals) if found else None
+
+
+def hit_ratios(
+    before: dict[str, dict[str, float]] | None, after: dict[str, dict[str, float]] | None
+) -> dict[str, tuple[float, int]] | None:
+    """{cache: (hits / lookups, lookups)} between two scrapes; None without the metrics."""
+    if before is None or after is None:
+        return None
+    ratios = {}
+    for cache, counts in sorted(after.items()):
+        earlier = before.get(cache, {"hit": 0.0, "miss": 0.0})
+        hits = counts["hit"] - earlier["hit"]
+        lookups = hits + counts["miss"] - earlier["miss"]
+        if lookups > 0:
+            ratios[cache] = (hits / lookups, round(lookups))
+    return ratios

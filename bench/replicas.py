@@ -1,0 +1,140 @@
+"""Throughput as app replicas are added, and the per-request CPU cost model behind it.
+
+On the ``bench`` herd (bench/catalog.py prepares it), for 1, 2, 3, 4 app replicas
+(``BENCH_REPLICA_COUNTS``): the warm product page from the app (past the edge cache)
+and the browse-heavy mix, each round going through every count so drift hits all alike.
+Around each wrk run, the CPU time of every component (``bench.probes.cpu_seconds``:
+replicas, HAProxy, PostgreSQL, Redis, the load generator) gives its CPU-ms per request.
+
+The model: every request costs ``c_i`` CPU-ms in component ``i``; with ``C`` cores,
+throughput is at most ``1000 * C / sum(c_i)`` requests/s, and one replica (one Python
+process) at most ``1000 / c_app`` (about one core: the interpreter lock), so about
+``C * c_app / sum(c_i)`` replicas keep ``C`` cores busy; one Redis, single-threaded,
+bounds it at ``1000 / c_redis``. Where the load generator shares
+the machine, as here, its own cost joins the sum.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from bench import catalog, probes  # noqa: E402
+from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk  # noqa: E402
+from deploy.herd import Herd  # noqa: E402
+
+COUNTS = [int(n) for n in os.environ.get("BENCH_REPLICA_COUNTS", "1,2,3,4").split(",")]
+PREDICT_CORES = (4, 8, 16)
+CASES = ("warm product page (app)", "browse-heavy mix")
+# Components that run on one core whatever the machine has.
+SINGLE_CORE = ("Redis state", "Redis cache")
+
+
+@dataclass
+class CurvePoint:
+    replicas: int
+    runs: dict[str, Run]  # case -> median run
+
+
+@dataclass
+class CostModel:
+    case: str
+    cpu_ms: dict[str, float]  # component -> CPU-ms per request (median over every run)
+
+    @property
+    def server_ms(self) -> float:
+        return sum(ms for name, ms in self.cpu_ms.items() if name != probes.LOAD_GENERATOR)
+
+    @property
+    def app_ms(self) -> float:
+        return self.cpu_ms["app replicas"]
+
+    def predicted_rps(self, cores: int, with_load_generator: bool = False) -> float:
+        """Bounded by the cores, and by each single-threaded service (one Redis: one core)."""
+        total = self.server_ms + (self.cpu_ms[probes.LOAD_GENERATOR] if with_load_generator else 0.0)
+        single_core = max((self.cpu_ms.get(name, 0.0) for name in SINGLE_CORE), default=0.0)
+        return min(1000 * cores / total, 1000 / single_core if single_core > 0 else float("inf"))
+
+    def replicas_for(self, cores: int) -> int:
+        return max(1, math.ceil(cores * self.app_ms / self.server_ms))
+
+
+@dataclass
+class ReplicaFigures:
+    cores: int
+    points: list[CurvePoint]
+    models: dict[str, CostModel]
+
+
+def _measured(herd: Herd, run: Callable[[], Run]) -> tuple[Run, dict[str, float]]:
+    before = probes.cpu_seconds(herd)
+    result = run()
+    after = probes.cpu_seconds(herd)
+    return result, probes.cpu_ms_per_request(before, after, result.requests)
+
+
+def measure(
+    herd: Herd | None = None,
+    sessions: list[tuple[str, str]] | None = None,
+    counts: list[int] = COUNTS,
+    rounds: int = catalog.ROUNDS,
+) -> ReplicaFigures:
+    herd = herd or catalog.prepare()
+    slugs = catalog.sample_slugs()
+    categories = [row[0] for row in catalog.sql("SELECT slug FROM catalog_category")]
+    paths = catalog.mix_paths(slugs, categories)
+    hot = f"{catalog.URL}/p/{slugs[0]}/"
+    warm_page = partial(wrk, hot, catalog.DURATION, catalog.CONNECTIONS, headers=NO_EDGE_CACHE)
+    runs: dict[int, dict[str, list[Run]]] = {n: {case: [] for case in CASES} for n in counts}
+    costs: dict[str, list[dict[str, float]]] = {case: [] for case in CASES}
+    for _ in range(rounds):
+        for count in counts:
+            catalog.configure(herd, catalog.HERD, replicas=count)
+            if sessions is None:
+                sessions = catalog.log_in_users(catalog.USERS)
+            httpx.get(hot)
+            warm, cost = _measured(herd, warm_page)
+            runs[count][CASES[0]].append(warm)
+            costs[CASES[0]].append(cost)
+            mix, cost = _measured(herd, partial(catalog.run_paths, paths, sessions))
+            runs[count][CASES[1]].append(mix)
+            costs[CASES[1]].append(cost)
+    catalog.configure(herd, catalog.HERD, replicas=catalog.REPLICAS)
+    models = {
+        case: CostModel(case, {name: statistics.median(c[name] for c in samples) for name in samples[0]})
+        for case, samples in costs.items()
+    }
+    points = [CurvePoint(n, {case: median_run(r) for case, r in runs[n].items()}) for n in counts]
+    return ReplicaFigures(os.cpu_count() or 1, points, models)
+
+
+def main() -> None:
+    figures = measure()
+    print(f"## Replicas ({figures.cores} cores)\n")
+    print("| app replicas | " + " | ".join(f"{case} req/s" for case in CASES) + " |")
+    print("|---:|" + "---:|" * len(CASES))
+    for point in figures.points:
+        print(f"| {point.replicas} | " + " | ".join(f"{point.runs[c].rps:.0f}" for c in CASES) + " |")
+    for model in figures.models.values():
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in model.cpu_ms.items())
+        print(f"\n- {model.case}: CPU-ms per request: {parts}")
+        for cores in PREDICT_CORES:
+            print(
+                f"  - {cores} cores: about {model.predicted_rps(cores):.0f} req/s"
+                f" with {model.replicas_for(cores)} replicas"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,748 @@
+#!/usr/bin/env python3
+"""Fault drills: break one piece of the herd under a steady load and count the damage.
+
+    python deploy/drills.py [--short] [DRILL ...]     (``make drills``; every drill by default)
+
+Each drill runs the load of ``deploy/load.py`` through HAProxy (logged-in shoppers who
+read pages, check their session and post reviews; anonymous visitors reading the
+catalog past the edge cache), injects its fault at a fixed point, recovers, and then
+verifies: every review acknowledged with a 302 must be in the primary, every shopper
+must still be logged in, no replica may have crashed. It prints one Markdown row per
+drill: requests sent, failed (idempotent / writes), writes acknowledged, writes
+found, sessions lost, and a verdict against the target (no failed idempotent request,
+no lost acknowledged write, no 500), minus the failures the drill's design expects
+(each drill says which and why; ``docs/RELIABILITY.md`` has the figures).
+
+Runs on a herd of its own, the ``drills`` profile (ports offset by 300, state in
+``.herd/drills``): three app replicas, a worker, HAProxy. ``make drills`` stops it
+afterwards. The test suite runs a few drills briefly on the test herd
+(``deploy/tests/test_drills.py``) through ``run_drill``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+from websockets.exceptions import InvalidHandshake  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+
+from deploy.herd import (  # noqa: E402
+    PROFILES,
+    VENV_PYTHON,
+    Herd,
+    HerdError,
+    Postgres,
+    RabbitMQ,
+    Redis,
+    Web,
+    Worker,
+    pid_alive,
+    run,
+    wait_for,
+)
+from deploy.load import Failure, Load, LoadReport  # noqa: E402
+from deploy.tests.visitor import Visitor  # noqa: E402
+
+PASSWORD = "drills-password-1234"  # noqa: S105 (the drill accounts of a private herd)
+SHOPPERS = 3
+PRODUCTS_PER_SHOPPER = 400
+# Products for the export the worker drill kills mid-way (``seed_catalog``, loaded once).
+JOB_PRODUCTS = 100_000
+# The drills profile's replica health thresholds, low enough for a few seconds of
+# injected lag to cross both (the defaults are 30 s and 16 MB).
+DRILL_ENV = {
+    "HERD_REPLICA_MAX_LAG_SECONDS": "1",
+    "HERD_REPLICA_MAX_LAG_BYTES": "65536",
+    "HERD_REPLICA_CHECK_INTERVAL": "1",
+    "DJANGO_LOG_LEVEL": "WARNING",
+}
+SESSION_DOWN_TEXT = "temporarily unavailable"
+
+
+@dataclass(frozen=True)
+class Timing:
+    warmup: float  # load before the fault
+    hold: float  # how long a fault lasts before recovery
+    settle: float  # load after recovery
+
+
+FULL = Timing(warmup=3.0, hold=5.0, settle=3.0)
+SHORT = Timing(warmup=1.5, hold=1.5, settle=1.5)
+
+
+@dataclass
+class Rig:
+    """What a drill acts on: the herd, its shoppers and the staff account."""
+
+    herd: Herd
+    shoppers: list[tuple[str, list[str]]]
+    staff: str
+    timing: Timing
+    browsers: int = 2
+    worker: Worker | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.herd.profile.url
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"    {text}", flush=True)
+
+
+@dataclass
+class Result:
+    drill: str
+    report: LoadReport
+    writes_found: int
+    allowed: int  # failures the drill's design expects
+    problems: list[str]
+    notes: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def row(self) -> str:
+        r = self.report
+        verdict = "pass" if self.passed else "FAIL: " + "; ".join(self.problems)
+        if self.passed and self.allowed:
+            verdict += f" ({self.allowed} designed failures)"
+        return (
+            f"| {self.drill} | {r.requests} | {r.idempotent_failed} / {r.writes_failed} | {len(r.saved_reviews)} "
+            f"| {self.writes_found} | {r.sessions_lost} | {verdict} |"
+        )
+
+
+TABLE_HEADER = (
+    "| drill | requests sent | failed (idempotent / writes) | writes acknowledged | writes found "
+    "| sessions lost | verdict |\n|---|---:|---:|---:|---:|---:|---|"
+)
+
+
+# --------------------------------------------------------------------------- drills
+
+
+class Drill:
+    """A fault: ``fault`` injects it and recovers (the load runs meanwhile); ``designed``
+    says which failures the design expects while it lasts; ``verify`` adds checks."""
+
+    name = ""
+    restarts: tuple[str, ...] = ()  # replicas the drill itself restarts (new pids expected)
+
+    def fault(self, rig: Rig) -> None:
+        raise NotImplementedError
+
+    def designed(self, failure: Failure) -> bool:
+        return False
+
+    def verify(self, rig: Rig, problems: list[str]) -> None:
+        return None
+
+
+def wait_all_up(herd: Herd, timeout: float = 30.0) -> None:
+    lb = herd.haproxy()
+    names = [web.name for web in herd.webs()]
+    wait_for(lambda: all(lb.state(name) == "UP" for name in names), timeout, "every replica UP in haproxy")
+
+
+class ReplicaKill(Drill):
+    """SIGKILL an app replica (no drain at all), then start it again."""
+
+    name = "replica-sigkill"
+    restarts = ("web2",)
+
+    def fault(self, rig: Rig) -> None:
+        web = Web(rig.herd.profile, 2)
+        os.killpg(web.pid(), signal.SIGKILL)
+        rig.note(f"web2 (pid {web.pid()}) SIGKILLed")
+        time.sleep(rig.timing.hold)
+        rig.herd.start("web2")
+        wait_all_up(rig.herd)
+
+    def designed(self, failure: Failure) -> bool:
+        # A POST in flight on the killed replica: HAProxy may not resend it (it may have
+        # been applied), so it answers 502 itself. The shopper gets no acknowledgement.
+        return not failure.idempotent and failure.served_by is None and failure.status in (502, 503, 504, None)
+
+
+class ReplicaStop(Drill):
+    """Stop an app replica with SIGTERM (it drains itself: no runtime API), then start it."""
+
+    name = "replica-stop"
+    restarts = ("web2",)
+
+    def fault(self, rig: Rig) -> None:
+        web = Web(rig.herd.profile, 2)
+        web.stop()
+        rig.note("web2 stopped (SIGTERM: /readyz 503, drain, exit)")
+        time.sleep(rig.timing.hold)
+        rig.herd.start("web2")
+        wait_all_up(rig.herd)
+
+
+class DatabaseReplicaStop(Drill):
+    """Stop the PostgreSQL replica; reads move to the primary; start it again."""
+
+    name = "db-replica-stop"
+
+    def fault(self, rig: Rig) -> None:
+        replica = Postgres(rig.herd.profile, replica=True)
+        replica.stop()
+        rig.note("postgres-replica stopped (fast shutdown)")
+        time.sleep(rig.timing.hold)
+        replica.start()
+        rig.note("postgres-replica started again")
+
+
+class DatabaseReplicaLag(Drill):
+    """Delay the replica's replay past both health thresholds, then let it catch up."""
+
+    name = "db-replica-lag"
+
+    def fault(self, rig: Rig) -> None:
+        delay = max(3.0, rig.timing.hold)
+        set_replay_delay(rig.herd, f"{delay:g}s")
+        rig.note(f"recovery_min_apply_delay = {delay:g}s on the replica")
+        deadline = time.monotonic() + delay + 5
+        seen = ""
+        while time.monotonic() < deadline:
+            # WAL the replica must replay, beyond what the shoppers write: past the bytes threshold.
+            primary_sql(rig.herd, "SELECT pg_logical_emit_message(false, 'drill', repeat('x', 65536))")
+            checks = readiness_checks(rig.herd)
+            seen = checks.get("database:replica1", "")
+            if seen == "error: lagging":
+                break
+            time.sleep(0.3)
+        rig.note(f"web1 /readyz says replica1: {seen!r}")
+        try:
+            if seen != "error: lagging":
+                raise DrillError("the injected lag never crossed the health threshold")
+            time.sleep(delay)
+        finally:
+            set_replay_delay(rig.herd, "0")
+        wait_for(lambda: readiness_checks(rig.herd).get("database:replica1") == "ok", 30, "replica healthy again")
+        rig.note("delay removed; replica1 healthy again")
+
+
+class SessionRedisRestart(Drill):
+    """Restart the session Redis (stop, start): sessions survive in its append-only file."""
+
+    name = "session-redis-restart"
+
+    def fault(self, rig: Rig) -> None:
+        redis = Redis(rig.herd.profile, "state")
+        redis.stop()
+        rig.note("redis-state stopped")
+        try:
+            probe_session_down_page(rig)
+        finally:
+            redis.start()
+            rig.note("redis-state started again")
+
+    def designed(self, failure: Failure) -> bool:
+        # Logged-in requests while the session store is down: the clean 503 page, by design.
+        return failure.status == 503 and failure.served_by is not None and SESSION_DOWN_TEXT in failure.detail.lower()
+
+
+class CacheRedisStop(Drill):
+    """Stop the cache Redis for a while: pages are slower, not broken; start it again."""
+
+    name = "cache-redis-stop"
+
+    def fault(self, rig: Rig) -> None:
+        redis = Redis(rig.herd.profile, "cache")
+        before = page_times(rig)
+        redis.stop()
+        rig.note("redis-cache stopped")
+        try:
+            time.sleep(rig.timing.hold / 2)
+            during = page_times(rig)
+            time.sleep(rig.timing.hold / 2)
+        finally:
+            redis.start()
+        rig.note(
+            f"anonymous product page (past the edge cache), median: {before * 1000:.0f} ms with the cache, "
+            f"{during * 1000:.0f} ms without"
+        )
+
+
+class WorkerKill(Drill):
+    """SIGKILL the worker mid-job; RabbitMQ redelivers the job to the restarted worker."""
+
+    name = "worker-sigkill"
+
+    def fault(self, rig: Rig) -> None:
+        from jobs.models import Job
+
+        worker = rig.worker
+        job_id = start_export(rig)
+        deadline = time.monotonic() + 60
+        while Job.objects.using("default").get(pk=job_id).progress < 5:
+            if time.monotonic() > deadline:
+                raise DrillError("the export never started")
+            time.sleep(0.05)
+        pid = worker.pid()
+        os.killpg(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid), 10, "worker exit")
+        job = Job.objects.using("default").get(pk=job_id)
+        rig.note(f"worker SIGKILLed with job {job_id} {job.state} at {job.progress}%")
+        time.sleep(rig.timing.hold / 2)
+        worker.start()
+        self.job_id = job_id
+
+    def verify(self, rig: Rig, problems: list[str]) -> None:
+        from jobs.models import Job
+        from notifications.models import Notification
+
+        job = wait_job_end(self.job_id, 90)
+        notifications = Notification.objects.using("default").filter(job_id=self.job_id).count()
+        rig.note(f"job {self.job_id}: {job.state} after {job.attempts} attempts, {notifications} notification(s)")
+        if job.state != Job.State.SUCCEEDED or notifications != 1:
+            problems.append(f"job {job.state}, {notifications} notifications")
+
+
+class BrokerRestart(Drill):
+    """Restart RabbitMQ: a job started while it is down fails with a reason; after it, jobs run."""
+
+    name = "broker-restart"
+
+    def fault(self, rig: Rig) -> None:
+        from jobs.models import Job
+
+        broker = RabbitMQ(rig.herd.profile)
+        worker_pid = rig.worker.pid()
+        broker.stop()
+        rig.note("rabbitmq stopped")
+        try:
+            during = wait_job_end(start_export(rig), 30)
+            rig.note(f"job started while it was down: {during.state}: {during.error!r}")
+        finally:
+            broker.start()
+        rig.note("rabbitmq started again")
+        after = wait_job_end(start_export(rig), 90)
+        rig.note(f"job started after: {after.state} (worker pid {'kept' if rig.worker.pid() == worker_pid else 'new'})")
+        self.outcome = (during.state, after.state)
+        if after.state != Job.State.SUCCEEDED:
+            raise DrillError(f"a job started after the broker came back ended {after.state}")
+
+
+class BadRequests(Drill):
+    """A burst of hostile requests beside the load: each gets a 4xx (or a refused
+    socket), never a 500, and no replica crashes."""
+
+    name = "bad-requests"
+
+    def fault(self, rig: Rig) -> None:
+        statuses: Counter = Counter()
+        self.server_errors: list[str] = []
+        answered_ok = []
+        for what, send in bad_requests(rig):
+            try:
+                status = send()
+            except httpx.HTTPError as error:
+                status = f"no answer ({type(error).__name__})"
+            statuses[status] += 1
+            if status != "refused" and not (isinstance(status, int) and status < 500):
+                self.server_errors.append(f"{what}: {status}")
+            elif isinstance(status, int) and status < 400:
+                answered_ok.append(f"{what} {status}")
+        rig.note(f"{sum(statuses.values())} bad requests: {dict(sorted(statuses.items(), key=str))}")
+        rig.note("not 4xx (a form shown again with its error, or a redirect to log in): " + ", ".join(answered_ok))
+
+    def verify(self, rig: Rig, problems: list[str]) -> None:
+        problems.extend(self.server_errors)
+
+
+DRILLS: dict[str, type[Drill]] = {
+    drill.name: drill
+    for drill in (
+        ReplicaKill,
+        ReplicaStop,
+        DatabaseReplicaStop,
+        DatabaseReplicaLag,
+        SessionRedisRestart,
+        CacheRedisStop,
+        WorkerKill,
+        BrokerRestart,
+        BadRequests,
+    )
+}
+NEEDS_WORKER = {"worker-sigkill", "broker-restart"}
+
+
+class DrillError(Exception):
+    """A drill could not do what it set out to (not a finding about the herd)."""
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def run_drill(rig: Rig, drill: Drill) -> Result:
+    """Load, fault, recovery, verification: one drill, its result and its table row."""
+    print(f"  {drill.name}", flush=True)
+    rig.notes = []
+    pids_before = {web.name: web.pid() for web in rig.herd.webs()}
+    problems: list[str] = []
+    load = Load(rig.url, rig.shoppers, password=PASSWORD, browsers=rig.browsers)
+    with load:
+        time.sleep(rig.timing.warmup)
+        try:
+            drill.fault(rig)
+        except (DrillError, HerdError) as error:
+            problems.append(f"drill: {error}")
+        time.sleep(rig.timing.settle)
+    load.check_everyone_still_logged_in()
+    drill.verify(rig, problems)
+
+    report = load.report
+    designed = [f for f in report.failed if drill.designed(f)]
+    undesigned = [f for f in report.failed if not drill.designed(f)]
+    if failed_reads := [f for f in undesigned if f.idempotent]:
+        problems.append(f"{len(failed_reads)} idempotent requests failed")
+    if failed_writes := [f for f in undesigned if not f.idempotent]:
+        problems.append(f"{len(failed_writes)} writes failed")
+    if server_errors := [f for f in undesigned if f.status is not None and f.status >= 500 and f.served_by]:
+        problems.append(f"{len(server_errors)} 5xx answers from replicas")
+    found = reviews_in_primary(report.saved_reviews)
+    if found != len(report.saved_reviews):
+        problems.append(f"{len(report.saved_reviews) - found} acknowledged writes lost")
+    if report.sessions_lost:
+        problems.append(f"{report.sessions_lost} sessions lost")
+    if report.stale_reads:
+        problems.append(f"{report.stale_reads} reads missed the shopper's own write")
+    for web in rig.herd.webs():
+        if web.name not in drill.restarts and web.pid() != pids_before.get(web.name):
+            problems.append(f"{web.name} crashed or restarted")
+    if not rig.herd.haproxy().healthy():
+        problems.append("haproxy is down")
+    for failure in undesigned[:5]:
+        rig.note(f"failure: {failure}")
+    if designed:
+        rig.note(f"designed failures: {len(designed)}, e.g. {designed[0]}")
+    result = Result(drill.name, report, found, len(designed), problems, list(rig.notes))
+    print(result.row(), flush=True)
+    return result
+
+
+def reviews_in_primary(texts: list[str]) -> int:
+    from catalog.models import Review
+
+    found = 0
+    for start in range(0, len(texts), 500):
+        found += Review.objects.using("default").filter(text__in=texts[start : start + 500]).count()
+    return found
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def database_url(herd: Herd) -> dict:
+    env = herd.profile.django_env(herd.database)
+    port = int(re.search(r":(\d+)/", env["DATABASE_URL"]).group(1))
+    return {"host": "127.0.0.1", "port": port, "user": "herd", "dbname": herd.database}
+
+
+def primary_sql(herd: Herd, query: str) -> None:
+    with psycopg.connect(**database_url(herd), autocommit=True) as conn:
+        conn.execute(query)
+
+
+def set_replay_delay(herd: Herd, delay: str) -> None:
+    params = {**database_url(herd), "port": database_url(herd)["port"] + 1, "dbname": "postgres"}
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def readiness_checks(herd: Herd) -> dict[str, str]:
+    try:
+        return httpx.get(f"http://127.0.0.1:{herd.webs()[0].port}/readyz", timeout=5).json()["checks"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return {}
+
+
+def page_times(rig: Rig, count: int = 15) -> float:
+    slug = rig.shoppers[0][1][0]
+    times = []
+    with httpx.Client(headers={"Cache-Control": "no-cache"}, timeout=15) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            client.get(f"{rig.url}p/{slug}/")
+            times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def probe_session_down_page(rig: Rig) -> None:
+    """While the session store is down, a logged-in page straight from a replica: a clean 503."""
+    visitor = Visitor(rig.url)
+    visitor.client.cookies.set("sessionid", "a" * 32)
+    response = visitor.get("/accounts/profile/", port=rig.herd.webs()[0].port)
+    clean = SESSION_DOWN_TEXT in response.text and "Traceback" not in response.text
+    rig.note(
+        f"logged-in page with the session store down: {response.status_code}, "
+        f"Retry-After {response.headers.get('Retry-After')}, {'clean page' if clean else 'NOT a clean page'}"
+    )
+    if response.status_code != 503 or not clean:
+        raise DrillError(f"the page with sessions down was a {response.status_code}: {response.text[:200]!r}")
+
+
+def start_export(rig: Rig) -> str:
+    """Start a catalog export through HAProxy as the staff user; the job's id."""
+    visitor = Visitor(rig.url)
+    assert visitor.log_in(rig.staff, PASSWORD).status_code == 302
+    page = visitor.get("/jobs/")
+    form = page.text.split('action="/jobs/start/catalog_export/"', 1)[1].split("</form>", 1)[0]
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))
+    started = visitor.client.post(f"{rig.url}jobs/start/catalog_export/", data=fields)
+    if started.status_code != 302:
+        raise DrillError(f"starting an export answered {started.status_code}")
+    return started.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+
+
+def wait_job_end(job_id: str, timeout: float):
+    from jobs.models import Job
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = Job.objects.using("default").get(pk=job_id)
+        if job.is_finished or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def bad_requests(rig: Rig) -> list[tuple[str, Callable[[], int | str]]]:
+    """(what, send) pairs; ``send`` returns the status, or ``"refused"`` for a refused socket."""
+    url = rig.url
+    slug = rig.shoppers[0][1][0]
+    staff = Visitor(url)
+    assert staff.log_in(rig.staff, PASSWORD).status_code == 302
+    shopper = Visitor(url)
+    assert shopper.log_in(rig.shoppers[0][0], PASSWORD).status_code == 302
+    token = staff.client.cookies["csrftoken"]
+    shopper_token = shopper.client.cookies["csrftoken"]
+    lb_host = url.split("//", 1)[1].rstrip("/")
+
+    def post(visitor: Visitor, path: str, csrf: str, headers: dict | None = None, **kwargs) -> Callable[[], int]:
+        headers = {"X-CSRFToken": csrf, **(headers or {})}
+        return lambda: visitor.client.post(url + path.lstrip("/"), headers=headers, **kwargs).status_code
+
+    def import_csv(content: bytes, name: str = "catalog.csv") -> Callable[[], int]:
+        data = {"csrfmiddlewaretoken": token, "idempotency_key": os.urandom(8).hex()}
+        return post(staff, "/jobs/start/catalog_import/", token, data=data, files={"file": (name, content, "text/csv")})
+
+    def forged(cookie: str, path: str = "/accounts/profile/") -> Callable[[], int]:
+        return lambda: httpx.get(url + path.lstrip("/"), headers={"Cookie": cookie}, timeout=15).status_code
+
+    def socket(origin: str | None, cookie: str | None = None) -> Callable[[], int | str]:
+        def send() -> int | str:
+            headers = {"Cookie": cookie} if cookie else {}
+            try:
+                with connect(f"ws://{lb_host}/ws/notifications/", origin=origin, additional_headers=headers):
+                    return 101  # accepted: a bad socket must not be
+            except InvalidHandshake as refused:
+                status = getattr(getattr(refused, "response", None), "status_code", None)
+                return status if status is not None and status >= 500 else "refused"
+
+        return send
+
+    session = shopper.client.cookies["sessionid"]
+    big = b"x" * (3 * 1024 * 1024)
+    return [
+        (
+            "review body over the 2.5 MB form limit",
+            post(
+                shopper,
+                f"/p/{slug}/review/",
+                shopper_token,
+                content=b"text=" + big,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            ),
+        ),
+        ("12 MB CSV upload", import_csv(b"name,slug\n" + b"a,b\n" * (3 * 1024 * 1024))),
+        (
+            "profile picture of 12 MB",
+            post(
+                shopper,
+                "/accounts/profile/",
+                shopper_token,
+                data={"display_name": "x", "csrfmiddlewaretoken": shopper_token},
+                files={"picture": ("p.png", b"\x89PNG" + os.urandom(12 * 1024 * 1024), "image/png")},
+            ),
+        ),
+        ("CSV that is not UTF-8", import_csv("name,slug\nCaf\xe9,cafe\n".encode("latin-1"))),
+        ("CSV without its columns", import_csv(b"foo;bar\n1;2\n")),
+        ("CSV with an unclosed quote", import_csv(b'name,slug,category,price,stock,description\n"oops,a,b,1,1,x\n')),
+        ("empty CSV", import_csv(b"")),
+        ("binary file as CSV", import_csv(os.urandom(4096), "catalog.csv")),
+        (
+            "multipart without a boundary",
+            lambda: (
+                staff.client.post(
+                    url + "jobs/start/catalog_import/",
+                    content=b"--x\r\n\r\n",
+                    headers={"Content-Type": "multipart/form-data", "X-CSRFToken": token},
+                ).status_code
+            ),
+        ),
+        (
+            "multipart with a broken body",
+            lambda: (
+                staff.client.post(
+                    url + "jobs/start/catalog_import/",
+                    content=b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\nabc',
+                    headers={"Content-Type": "multipart/form-data; boundary=zz", "X-CSRFToken": token},
+                ).status_code
+            ),
+        ),
+        (
+            "review without CSRF",
+            lambda: (
+                httpx.post(
+                    url + f"p/{slug}/review/",
+                    data={"rating": "5", "text": "x"},
+                    headers={"Cookie": f"sessionid={session}"},
+                ).status_code
+            ),
+        ),
+        (
+            "review with a rating of 99",
+            post(
+                shopper,
+                f"/p/{slug}/review/",
+                shopper_token,
+                data={"rating": "99", "text": "x", "csrfmiddlewaretoken": shopper_token},
+            ),
+        ),
+        ("forged session cookie", forged("sessionid=" + "f" * 32)),
+        ("session cookie of 4 KB", forged("sessionid=" + "A" * 4000)),
+        ("session cookie with odd bytes", forged("sessionid=..%2F..%2F%00%ff; csrftoken=%%%")),
+        ("short session cookie", forged("sessionid=x")),
+        (
+            "forged cookie on a POST",
+            lambda: (
+                httpx.post(
+                    url + f"p/{slug}/review/",
+                    data={"rating": "5"},
+                    headers={"Cookie": "sessionid=" + "e" * 32 + "; csrftoken=" + "c" * 32, "X-CSRFToken": "c" * 32},
+                ).status_code
+            ),
+        ),
+        ("bad Host header", lambda: httpx.get(url, headers={"Host": "evil.example"}).status_code),
+        ("bad keyset cursor", lambda: httpx.get(url + "products/?after=%ff%00garbage").status_code),
+        ("bad price filter", lambda: httpx.get(url + "products/?min_price=abc&max_price=1e999").status_code),
+        ("unknown job kind", post(staff, "/jobs/start/nonsense/", token, data={"csrfmiddlewaretoken": token})),
+        ("someone else's job id", lambda: shopper.get("/jobs/999999999/").status_code),
+        ("socket from a foreign origin", socket("http://evil.example", f"sessionid={session}")),
+        ("socket without an origin", socket(None, f"sessionid={session}")),
+        ("socket with a forged session", socket(f"http://{lb_host}", "sessionid=" + "f" * 32)),
+        ("socket, anonymous", socket(f"http://{lb_host}")),
+    ]
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def make_shoppers(prefix: str = "drill") -> tuple[list[tuple[str, list[str]]], str]:
+    """The drill's shoppers, their products to review, and a staff account (idempotent)."""
+    from decimal import Decimal
+
+    from accounts import services as accounts_services
+    from accounts.models import User
+    from catalog.models import Category, Product
+
+    category, _ = Category.objects.using("default").get_or_create(slug=f"{prefix}s", defaults={"name": "Drills"})
+    shoppers = []
+    for number in range(SHOPPERS):
+        username = f"{prefix}-shopper{number}"
+        if not User.objects.using("default").filter(username=username).exists():
+            accounts_services.create_user(username=username, email=f"{username}@example.com", password=PASSWORD)
+        slugs = [f"{prefix}-{number}-{n}" for n in range(PRODUCTS_PER_SHOPPER)]
+        have = set(Product.objects.using("default").filter(slug__in=slugs).values_list("slug", flat=True))
+        Product.objects.using("default").bulk_create(
+            Product(category=category, name=f"Drill {number}.{n}", slug=slug, price=Decimal("9.50"), stock=5)
+            for n, slug in enumerate(slugs)
+            if slug not in have
+        )
+        shoppers.append((username, slugs))
+    staff = f"{prefix}-staff"
+    if not User.objects.using("default").filter(username=staff).exists():
+        user = accounts_services.create_user(username=staff, email=f"{staff}@example.com", password=PASSWORD)
+        User.objects.using("default").filter(pk=user.pk).update(is_staff=True)
+    return shoppers, staff
+
+
+def prepare(timing: Timing, with_worker: bool) -> Rig:
+    """The drills profile's herd, up, with data: services, database, worker, replicas, HAProxy."""
+    profile = PROFILES["drills"]
+    os.environ.update(profile.django_env())
+    herd = Herd(profile, replicas=3, extra_env=DRILL_ENV)
+    herd.start_services()
+    env = {"PATH": os.environ.get("PATH", ""), **profile.django_env()}
+    log = profile.logs / "drills-setup.log"
+    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+        run([str(VENV_PYTHON), "manage.py", *command], log=log, env=env, cwd=ROOT)
+
+    import django
+
+    django.setup()
+    from catalog.models import Product
+
+    if with_worker and Product.objects.using("default").count() < JOB_PRODUCTS:
+        print(f"  loading {JOB_PRODUCTS} products (once; kept in .herd/drills)", flush=True)
+        command = ["seed_catalog", "--products", str(JOB_PRODUCTS), "--reviews-per-product", "0"]
+        run([str(VENV_PYTHON), "manage.py", *command], log=log, env=env, cwd=ROOT)
+    shoppers, staff = make_shoppers()
+    worker = Worker(profile, extra_env=DRILL_ENV)
+    if with_worker:
+        worker.ensure()
+    herd.start_herd_processes()
+    wait_all_up(herd)
+    set_replay_delay(herd, "0")
+    return Rig(herd, shoppers, staff, timing, worker=worker)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help="shorter load and faults")
+    parser.add_argument("drills", nargs="*", metavar="DRILL", help=", ".join(DRILLS))
+    args = parser.parse_args(argv)
+    if unknown := set(args.drills) - set(DRILLS):
+        parser.error(f"no drill named {', '.join(sorted(unknown))}; the drills: {', '.join(DRILLS)}")
+    names = args.drills or list(DRILLS)
+    print("preparing the drills herd (profile drills)...", flush=True)
+    rig = prepare(SHORT if args.short else FULL, with_worker=bool(NEEDS_WORKER & set(names)))
+    results = []
+    for name in names:
+        results.append(run_drill(rig, DRILLS[name]()))
+        with contextlib.suppress(HerdError):
+            wait_all_up(rig.herd)
+    print("\n" + TABLE_HEADER)
+    for result in results:
+        print(result.row())
+    for result in results:
+        print(f"\n{result.drill}:")
+        for note in result.notes:
+            print(f"  - {note}")
+    return 0 if all(result.passed for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
