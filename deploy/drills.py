@@ -295,14 +295,14 @@ class WorkerKill(Drill):
         worker = rig.worker
         job_id = start_export(rig)
         deadline = time.monotonic() + 60
-        while Job.objects.using("default").get(pk=job_id).progress < 5:
+        while Job.objects.for_id(int(job_id)).get().progress < 5:
             if time.monotonic() > deadline:
                 raise DrillError("the export never started")
             time.sleep(0.05)
         pid = worker.pid()
         os.killpg(pid, signal.SIGKILL)
         wait_for(lambda: not pid_alive(pid), 10, "worker exit")
-        job = Job.objects.using("default").get(pk=job_id)
+        job = Job.objects.for_id(int(job_id)).get()
         rig.note(f"worker SIGKILLed with job {job_id} {job.state} at {job.progress}%")
         time.sleep(rig.timing.hold / 2)
         worker.start()
@@ -313,7 +313,7 @@ class WorkerKill(Drill):
         from notifications.models import Notification
 
         job = wait_job_end(self.job_id, 90)
-        notifications = Notification.objects.using("default").filter(job_id=self.job_id).count()
+        notifications = Notification.objects.for_user(job.owner_id).filter(job_id=job.pk).count()
         rig.note(f"job {self.job_id}: {job.state} after {job.attempts} attempts, {notifications} notification(s)")
         if job.state != Job.State.SUCCEEDED or notifications != 1:
             problems.append(f"job {job.state}, {notifications} notifications")
@@ -522,7 +522,7 @@ def wait_job_end(job_id: str, timeout: float):
 
     deadline = time.monotonic() + timeout
     while True:
-        job = Job.objects.using("default").get(pk=job_id)
+        job = Job.objects.for_id(int(job_id)).get()
         if job.is_finished or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
