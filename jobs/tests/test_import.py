@@ -234,7 +234,7 @@ def test_a_malformed_file_is_refused_at_upload_with_a_400_and_starts_no_job(staf
     response = client.post("/jobs/start/catalog_import/", {"file": SimpleUploadedFile("bad.csv", data)})
     assert response.status_code == 400
     assert message in response.content.decode()
-    assert not Job.objects.exists()
+    assert not all_jobs()
 
 
 @pytest.mark.django_db
