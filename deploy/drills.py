@@ -57,7 +57,7 @@ from deploy.herd import (  # noqa: E402
     wait_for,
 )
 from deploy.load import Failure, Load, LoadReport  # noqa: E402
-from deploy.tests.visitor import Visitor  # noqa: E402
+from deploy.visitor import Visitor  # noqa: E402
 
 PASSWORD = "drills-password-1234"  # noqa: S105 (the drill accounts of a private herd)
 SHOPPERS = 3

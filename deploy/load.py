@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from deploy.tests.visitor import Visitor
+from deploy.visitor import Visitor
 
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 USERNAME = re.compile(r'data-username="([^"]+)"')

@@ -24,7 +24,7 @@ from playwright.sync_api import sync_playwright
 
 from accounts import services as accounts_services
 from deploy.herd import PROFILES, Worker, pid_alive
-from deploy.tests.visitor import Visitor
+from deploy.visitor import Visitor
 from jobs import services as job_services
 from jobs.models import Job
 from notifications.models import Notification

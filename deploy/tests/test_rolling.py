@@ -27,7 +27,7 @@ from catalog import services as catalog_services
 from catalog.models import Review
 from deploy.herd import Herd, Web, pid_alive
 from deploy.load import Load
-from deploy.tests.visitor import Visitor
+from deploy.visitor import Visitor
 
 pytestmark = [
     pytest.mark.herd,

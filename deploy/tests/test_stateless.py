@@ -14,7 +14,7 @@ from PIL import Image
 
 from accounts import services
 from deploy.herd import PROFILES, ROOT, Redis, pid_alive
-from deploy.tests.visitor import Visitor
+from deploy.visitor import Visitor
 
 pytestmark = [
     pytest.mark.herd,
