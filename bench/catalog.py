@@ -53,7 +53,7 @@ import psycopg  # noqa: E402
 
 from bench import probes  # noqa: E402
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk  # noqa: E402
-from deploy.herd import PROFILES, VENV_PYTHON, Herd, HerdError, Postgres, run  # noqa: E402
+from deploy.herd import PROFILES, VENV_PYTHON, Herd, HerdError, Postgres, run, shard_names  # noqa: E402
 
 PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", "1000000"))
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "2"))
@@ -134,7 +134,9 @@ def prepare(products: int = PRODUCTS, database: str = "herd") -> Herd:
 
 
 def load_products(products: int, database: str) -> None:
-    Postgres(PROFILE, replica=False).create_database(database)
+    primary = Postgres(PROFILE, replica=False)
+    for name in (database, *shard_names(database)):  # its jobs and notifications live on shards
+        primary.create_database(name)
     manage("migrate", "--noinput", database=database)
     manage("collectstatic", "--noinput", database=database)
     have = sql("SELECT count(*) FROM catalog_product", database=database)[0][0]

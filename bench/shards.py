@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +105,21 @@ def one_round(env: dict[str, str]) -> float:
     return total / SECONDS
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class ShardFigures:
+    writers: int
+    seconds: float
+    rounds: int
+    one_database: float  # writes/s, median of the rounds
+    two_databases: float
+
+    @property
+    def ratio(self) -> float:
+        return self.two_databases / self.one_database
+
+
+def measure() -> ShardFigures:
+    """Notification writes/s with one shard database and with two, rounds alternating."""
     Herd(PROFILE).start_services()
     envs = {label: fresh_databases(shard_count) for label, shard_count in LAYOUTS.items()}
     rates: dict[str, list[float]] = {label: [] for label in LAYOUTS}
@@ -112,17 +127,21 @@ def main() -> None:
     for _round in range(ROUNDS):
         for label, env in envs.items():
             rates[label].append(one_round(env))
-    results = {label: statistics.median(values) for label, values in rates.items()}
     for label, values in rates.items():
         print(f"  {label}: {', '.join(f'{rate:,.0f}' for rate in values)} writes/s", file=sys.stderr, flush=True)
-    one, two = results["one shard database"], results["two shard databases"]
+    one, two = (statistics.median(rates[label]) for label in LAYOUTS)
+    return ShardFigures(WRITERS, SECONDS, ROUNDS, one, two)
+
+
+def main() -> None:
+    figures = measure()
     print(f"\n### Notification writes per second ({platform.node()}, {os.cpu_count()} cores)\n")
-    print(f"{WRITERS} writer processes, {SECONDS:g} s per round, median of {ROUNDS} rounds.\n")
+    print(f"{figures.writers} writer processes, {figures.seconds:g} s per round, median of {figures.rounds} rounds.\n")
     print("| layout | writes/s |")
     print("|---|---:|")
-    for label, rate in results.items():
-        print(f"| {label} | {rate:,.0f} |")
-    print(f"| ratio two / one | {two / one:.2f} |")
+    print(f"| one shard database | {figures.one_database:,.0f} |")
+    print(f"| two shard databases | {figures.two_databases:,.0f} |")
+    print(f"| ratio two / one | {figures.ratio:.2f} |")
 
 
 if __name__ == "__main__":
