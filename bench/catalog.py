@@ -206,12 +206,19 @@ def _create_users(usernames: list[str]) -> str:
     )
 
 
+# Product popularity follows Zipf's law, as in real catalogs: the product of rank r is
+# viewed in proportion to 1/r (here the top 1,000 of 5,000 take two thirds of the views).
+ZIPF_TOP = 1000
+
+
 def mix_paths(slugs: list[str], categories: list[str]) -> list[str]:
+    """The mix's paths, drawn uniformly by wrk: about 85% product pages (Zipf), the rest
+    category, list and search pages."""
     words = ["a", "pro", "max", "mini", "eco"]
-    paths = [f"/p/{slug}/" for slug in slugs]
-    paths += [f"/c/{slug}/" for slug in categories] * 20
-    paths += ["/products/", "/"] * 200
-    paths += [f"/products/?q={word}" for word in words] * 20
+    paths = [f"/p/{slug}/" for rank, slug in enumerate(slugs, 1) for _ in range(max(1, round(ZIPF_TOP / rank)))]
+    paths += [f"/c/{slug}/" for slug in categories] * 40
+    paths += ["/products/", "/"] * 400
+    paths += [f"/products/?q={word}" for word in words] * 40
     return paths
 
 

@@ -170,7 +170,8 @@ def render_catalog(part: Part) -> list[str]:
         "HAProxy's edge cache. **Conventional**: one database (`DATABASE_REPLICA_URLS` empty), "
         "no caches (`HERD_CACHES_ENABLED=false`), sessions in the database "
         "(`HERD_SESSION_ENGINE=database`), every request past the edge cache. The browse-heavy mix: "
-        f"random product pages, category and list pages, searches; 1 in 5 requests by one of "
+        f"product pages with Zipf popularity over 5,000 products (rank r viewed in proportion to 1/r), "
+        f"category and list pages, searches; 1 in 5 requests by one of "
         f"{figures.settings['users']} logged-in shoppers (logged in again under each configuration), "
         "1 in 50 of those a review post.",
         "",
