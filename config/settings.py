@@ -159,7 +159,7 @@ HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
 HERD_READ_YOUR_WRITES_SECONDS = env.integer("HERD_READ_YOUR_WRITES_SECONDS", 30)
 # How long a cache fill waits for a replica to replay the position it needs before it
 # reads the primary instead (scaling.cache); reads that are not fills never wait.
-HERD_FILL_WAIT_SECONDS = env.number("HERD_FILL_WAIT_SECONDS", 0.25)
+HERD_FILL_WAIT_SECONDS = env.number("HERD_FILL_WAIT_SECONDS", 0.1)
 
 # The query and object caches (scaling.cache); off only to measure what they save.
 HERD_CACHES_ENABLED = env.boolean("HERD_CACHES_ENABLED", default=True)

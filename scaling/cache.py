@@ -16,7 +16,7 @@ comes back as a new token, so everything built against it misses, never goes sta
 - A miss is filled only from the primary or from a replica that has replayed the LSN
   of those versions (``scaling.consistency.read_alias``): never from a replica that
   has not seen the invalidating write (django-cachalot's replica race). A fill waits
-  up to ``HERD_FILL_WAIT_SECONDS`` (250 ms) for the replica to replay it before it
+  up to ``HERD_FILL_WAIT_SECONDS`` (100 ms) for the replica to replay it before it
   reads the primary: right after a write the replica is usually a few milliseconds
   behind, and a fill can afford that wait where the primary's reads are scarcer.
 - A version never bumped gets a new token, and its fills must reach the newest
@@ -246,7 +246,7 @@ class ObjectCache:
     build: Callable[[str], Any]
     fresh_seconds: int = 300
     keep_seconds: int = 3600  # how long an entry past freshness may still be served
-    wait_seconds: float = 2.0
+    wait_seconds: float = 0.5  # a reader waiting holds one of its replica's few request threads
 
     def key(self, ident: str) -> str:
         """The one place this kind's keys are named."""
