@@ -193,7 +193,10 @@ def _fetch_queue_depths() -> dict[str, int]:
                 try:
                     depths[name] = channel.queue_declare(name, passive=True).method.message_count
                 except pika.exceptions.ChannelClosedByBroker:
-                    continue  # not declared yet: nothing was ever sent to it
+                    # Not declared yet: nothing was ever sent to it, so nothing waits in it.
+                    if name == queue:
+                        depths[name] = 0
+                    continue
                 channel.close()
     finally:
         connection.close()

@@ -108,7 +108,7 @@ def test_a_picture_uploaded_through_one_replica_is_served_by_another_and_touches
         assert saved.status_code == 302, saved.text
         assert saved.headers["X-Served-By"] == "web1"
 
-    alice.profile.refresh_from_db()
+    alice.profile.refresh_from_db(using="default")  # the replica may not have replayed it yet
     picture_url = alice.profile.picture.url
     through_web1 = visitor.get(picture_url, port=web1.port)
     through_web2 = visitor.get(picture_url, port=web2.port)
