@@ -82,6 +82,8 @@ def test_the_edge_cache_serves_anonymous_pages_and_nothing_to_a_visitor_with_coo
     assert first.status_code == again.status_code == 200
     assert "X-Cache" not in first.headers and again.headers["X-Cache"] == "hit"
     assert again.text == first.text
+    # Each answer names its own request, even when it comes from the cache.
+    assert again.headers["X-Request-ID"] != first.headers["X-Request-ID"]
     # Caches downstream (a CDN, the browser) still learn the page varies with cookies.
     assert again.headers["Vary"] == first.headers["Vary"] == "Cookie"
     assert "public" in again.headers["Cache-Control"]
