@@ -156,31 +156,33 @@ def at_least(lsn: int | None) -> Iterator[None]:
         _floor.reset(token)
 
 
+def _required_position(min_lsn: int | None = None) -> int | None:
+    """The WAL position reads here must reach: None for any, ``UNKNOWN_LSN`` when only the
+    primary will do (``use_primary``, a transaction, a write or a failed replica earlier)."""
+    state = _state.get()
+    if _primary_depth.get() or connections[PRIMARY].in_atomic_block:
+        return UNKNOWN_LSN
+    if state is not None and (state.wrote or state.pinned):
+        return UNKNOWN_LSN
+    return max_lsn(min_lsn, _floor.get(), state.required_lsn() if state is not None else None)
+
+
 def wait_for_replica(timeout: float, interval: float = 0.005) -> bool:
     """Wait up to ``timeout`` for a healthy replica to replay everything the reads here
     must see (``at_least``, and the user's last write in a request), so that they leave
     the primary alone: for cache fills and background work, which can afford a few
     milliseconds. True when a replica may serve them; False (they read the primary)
     when none has replayed in time, none is healthy, or the primary is required anyway."""
-    state = _state.get()
-    if _primary_depth.get() or connections[PRIMARY].in_atomic_block:
-        return False
-    if state is not None and (state.wrote or state.pinned):
-        return False
-    required = max_lsn(_floor.get(), state.required_lsn() if state is not None else None)
+    required = _required_position()
     if required is None:
         return True
     if required >= UNKNOWN_LSN:
         return False
+    state = _state.get()
     deadline = time.monotonic() + timeout
     while True:
         for alias in replica_health.healthy_aliases():
-            try:
-                caught_up = replay_lsn(alias) >= required
-            except DatabaseError:
-                replica_health.mark_down(alias)
-                continue
-            if caught_up:
+            if has_replayed(alias, required):  # asked afresh on every pass
                 if state is not None:
                     state.caught_up[(alias, required)] = True  # read_alias trusts it
                 return True
@@ -217,14 +219,10 @@ def read_alias(min_lsn: int | None = None) -> str:
     ``min_lsn`` adds a position the read must reach (the query cache passes the
     position of the last write to the tables it reads).
     """
-    state = _state.get()
-    if _primary_depth.get() or connections[PRIMARY].in_atomic_block:
-        return PRIMARY
-    if state is not None and (state.wrote or state.pinned):
-        return PRIMARY
-    required = max_lsn(min_lsn, _floor.get(), state.required_lsn() if state is not None else None)
+    required = _required_position(min_lsn)
     if required is not None and required >= UNKNOWN_LSN:
         return PRIMARY
+    state = _state.get()
     healthy = replica_health.healthy_aliases()
     if not healthy:
         return PRIMARY
