@@ -53,6 +53,18 @@ def notification_queries(by_database: dict[str, list[str]]) -> list[str]:
     return [sql for queries in by_database.values() for sql in queries if "notifications_notification" in sql]
 
 
+def test_the_page_lists_the_users_own_notifications_newest_first(alice, bob):
+    services.notify(alice.pk, title="Export finished", body="12 products exported.", link="/jobs/")
+    services.notify(alice.pk, title="Import failed", body="The file is empty.")
+    services.notify(bob.pk, title="Bob's secret")
+    response = client_of(alice).get("/notifications/")
+    page = response.content.decode()
+    assert page.index("Import failed") < page.index("Export finished")
+    assert '<a href="/jobs/">Export finished</a>' in page
+    assert "Bob&#x27;s secret" not in page and "Bob's secret" not in page
+    assert "private" in response["Cache-Control"] and "no-store" in response["Cache-Control"]
+
+
 def test_the_header_shows_the_unread_count_with_one_count_query(alice):
     for number in range(3):
         services.notify(alice.pk, title=f"Note {number}")
