@@ -13,16 +13,23 @@ After SIGTERM the replica is *draining*: ``/readyz`` answers 503 so the load bal
 stops sending new requests, while requests in flight finish (``scaling.serve``).
 
 Both answer before sessions, authentication or host validation run, so a probe may
-come with a pod IP as its Host. ``/healthz`` touches nothing; ``/readyz`` costs a
-``SELECT 1`` on the primary and on each shard database (reported, not required: a
-shard down fails only its users' jobs and notifications), a lag check per replica and
-a PING per Redis.
+come with a pod IP as its Host. In a served replica they do not even reach Django's
+request threads: ``HealthFront`` answers them on the event loop (``/readyz``'s checks
+on a thread of their own), so a probe never queues behind ``HERD_HTTP_THREADS`` busy
+requests, and a replica that is slow but alive is not taken out for it.
+
+``/healthz`` touches nothing; ``/readyz`` costs a ``SELECT 1`` on the primary and on
+each shard database (reported, not required: a shard down fails only its users' jobs
+and notifications), a lag check per replica and a PING per Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import DatabaseError, connections
@@ -79,22 +86,55 @@ def readiness() -> tuple[bool, dict[str, str]]:
     return ready, checks
 
 
+PATHS = ("/healthz", "/readyz")
+
+
+def answer(path: str) -> tuple[int, dict]:
+    """The status and JSON body for one of ``PATHS``."""
+    if path == "/healthz":
+        return 200, {"status": "alive"}
+    ready, checks = readiness()
+    return (200 if ready else 503), {"status": "ready" if ready else "not ready", "checks": checks}
+
+
+class HealthFront:
+    """ASGI: answers ``PATHS`` itself and passes everything else to ``app``.
+
+    ``/healthz`` is answered on the event loop; ``/readyz``'s checks (database and Redis
+    round trips) run on one thread of their own, never on the request threads.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readiness")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] not in PATHS:
+            return await self.app(scope, receive, send)
+        if scope["path"] == "/healthz":
+            status, body = answer("/healthz")
+        else:
+            status, body = await asyncio.get_running_loop().run_in_executor(self.executor, answer, "/readyz")
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-store"),
+            (b"x-served-by", settings.HERD_REPLICA_ID.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
 class HealthCheckMiddleware:
-    """Serves ``/healthz`` and ``/readyz`` ahead of the rest of the stack."""
+    """Serves ``PATHS`` ahead of the rest of Django's stack: for Django's own test client
+    and ``runserver``; a served replica answers them in ``HealthFront`` first."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path == "/healthz":
-            return self._no_store(JsonResponse({"status": "alive"}))
-        if request.path == "/readyz":
-            ready, checks = readiness()
-            body = {"status": "ready" if ready else "not ready", "checks": checks}
-            return self._no_store(JsonResponse(body, status=200 if ready else 503))
-        return self.get_response(request)
-
-    @staticmethod
-    def _no_store(response: HttpResponse) -> HttpResponse:
+        if request.path not in PATHS:
+            return self.get_response(request)
+        status, body = answer(request.path)
+        response = JsonResponse(body, status=status)
         response["Cache-Control"] = "no-store"
         return response

@@ -1,6 +1,10 @@
 """/healthz and /readyz: answered before sessions and host checks, 503 while draining."""
 
+import asyncio
+import json
+
 import pytest
+from asgiref.testing import ApplicationCommunicator
 
 from deploy.herd import PROFILES, Redis
 from scaling import health
@@ -71,3 +75,46 @@ def test_every_response_names_its_replica(client, settings):
     assert client.get("/").headers["X-Served-By"] == settings.HERD_REPLICA_ID
     assert client.get("/no-such-page/").headers["X-Served-By"] == settings.HERD_REPLICA_ID
     assert client.get("/healthz").headers["X-Served-By"] == settings.HERD_REPLICA_ID
+
+
+async def _get(app, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    communicator = ApplicationCommunicator(
+        app, {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    )
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(timeout=5)
+    body = await communicator.receive_output(timeout=5)
+    return start["status"], dict(start["headers"]), body["body"]
+
+
+def test_probes_are_answered_while_every_request_thread_is_busy(settings):
+    """In a served replica the probes never reach the request threads: with all of them
+    stuck on slow pages, the load balancer still hears that the replica is ready."""
+    asyncio.run(_probe_past_a_stuck_app(settings.HERD_REPLICA_ID))
+
+
+async def _probe_past_a_stuck_app(replica_id: str) -> None:
+    stuck = asyncio.Event()
+    passed = []
+
+    async def every_thread_busy(scope, receive, send):
+        passed.append(scope["path"])
+        await stuck.wait()
+
+    front = health.HealthFront(every_thread_busy)
+    status, headers, body = await _get(front, "/readyz")
+    assert status == 200
+    assert json.loads(body)["checks"]["database:default"] == "ok"
+    assert headers[b"cache-control"] == b"no-store"
+    assert headers[b"x-served-by"] == replica_id.encode()
+    status, _, body = await _get(front, "/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "alive"})
+    assert passed == []
+    page = ApplicationCommunicator(
+        front, {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    )
+    await page.send_input({"type": "http.request", "body": b""})
+    await asyncio.sleep(0.05)
+    assert passed == ["/"]  # everything else goes to the app
+    stuck.set()
+    await page.wait(timeout=1)
