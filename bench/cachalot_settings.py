@@ -25,9 +25,11 @@ from config.settings import DATABASES, INSTALLED_APPS
 INSTALLED_APPS = [*INSTALLED_APPS, "cachalot"]
 
 CACHALOT_ENABLED = True
-CACHALOT_CACHE = "default"  # the "cache" Redis (allkeys-lru), as cachalot's limits page advises for Redis
+CACHALOT_CACHE = "default"  # the "cache" Redis, as cachalot's limits page advises for Redis
 CACHALOT_DATABASES = sorted(DATABASES)  # "default" and "replica1".."replicaN"
-CACHALOT_TIMEOUT = None  # cachalot's default: entries live until invalidated or evicted
+# cachalot's default is None (until invalidated or evicted); the herd's cache Redis
+# evicts only keys with a time to live (volatile-lru), so give them one.
+CACHALOT_TIMEOUT = 3600
 
 _PRIMARY = "default"
 _REPLICAS = [alias for alias in DATABASES if alias != _PRIMARY]

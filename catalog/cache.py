@@ -45,6 +45,7 @@ product_pages = ObjectCache("product-page", selectors.ProductPageData, selectors
 
 _VISITS = "herd:visits:product"
 _VISIT_SAMPLE = 16
+_VISITS_SECONDS = 7 * 24 * 3600
 _REBUILD_BATCH = 200
 
 
@@ -59,7 +60,10 @@ def note_visit(slug: str) -> None:
     many views (a hint for ranking: sampling and lost counts do no harm)."""
     if random.random() < 1 / _VISIT_SAMPLE:  # noqa: S311 (a sample, not a secret)
         with contextlib.suppress(RedisError):
-            get_redis_connection("default").zincrby(_VISITS, _VISIT_SAMPLE, slug)
+            # A time to live makes the ranking evictable, like every other cache key.
+            get_redis_connection("default").pipeline(transaction=False).zincrby(_VISITS, _VISIT_SAMPLE, slug).expire(
+                _VISITS, _VISITS_SECONDS
+            ).execute()
 
 
 def most_visited(count: int) -> list[str]:

@@ -166,7 +166,7 @@ HERD_CACHES_ENABLED = env.boolean("HERD_CACHES_ENABLED", default=True)
 
 # --- Redis. Two instances because eviction policy and persistence are per instance:
 # "state" (noeviction, append-only file) holds what must not vanish: sessions, the
-# Channels layer; "cache" (allkeys-lru, no persistence) holds what may. See
+# Channels layer; "cache" (volatile-lru, no persistence) holds what may. See
 # docs/ARCHITECTURE.md.
 _REDIS = {"redis", "rediss"}
 REDIS_SESSIONS_URL = env.url("REDIS_SESSIONS_URL", "redis://127.0.0.1:56379/0", schemes=_REDIS)

@@ -514,13 +514,15 @@ class Redis(Process):
             # restart logs nobody out.
             role_args = ["--maxmemory-policy", "noeviction", "--appendonly", "yes", "--appendfsync", "everysec"]
         else:
-            role_args = ["--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru", "--appendonly", "no"]
+            # The cache: entries have a time to live and are evicted; the versions that
+            # guard them have none and never are (scaling.cache).
+            role_args = ["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru", "--appendonly", "no"]
         run([*common, *role_args], log=self.log)
         wait_for(lambda: port_open(self.port), 10, self.name, self.log)
 
     @property
     def detail(self) -> str:
-        return "sessions, socket groups (noeviction, AOF)" if self.role == "state" else "cache (allkeys-lru)"
+        return "sessions, socket groups (noeviction, AOF)" if self.role == "state" else "cache (volatile-lru)"
 
 
 class RabbitMQ(Process):

@@ -197,4 +197,5 @@ def _announce(job: Job, alias: str) -> None:
 @dramatiq.actor(max_retries=0)
 def ping(token: str) -> None:
     """Does nothing but count itself: measures the broker and worker alone (bench/jobs.py)."""
-    get_redis_connection("default").incr(f"herd:ping:{token}")
+    key = f"herd:ping:{token}"
+    get_redis_connection("default").pipeline(transaction=False).incr(key).expire(key, 3600).execute()

@@ -3,9 +3,11 @@
 **Versions.** Everything cached depends on *versions*: one per table for cached
 queries, one per object key for cached objects. A version is a random token and the
 primary's WAL position (LSN) at the moment it last changed. Versions live beside the
-entries in the "cache" Redis, so one round trip reads an entry and its versions; they
-may be evicted like the entries (and expire after a day): a version that vanishes
-comes back as a new token, so everything built against it misses, never goes stale.
+entries in the "cache" Redis, so one command (``MGET``) reads an entry and its
+versions. Entries always have a time to live and versions never do, and that Redis
+evicts only keys with one (``volatile-lru``; ``manage.py serve`` refuses any policy
+that would evict a version): so a missing version means "not written since this cache
+began", never "written, then forgotten".
 
 - A write changes the version of what it touched **on commit** (a rolled-back write
   changes nothing), together with the primary's LSN after the commit.
@@ -19,9 +21,10 @@ comes back as a new token, so everything built against it misses, never goes sta
   up to ``HERD_FILL_WAIT_SECONDS`` (100 ms) for the replica to replay it before it
   reads the primary: right after a write the replica is usually a few milliseconds
   behind, and a fill can afford that wait where the primary's reads are scarcer.
-- A version never bumped gets a new token, and its fills must reach the newest
-  write anyone made (the floor kept beside the versions); if Redis lost even that,
-  everything committed so far.
+- A version never written stands for the cache's *epoch*: a token and the primary's
+  LSN when this cache Redis began (was first used, or after it lost its data). Its
+  fills must reach only that position, which every replica has long replayed: a
+  first build reads the replica at once.
 
 Query cache: ``cached_query(queryset)``, explicit on the selectors that want it. The
 tables a write touches are read off the SQL the primary runs (an execute wrapper on
@@ -65,25 +68,22 @@ from scaling.replicas import PRIMARY
 logger = logging.getLogger(__name__)
 
 _VERSION_PREFIX = "herd:version:"
-# The highest LSN any version was ever bumped to.
-_FLOOR = "herd:version:floor"
-# Entries live an hour at most: a version unchanged for a day has none left to guard.
-_VERSION_SECONDS = 24 * 3600
+# "token:lsn" for every version never written since this cache Redis began.
+_EPOCH = "herd:version:epoch"
 
-# Change the version of each key and raise its LSN (never lower it): KEYS are version
-# keys, ARGV[1] the LSN, ARGV[2] the versions' time to live, then one token per key.
+# Give each key a new token and raise its LSN (never lower it: bumps may arrive out of
+# order). KEYS are version keys, ARGV[1] the LSN, then one token per key. Values are
+# "token:lsn" strings, compared as numbers but written back as they came (Lua's
+# numbers are doubles).
 _BUMP = """
-local floor = tonumber(redis.call('GET', 'herd:version:floor'))
-if (not floor) or tonumber(ARGV[1]) > floor then
-  redis.call('SET', 'herd:version:floor', ARGV[1])
-end
 for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, 'token', ARGV[i + 2])
-  local current = tonumber(redis.call('HGET', key, 'lsn'))
-  if (not current) or tonumber(ARGV[1]) > current then
-    redis.call('HSET', key, 'lsn', ARGV[1])
+  local lsn = ARGV[1]
+  local current = redis.call('GET', key)
+  local old = current and string.match(current, ':(%d+)$')
+  if old and tonumber(old) > tonumber(lsn) then
+    lsn = old
   end
-  redis.call('EXPIRE', key, ARGV[2])
+  redis.call('SET', key, ARGV[i + 1] .. ':' .. lsn)
 end
 return 1
 """
@@ -99,49 +99,39 @@ class Versions:
 
 
 def _redis():
-    """The cache Redis, raw: versions and entries in one round trip."""
+    """The cache Redis, raw: versions and entries in one command."""
     return get_redis_connection("default")
 
 
 def _lookup(names: Iterable[str], entry_key: str | None = None) -> tuple[Versions, Any]:
-    """The current versions of ``names`` (creating any that are missing) and the cache
-    entry under ``entry_key`` (None when absent), read in one round trip."""
-    names = sorted(set(names))
-    redis = _redis()
-    pipe = redis.pipeline(transaction=False)
-    for name in names:
-        pipe.hmget(_VERSION_PREFIX + name, "token", "lsn")
+    """The current versions of ``names`` and the cache entry under ``entry_key`` (None
+    when absent), read with one ``MGET``."""
+    keys = [_EPOCH, *(_VERSION_PREFIX + name for name in sorted(set(names)))]
     cache = caches["default"]
     if entry_key is not None:
-        pipe.get(cache.client.make_key(entry_key))
-    rows = pipe.execute()
-    raw = rows.pop() if entry_key is not None else None
+        keys.append(cache.client.make_key(entry_key))
+    redis = _redis()
+    values = redis.mget(keys)
+    epoch = values[0] or _begin_epoch(redis)
+    raw = values.pop() if entry_key is not None else None
     tokens, lsns = [], []
-    for name, (token, lsn) in zip(names, rows, strict=True):
-        if token is None:
-            token, lsn = _create_version(redis, _VERSION_PREFIX + name)
-        tokens.append(token.decode())
-        if lsn is not None:
-            lsns.append(int(lsn))
+    for value in values[1:]:
+        token, _, lsn = (value or epoch).decode().partition(":")
+        tokens.append(token)
+        lsns.append(int(lsn))
     entry = cache.client.decode(raw) if raw is not None else None
-    return Versions(tuple(tokens), max(lsns) if lsns else None), entry
+    return Versions(tuple(tokens), max(lsns, default=None)), entry
 
 
-def _create_version(redis, key: str) -> tuple[bytes, bytes]:
-    # Never versioned, or evicted: no write since Redis began (or since the eviction) is
-    # known, so fills must reach the newest write anyone made (the floor), not "now",
-    # which no replica has replayed yet. With the floor gone too, everything committed
-    # so far.
-    floor = redis.get(_FLOOR)
-    lsn = int(floor) if floor is not None else consistency.current_lsn()
-    pipe = redis.pipeline(transaction=False)
-    pipe.hsetnx(key, "token", secrets.token_hex(8)).hsetnx(key, "lsn", lsn).expire(key, _VERSION_SECONDS)
-    pipe.hmget(key, "token", "lsn")
-    return tuple(pipe.execute()[-1])
+def _begin_epoch(redis) -> bytes:
+    # A new or emptied cache Redis: whatever was written before is covered by the
+    # primary's position now. The first process to get here sets it; all read the same.
+    redis.set(_EPOCH, f"{secrets.token_hex(8)}:{consistency.current_lsn()}", nx=True)
+    return redis.get(_EPOCH)
 
 
 def read_versions(names: Iterable[str]) -> Versions:
-    """The current versions of ``names``, creating any that are missing."""
+    """The current versions of ``names``."""
     return _lookup(names)[0]
 
 
@@ -154,7 +144,7 @@ def bump_versions(names: Iterable[str]) -> None:
     try:
         tokens = [secrets.token_hex(8) for _ in names]
         keys = [_VERSION_PREFIX + n for n in names]
-        _redis().eval(_BUMP, len(names), *keys, lsn, _VERSION_SECONDS, *tokens)
+        _redis().eval(_BUMP, len(names), *keys, lsn, *tokens)
     except RedisError:
         # Stale reads would follow: make it loud. The entries expire with their timeout.
         logger.exception("could not invalidate %s", names)

@@ -62,9 +62,37 @@ def unreachable_services(include_optional: bool = True) -> list[tuple[str, str, 
     return problems
 
 
+def cache_policy_problem() -> str | None:
+    """What is wrong with the cache Redis's eviction policy, if anything.
+
+    ``scaling.cache`` keeps versions without a time to live and relies on Redis never
+    evicting them: a policy that may evict any key (``allkeys-*``) could forget a
+    version after a write and serve what that write invalidated. A Redis that refuses
+    ``CONFIG`` (some managed ones) cannot be checked here: DEPLOY.md says what to set.
+    """
+    from django_redis import get_redis_connection
+    from redis.exceptions import RedisError
+
+    try:
+        reply = get_redis_connection("default").config_get("maxmemory-policy")
+    except RedisError:
+        return None
+    policy = reply.get("maxmemory-policy") or reply.get(b"maxmemory-policy") or b""
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    if policy.startswith("allkeys"):
+        return (
+            f"maxmemory-policy is {policy}, which may evict the cache's versions and serve stale pages; "
+            "use volatile-lru"
+        )
+    return None
+
+
 def check_services() -> None:
-    """Exit with one line per required service that is down; warn for optional ones."""
+    """Exit with one line per required service that is down or misconfigured; warn for
+    optional ones."""
     problems = unreachable_services()
+    if (policy := cache_policy_problem()) is not None:
+        problems.append(("REDIS_CACHE_URL", policy, True))
     for setting, problem, required in problems:
         label = "configuration error" if required else "warning"
         print(f"{label}: {setting}: {problem}", file=sys.stderr)

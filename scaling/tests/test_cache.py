@@ -5,11 +5,12 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from django.core.cache import caches
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
-from scaling import cache
+from scaling import cache, preflight
 from scaling.cache import ObjectCache, cached_query, read_versions
 from scaling.replicas import replica_health
 
@@ -136,6 +137,48 @@ def test_an_object_is_built_once_and_served_from_the_cache_until_invalidated(use
         cards.invalidate_on_commit(["u1"])
     assert cards.get("u1") == Card("u1", "New")
     assert build.calls == 2
+
+
+def test_an_object_never_written_is_filled_from_a_lagging_replica_right_after_other_writes(
+    users, replica_delay, wait_for_replicas
+):
+    """A missing version means "not written since this cache began", so the first build
+    must reach only the cache's epoch, which the replica has replayed: not the newest
+    write anywhere, which it has not."""
+    read_versions(["object:card:u2"])  # the cache's epoch begins here...
+    wait_for_replicas()  # ...and the replica has replayed it
+    replica_delay("3s")
+    User.objects.filter(username="u2").update(first_name="Elsewhere")
+    cards = ObjectCache("card", Card, CountingBuilder())
+    primary, replica = queries_on_every_alias()
+    with primary, replica:
+        assert cards.get("u1") == Card("u1", "")
+    assert [q for q in replica.captured_queries if "accounts_user" in q["sql"]]
+    assert not [q for q in primary.captured_queries if "accounts_user" in q["sql"]]
+
+
+def test_versions_have_no_time_to_live_so_the_cache_evicts_entries_but_never_versions(users):
+    cards = ObjectCache("card", Card, CountingBuilder())
+    cards.get("u1")
+    with transaction.atomic():
+        User.objects.filter(username="u1").update(first_name="Kept")
+        cards.invalidate_on_commit(["u1"])
+    cards.get("u1")
+    redis = cache._redis()
+    assert redis.ttl("herd:version:object:card:u1") == -1  # exists, never expires
+    assert redis.ttl("herd:version:epoch") == -1
+    assert redis.ttl(caches["default"].client.make_key(cards.key("u1"))) > 0
+    assert redis.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-lru"
+
+
+def test_serve_refuses_a_cache_redis_that_could_evict_versions():
+    redis = cache._redis()
+    assert preflight.cache_policy_problem() is None
+    redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        assert "allkeys-lru" in preflight.cache_policy_problem()
+    finally:
+        redis.config_set("maxmemory-policy", "volatile-lru")
 
 
 def test_a_reader_that_started_before_a_write_cannot_put_old_data_back(users):
