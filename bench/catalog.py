@@ -271,25 +271,35 @@ def deep_cursor_url(depth: int) -> str:
     return f"/products/?after={out}"
 
 
+# What is not a read the router could place: connection checks (``SELECT 1``, normalized
+# to ``SELECT $1``) and set-up (``set_config``), health and WAL-position checks, locking
+# reads (``FOR UPDATE``) and PostgreSQL's own foreign-key checks (``FOR KEY SHARE``),
+# which belong to writes, and this benchmark's own queries.
+_APP_SELECTS = (
+    "query ILIKE 'SELECT%' AND NOT ("
+    "query ~* '^SELECT \\$1$' OR query ILIKE 'SELECT 1%' OR query ILIKE '%set_config%'"
+    " OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
+    " OR query ILIKE '%FOR UPDATE%' OR query ILIKE '%FOR KEY SHARE%' OR query ILIKE '%pg_stat_statements%')"
+)
+
+
 def replica_share() -> tuple[int, int]:
-    """The app's plain SELECTs on the primary and on the replica. Left out: what is not a
-    read the router could place: connection checks (``SELECT 1``, normalized to
-    ``SELECT $1``) and set-up (``set_config``), health and WAL-position checks, locking
-    reads (``FOR UPDATE``) and PostgreSQL's own foreign-key checks (``FOR KEY SHARE``),
-    which belong to writes, and this benchmark's own queries."""
-    ignore = (
-        "query ~* '^SELECT \\$1$' OR query ILIKE 'SELECT 1%' OR query ILIKE '%set_config%'"
-        " OR query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%'"
-        " OR query ILIKE '%FOR UPDATE%' OR query ILIKE '%FOR KEY SHARE%' OR query ILIKE '%pg_stat_statements%'"
-    )
+    """The app's plain SELECTs (``_APP_SELECTS``) on the primary and on the replica."""
     counts = []
     for port in (PG, PG + 1):
-        rows = sql(
-            f"SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE query ILIKE 'SELECT%' AND NOT ({ignore})",
-            port,
-        )
+        rows = sql(f"SELECT COALESCE(sum(calls), 0) FROM pg_stat_statements WHERE {_APP_SELECTS}", port)
         counts.append(int(rows[0][0]))
     return counts[0], counts[1]
+
+
+def primary_selects(limit: int = 5) -> list[tuple[int, str]]:
+    """The app's SELECTs that still ran on the primary, most called first: where the
+    replica share is lost."""
+    rows = sql(
+        f"SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 140) FROM pg_stat_statements"
+        f" WHERE {_APP_SELECTS} ORDER BY calls DESC LIMIT {limit}"
+    )
+    return [(int(calls), query) for calls, query in rows]
 
 
 def reset_statements() -> None:
@@ -304,6 +314,7 @@ class MixResult:
     run: Run
     replica_share: float | None = None
     cache_lookups: dict[str, tuple[float, int]] | None = None
+    primary_selects: list[tuple[int, str]] = field(default_factory=list)
 
 
 def measure_mix(herd: Herd, paths: list[str], sessions: list[tuple[str, str]], conventional: bool) -> MixResult:
@@ -313,7 +324,9 @@ def measure_mix(herd: Herd, paths: list[str], sessions: list[tuple[str, str]], c
     after = probes.cache_lookups(herd)
     on_primary, on_replica = replica_share()
     share = None if conventional else on_replica / max(on_primary + on_replica, 1)
-    return MixResult(result, share, None if conventional else probes.hit_ratios(before, after))
+    if conventional:
+        return MixResult(result)
+    return MixResult(result, share, probes.hit_ratios(before, after), primary_selects())
 
 
 @dataclass
@@ -325,6 +338,8 @@ class CatalogFigures:
     replica_share: float | None
     # cache -> (hit ratio, lookups in the round), median ratio over the rounds.
     cache_hits: dict[str, tuple[float, int]] | None
+    # The app's SELECTs left on the primary in the last Herd round: (calls, query).
+    primary_selects: list[tuple[int, str]]
     keyset: dict[str, Run]
     deep_page: int
     settings: dict[str, str] = field(default_factory=dict)
@@ -394,6 +409,7 @@ def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) 
         mixes={name: median_run([m.run for m in runs]) for name, runs in mixes.items()},
         replica_share=statistics.median(shares) if shares else None,
         cache_hits=_median_hits([m.cache_lookups for m in mixes["Herd"]]),
+        primary_selects=mixes["Herd"][-1].primary_selects if mixes["Herd"] else [],
         keyset={name: median_run(runs) for name, runs in keyset.items()},
         deep_page=deep_page,
         settings={"rounds": str(rounds), "duration": DURATION, "connections": str(CONNECTIONS), "users": str(users)},

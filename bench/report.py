@@ -244,6 +244,10 @@ def render_catalog(part: Part) -> list[str]:
         for cache, (ratio, lookups) in figures.cache_hits.items():
             lines.append(f"| cache hit ratio, {cache} ({lookups:,} lookups in a round) | {ratio:.1%} |")
     lines.append("")
+    if figures.primary_selects:
+        lines += ["The app's SELECTs still on the primary, most called (last round):", ""]
+        lines += [f"- {calls:,} calls: `{query}`" for calls, query in figures.primary_selects]
+        lines.append("")
 
     first, deep = figures.keyset.values()
     targets = [

@@ -183,6 +183,8 @@ _REDIS_TIMEOUTS = {
     },
 }
 
+# One redis.Redis per server and process, not one per request (scaling/redis_clients.py).
+DJANGO_REDIS_CONNECTION_FACTORY = "scaling.redis_clients.SharedClientFactory"
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",

@@ -46,6 +46,7 @@ process (``scaling.metrics.count_cache``): the dashboard's hit ratios.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import re
@@ -56,10 +57,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
+from django.core.cache import BaseCache, caches
 from django.db import transaction
 from django.db.models import QuerySet
-from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from scaling import consistency, metrics
@@ -98,16 +98,25 @@ class Versions:
 # --------------------------------------------------------------------------- versions
 
 
+@functools.cache
+def _cache() -> BaseCache:
+    """This process's handle on the cache backend. Django builds a new one for every
+    request context (``caches``), which costs more CPU than a warm page's whole lookup;
+    a django-redis backend is safe to share between threads."""
+    return caches.create_connection("default")
+
+
+@functools.cache
 def _redis():
     """The cache Redis, raw: versions and entries in one command."""
-    return get_redis_connection("default")
+    return _cache().client.get_client()
 
 
 def _lookup(names: Iterable[str], entry_key: str | None = None) -> tuple[Versions, Any]:
     """The current versions of ``names`` and the cache entry under ``entry_key`` (None
     when absent), read with one ``MGET``."""
     keys = [_EPOCH, *(_VERSION_PREFIX + name for name in sorted(set(names)))]
-    cache = caches["default"]
+    cache = _cache()
     if entry_key is not None:
         keys.append(cache.client.make_key(entry_key))
     redis = _redis()
@@ -210,13 +219,14 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     with consistency.at_least(versions.lsn):
         consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
         rows = list(queryset.using(consistency.read_alias()))
-    caches["default"].set(key, {"versions": versions.tokens, "rows": rows}, timeout)
+    _cache().set(key, {"versions": versions.tokens, "rows": rows}, timeout)
     return rows
 
 
 # --------------------------------------------------------------------------- object cache
 
 
+@functools.cache
 def fields_hash(shape: type) -> str:
     """A short hash of a dataclass's field names and types: a new shape, new keys."""
     spec = [(f.name, str(f.type)) for f in dataclasses.fields(shape)]
@@ -269,10 +279,10 @@ class ObjectCache:
 
     def _lock(self, key: str) -> bool | None:
         """True: ours. False: someone else rebuilds. None: the cache Redis is unreachable."""
-        return caches["default"].add(f"{key}:lock", 1, timeout=max(int(self.wait_seconds * 5), 5))
+        return _cache().add(f"{key}:lock", 1, timeout=max(int(self.wait_seconds * 5), 5))
 
     def _rebuild(self, ident: str, key: str, versions: Versions) -> Any:
-        cache = caches["default"]
+        cache = _cache()
         try:
             with consistency.at_least(versions.lsn):
                 consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
@@ -287,7 +297,7 @@ class ObjectCache:
             cache.delete(f"{key}:lock")
 
     def _wait_for(self, ident: str, key: str, versions: Versions) -> Any:
-        cache = caches["default"]
+        cache = _cache()
         deadline = time.monotonic() + self.wait_seconds
         while time.monotonic() < deadline:
             time.sleep(0.02)
@@ -313,7 +323,7 @@ class ObjectCache:
         if hit:
             return entry["value"]
         value = make()
-        caches["default"].set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
+        _cache().set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
         return value
 
     def invalidate_on_commit(self, idents: Iterable[str]) -> None:
