@@ -93,5 +93,5 @@ def pytest_collection_modifyitems(items):
         marker = item.get_closest_marker("django_db")
         if marker is None or marker.kwargs.get("databases") is not None:
             continue
-        databases = ["default", *settings.SHARD_DATABASES]
+        databases = ["default", *settings.SHARD_DATABASES, *settings.SHARD_REPLICAS.values()]
         item.add_marker(pytest.mark.django_db(*marker.args, **{**marker.kwargs, "databases": databases}), append=False)

@@ -112,7 +112,7 @@ _CONN_MAX_AGE = env.integer("DATABASE_CONN_MAX_AGE", 60)
 _CONNECT_TIMEOUT = env.integer("DATABASE_CONNECT_TIMEOUT", 3)
 
 
-def _database(url: str, read_only: bool) -> dict:
+def _database(url: str, read_only: bool, mirror: str = "default") -> dict:
     config = dj_database_url.parse(url, conn_max_age=_CONN_MAX_AGE, conn_health_checks=True)
     options = config.setdefault("OPTIONS", {})
     options["connect_timeout"] = _CONNECT_TIMEOUT
@@ -123,7 +123,7 @@ def _database(url: str, read_only: bool) -> dict:
         options["options"] = "-c default_transaction_read_only=on"
         # Tests: the replica alias reads the test database through its own
         # connection; with a real streaming replica it sees replicated rows.
-        config["TEST"] = {"MIRROR": "default"}
+        config["TEST"] = {"MIRROR": mirror}
     return config
 
 
@@ -144,6 +144,20 @@ if not SHARD_DATABASE_URLS:
 SHARD_DATABASES = [f"shard{_number}" for _number in range(1, len(SHARD_DATABASE_URLS) + 1)]
 for _alias, _url in zip(SHARD_DATABASES, SHARD_DATABASE_URLS, strict=True):
     DATABASES[_alias] = _database(_url, read_only=False)
+# Optional: a streaming replica of each shard database, in the same order
+# ("shard1_replica"..). Shard reads go there as the main database's go to "replica1"
+# (scaling.shards.read_alias); empty: shard reads use the shard databases themselves.
+SHARD_REPLICA_URLS = env.url_list(
+    "SHARD_REPLICA_URLS",
+    "postgres://herd@127.0.0.1:55433/herd_shard1,postgres://herd@127.0.0.1:55433/herd_shard2",
+    schemes=_DATABASE_SCHEMES,
+)
+if SHARD_REPLICA_URLS and len(SHARD_REPLICA_URLS) != len(SHARD_DATABASE_URLS):
+    raise env.ConfigError(f"SHARD_REPLICA_URLS needs one URL per shard database ({len(SHARD_DATABASE_URLS)}), or none")
+SHARD_REPLICAS = {}
+for _alias, _url in zip(SHARD_DATABASES, SHARD_REPLICA_URLS, strict=False):
+    SHARD_REPLICAS[_alias] = f"{_alias}_replica"
+    DATABASES[f"{_alias}_replica"] = _database(_url, read_only=True, mirror=_alias)
 HERD_SHARD_MAP = env.shard_map("HERD_SHARD_MAP", SHARD_DATABASES)
 # How old a process's copy of the stored shard map may get (a move waits longer before deleting).
 HERD_SHARD_MAP_SECONDS = env.number("HERD_SHARD_MAP_SECONDS", 1.0)
@@ -165,7 +179,7 @@ HERD_FILL_WAIT_SECONDS = env.number("HERD_FILL_WAIT_SECONDS", 0.1)
 HERD_CACHES_ENABLED = env.boolean("HERD_CACHES_ENABLED", default=True)
 
 # --- Redis. Two instances because eviction policy and persistence are per instance:
-# "state" (noeviction, append-only file) holds what must not vanish: sessions, the
+# "state" (noeviction, append-only file) holds what must not vanish: sessions, WAL positions, the
 # Channels layer; "cache" (volatile-lru, no persistence) holds what may. See
 # docs/ARCHITECTURE.md.
 _REDIS = {"redis", "rediss"}

@@ -111,6 +111,9 @@ class Profile:
             "DATABASE_REPLICA_URLS": f"postgres://herd@127.0.0.1:{pg + 1}/{database}",
             # Per-user data (jobs, notifications) on shard databases in the same server.
             "SHARD_DATABASE_URLS": ",".join(f"postgres://herd@127.0.0.1:{pg}/{name}" for name in shard_names(database)),
+            "SHARD_REPLICA_URLS": ",".join(
+                f"postgres://herd@127.0.0.1:{pg + 1}/{name}" for name in shard_names(database)
+            ),
             "REDIS_SESSIONS_URL": f"redis://127.0.0.1:{redis_state}/0",
             "REDIS_CHANNELS_URL": f"redis://127.0.0.1:{redis_state}/1",
             "REDIS_CACHE_URL": f"redis://127.0.0.1:{redis_cache}/0",

@@ -41,12 +41,14 @@ from scaling.replicas import PRIMARY, lsn_to_int, replica_health
 
 logger = logging.getLogger(__name__)
 
-# Raise the stored LSN, never lower it, and refresh its time to live either way.
+# Raise the stored LSN, never lower it, and refresh its time to live either way
+# (ARGV[2]; 0: keep it for good).
 _RAISE_LSN = """
 local current = tonumber(redis.call('GET', KEYS[1]))
 if (not current) or tonumber(ARGV[1]) > current then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+if ARGV[2] ~= '0' then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
 return 1
@@ -105,12 +107,18 @@ def stored_lsn(user_id: str | None) -> int | None:
 
 
 def remember_lsn(user_id: str, lsn: int) -> None:
-    ttl = settings.HERD_READ_YOUR_WRITES_SECONDS
-    try:
-        redis = get_redis_connection("sessions")
-        redis.eval(_RAISE_LSN, 1, _lsn_key(user_id), lsn, ttl)
-    except RedisError:
+    if not raise_position(_lsn_key(user_id), lsn, settings.HERD_READ_YOUR_WRITES_SECONDS):
         logger.warning("could not store the LSN of user %s: their next reads may be stale", user_id)
+
+
+def raise_position(key: str, lsn: int, ttl: int = 0) -> bool:
+    """Raise the position stored under ``key`` in the state Redis to ``lsn`` (never lower
+    it); ``ttl`` seconds to live, 0 for good. False when Redis could not be reached."""
+    try:
+        get_redis_connection("sessions").eval(_RAISE_LSN, 1, key, lsn, ttl)
+    except RedisError:
+        return False
+    return True
 
 
 def written_for(user_id: int | str) -> None:
@@ -119,9 +127,9 @@ def written_for(user_id: int | str) -> None:
     transaction.on_commit(lambda: remember_lsn(str(user_id), current_lsn()))
 
 
-def current_lsn() -> int:
-    """The primary's WAL insert position now: what a reader must reach to see every commit so far."""
-    with connections[PRIMARY].cursor() as cursor:
+def current_lsn(alias: str = PRIMARY) -> int:
+    """A primary's WAL insert position now: what a reader must reach to see every commit so far."""
+    with connections[alias].cursor() as cursor:
         cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
         return lsn_to_int(cursor.fetchone()[0])
 
@@ -156,13 +164,22 @@ def at_least(lsn: int | None) -> Iterator[None]:
         _floor.reset(token)
 
 
+def primary_required() -> bool:
+    """Whether reads here must use a primary whatever the replicas have replayed:
+    ``use_primary``, or a write or a failed replica earlier in this request."""
+    state = _state.get()
+    return bool(_primary_depth.get() or (state is not None and (state.wrote or state.pinned)))
+
+
+def current_state() -> ReadState | None:
+    return _state.get()
+
+
 def _required_position(min_lsn: int | None = None) -> int | None:
     """The WAL position reads here must reach: None for any, ``UNKNOWN_LSN`` when only the
     primary will do (``use_primary``, a transaction, a write or a failed replica earlier)."""
     state = _state.get()
-    if _primary_depth.get() or connections[PRIMARY].in_atomic_block:
-        return UNKNOWN_LSN
-    if state is not None and (state.wrote or state.pinned):
+    if primary_required() or connections[PRIMARY].in_atomic_block:
         return UNKNOWN_LSN
     return max_lsn(min_lsn, _floor.get(), state.required_lsn() if state is not None else None)
 
@@ -203,6 +220,8 @@ def has_replayed(alias: str, lsn: int, state: ReadState | None = None) -> bool:
     key = (alias, lsn)
     if state is not None and key in state.caught_up:
         return state.caught_up[key]
+    if replica_health.replayed_at_last_check(alias) >= lsn:
+        return True  # an old position: no need to ask
     try:
         answer = replay_lsn(alias) >= lsn
     except DatabaseError:

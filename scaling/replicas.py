@@ -21,8 +21,8 @@ PRIMARY = "default"
 
 
 def replica_aliases() -> list[str]:
-    """The main database's read replicas (the shard databases are not replicas)."""
-    shards = set(getattr(settings, "SHARD_DATABASES", ()))
+    """The main database's read replicas (not the shard databases, nor their replicas)."""
+    shards = {*getattr(settings, "SHARD_DATABASES", ()), *getattr(settings, "SHARD_REPLICAS", {}).values()}
     return [alias for alias in settings.DATABASES if alias != PRIMARY and alias not in shards]
 
 
@@ -54,6 +54,7 @@ class ReplicaStatus:
     lag_seconds: float | None = None
     lag_bytes: int | None = None
     error: str = ""
+    replay_lsn: int = 0  # what it had replayed when checked
 
 
 class ReplicaHealth:
@@ -66,14 +67,23 @@ class ReplicaHealth:
     def healthy_aliases(self) -> list[str]:
         now = time.monotonic()
         interval = settings.HERD_REPLICA_CHECK_INTERVAL
-        healthy = []
-        for alias in replica_aliases():
-            status = self._statuses.get(alias)
-            if status is None or now - status.checked_at >= interval:
-                status = self.check(alias)
-            if status.healthy:
-                healthy.append(alias)
-        return healthy
+        return [alias for alias in replica_aliases() if self.is_healthy(alias, now=now, interval=interval)]
+
+    def is_healthy(self, alias: str, primary: str = PRIMARY, now: float | None = None, interval=None) -> bool:
+        """Whether replica ``alias`` of ``primary`` may serve reads, checked at most every
+        ``HERD_REPLICA_CHECK_INTERVAL`` seconds."""
+        now = time.monotonic() if now is None else now
+        interval = settings.HERD_REPLICA_CHECK_INTERVAL if interval is None else interval
+        status = self._statuses.get(alias)
+        if status is None or now - status.checked_at >= interval:
+            status = self.check(alias, primary)
+        return status.healthy
+
+    def replayed_at_last_check(self, alias: str) -> int:
+        """What ``alias`` had replayed when last checked (0 if unknown): a position at or
+        below it needs no question to the replica."""
+        status = self._statuses.get(alias)
+        return status.replay_lsn if status is not None and status.healthy else 0
 
     def statuses(self) -> list[ReplicaStatus]:
         """The last check of each replica checked so far, without checking (``scaling.metrics``)."""
@@ -89,8 +99,8 @@ class ReplicaHealth:
         """The aliases in a random order, so requests spread over the replicas."""
         return random.sample(aliases, len(aliases))
 
-    def check(self, alias: str) -> ReplicaStatus:
-        """Measure one replica now and remember the answer."""
+    def check(self, alias: str, primary: str = PRIMARY) -> ReplicaStatus:
+        """Measure one replica of ``primary`` now and remember the answer."""
         now = time.monotonic()
         try:
             with connections[alias].cursor() as cursor:
@@ -103,7 +113,7 @@ class ReplicaHealth:
                 # Not a standby (a development URL pointing at the primary): no lag.
                 status = ReplicaStatus(alias, True, now, 0.0, 0)
             else:
-                with connections[PRIMARY].cursor() as cursor:
+                with connections[primary].cursor() as cursor:
                     cursor.execute("SELECT pg_current_wal_lsn()::text")
                     (primary_lsn,) = cursor.fetchone()
                 lag_bytes = max(0, lsn_to_int(primary_lsn) - lsn_to_int(replay_lsn or "0/0"))
@@ -112,7 +122,9 @@ class ReplicaHealth:
                     lag_bytes <= settings.HERD_REPLICA_MAX_LAG_BYTES
                     or lag_seconds <= settings.HERD_REPLICA_MAX_LAG_SECONDS
                 )
-                status = ReplicaStatus(alias, healthy, now, lag_seconds, lag_bytes)
+                status = ReplicaStatus(
+                    alias, healthy, now, lag_seconds, lag_bytes, replay_lsn=lsn_to_int(replay_lsn or "0/0")
+                )
         except DatabaseError as error:
             connections[alias].close()
             status = ReplicaStatus(alias, False, now, error=str(error).strip().splitlines()[0])

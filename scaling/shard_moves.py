@@ -195,6 +195,9 @@ def move(
             if copied != at_switch:
                 raise MoveRefused(f"the copy differs from the source ({copied} against {at_switch}); nothing moved")
             _set_owned(target, logical_shard, True)
+            # Before the map names the target: its replica serves the shard only once it
+            # has replayed the final copy.
+            transaction.on_commit(lambda: shards.record_write(target, logical_shard), using=target)
         say(f"3. switching: {target} owns the shard, the map names it, {source} lets go")
         _place(logical_shard, target)
         _set_owned(source, logical_shard, False)

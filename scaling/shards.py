@@ -26,8 +26,14 @@ Guarantees:
   writer re-reads the map and writes where the shard now lives. A move flips ownership
   with an ``UPDATE`` that waits for the writers in flight, so no write ever lands on a
   database after its copy of the shard was made final (``scaling.shard_moves``).
-- Reads of sharded rows go to the shard database itself (no shard replicas): a user
-  reads their own writes at once.
+- Reads of sharded rows (``for_user``, ``for_id``) go to the shard database's streaming
+  replica (``SHARD_REPLICA_URLS``) when it has replayed every write made to that
+  logical shard, else to the shard database itself: a user reads their own writes at
+  once. Each commit inside ``writing`` raises the logical shard's position (the shard
+  database's WAL position, in the state Redis), which readers compare with the
+  replica's replay position, as ``scaling.consistency`` does for the main database.
+  Inside a transaction on the shard, after ``use_primary``, or after a write to the
+  main database in this request, reads stay on the shard database.
 - Cross-shard reads are explicit: ``fan_out(function)`` runs on every shard database
   and returns the results per database, for the few staff views that need them.
 """
@@ -35,6 +41,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -43,8 +50,13 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, connections, models, transaction
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
 
-from scaling.replicas import PRIMARY
+from scaling import consistency
+from scaling.replicas import PRIMARY, replica_health
+
+logger = logging.getLogger(__name__)
 
 LOGICAL_SHARDS = 1024
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -194,6 +206,9 @@ def writing(logical_shard: int, *, savepoint: bool = True, attempts: int = 5) ->
             block.__exit__(*sys.exc_info())
             raise
         if owned:
+            # Registered first, so it runs before the block's other callbacks (a socket
+            # push that makes a browser read the new rows).
+            transaction.on_commit(lambda alias=alias: record_write(alias, logical_shard), using=alias)
             break
         block.__exit__(None, None, None)
         shard_map.refresh(force=True)
@@ -212,19 +227,67 @@ def writing_for_user(user_id: int, *, savepoint: bool = True) -> contextlib.Abst
     return writing(shard_of_user(user_id), savepoint=savepoint)
 
 
+def _position_key(alias: str, logical_shard: int) -> str:
+    # Per database as well: WAL positions of two database servers cannot be compared.
+    return f"herd:lsn:shard:{alias}:{logical_shard}"
+
+
+def record_write(alias: str, logical_shard: int) -> None:
+    """After a commit on ``alias`` that wrote ``logical_shard``: its replica serves the
+    shard's reads again only once it has replayed this."""
+    if alias in settings.SHARD_REPLICAS and not consistency.raise_position(
+        _position_key(alias, logical_shard), consistency.current_lsn(alias)
+    ):
+        logger.warning("could not record a write to logical shard %s: reads of it may be stale", logical_shard)
+
+
 # --------------------------------------------------------------------------- reads
+
+
+def _position(alias: str, logical_shard: int) -> int | None:
+    """The WAL position on ``alias`` a read of ``logical_shard`` must reach; None when it
+    cannot be known (the state Redis is down): then only ``alias`` itself will do."""
+    key = _position_key(alias, logical_shard)
+    try:
+        redis = get_redis_connection("sessions")
+        value = redis.get(key)
+        if value is None:
+            # No write recorded (a new shard, or a state Redis that lost its data): every
+            # commit so far, once; kept for good (1024 keys per database at most).
+            redis.set(key, consistency.current_lsn(alias), nx=True)
+            value = redis.get(key)
+    except RedisError:
+        return None
+    return int(value)
+
+
+def read_alias(logical_shard: int) -> str:
+    """Where a read of ``logical_shard`` goes: the replica of its database when that
+    replica is healthy and has replayed every write made to the shard, else the database."""
+    alias = alias_of_shard(logical_shard)
+    replica = settings.SHARD_REPLICAS.get(alias)
+    if replica is None or connections[alias].in_atomic_block or consistency.primary_required():
+        return alias
+    position = _position(alias, logical_shard)
+    if position is None or not replica_health.is_healthy(replica, primary=alias):
+        return alias
+    return replica if consistency.has_replayed(replica, position, consistency.current_state()) else alias
 
 
 class ShardedManager(models.Manager):
     """The manager of a sharded model: every query starts from a shard key."""
 
     def for_user(self, user_id: int) -> models.QuerySet:
-        """The user's rows, on their shard."""
-        return self.get_queryset().using(alias_of_user(user_id)).filter(**{shard_key(self.model): user_id})
+        """The user's rows, on their shard: read where ``read_alias`` says, written on
+        the shard's database (the router decides from the ``logical_shard`` hint)."""
+        return self._on(shard_of_user(user_id)).filter(**{shard_key(self.model): user_id})
 
     def for_id(self, row_id: int) -> models.QuerySet:
         """The row ``row_id`` (at most one), on the shard its id names."""
-        return self.get_queryset().using(alias_of_shard(shard_of_id(row_id))).filter(pk=row_id)
+        return self._on(shard_of_id(row_id)).filter(pk=row_id)
+
+    def _on(self, logical_shard: int) -> models.QuerySet:
+        return self.db_manager(hints={"logical_shard": logical_shard}).get_queryset()
 
 
 def fan_out(function: Callable[[str], T]) -> dict[str, T]:
@@ -258,6 +321,12 @@ def _alias_from_hints(model: type[models.Model], hints: dict) -> str | None:
     return instance._state.db
 
 
+def _database_of(alias: str | None) -> str | None:
+    """The shard database an alias reads: itself, or the one it is a replica of."""
+    replicas = {replica: shard for shard, replica in settings.SHARD_REPLICAS.items()}
+    return replicas.get(alias, alias)
+
+
 class ShardRouter:
     """Sends sharded models to their shard; refuses them without a shard key.
 
@@ -267,9 +336,11 @@ class ShardRouter:
     nowhere else; the rest on the main primary only.
     """
 
-    def _route(self, model: type[models.Model], hints: dict) -> str | None:
+    def _route(self, model: type[models.Model], hints: dict, write: bool) -> str | None:
         if not is_sharded(model):
             return None
+        if (logical_shard := hints.get("logical_shard")) is not None:
+            return alias_of_shard(logical_shard) if write else read_alias(logical_shard)
         alias = _alias_from_hints(model, hints)
         if alias is None:
             name = model.__name__
@@ -280,14 +351,14 @@ class ShardRouter:
         return alias
 
     def db_for_read(self, model, **hints) -> str | None:
-        return self._route(model, hints)
+        return self._route(model, hints, write=False)
 
     def db_for_write(self, model, **hints) -> str | None:
-        return self._route(model, hints)
+        return self._route(model, hints, write=True)
 
     def allow_relation(self, obj1, obj2, **hints) -> bool | None:
         if is_sharded(type(obj1)) or is_sharded(type(obj2)):
-            return obj1._state.db == obj2._state.db
+            return _database_of(obj1._state.db) == _database_of(obj2._state.db)
         return None
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints) -> bool | None:
