@@ -9,6 +9,7 @@ from django.contrib.sessions.backends.cache import SessionStore
 from django.db import connections
 from django.http import HttpResponse
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
 from scaling import consistency
@@ -169,3 +170,17 @@ def test_a_replica_that_fails_mid_request_is_taken_out_and_the_get_is_retried_on
     assert calls == ["replica1", "default"]
     assert "replica1" not in replica_health.healthy_aliases()
     replica_health.check("replica1")
+
+
+def test_a_position_the_last_health_check_saw_replayed_needs_no_question_to_the_replica(wait_for_replicas):
+    User.objects.create(username="older")
+    old = consistency.current_lsn()
+    wait_for_replicas()
+    replica_health.check("replica1")  # it has replayed ``old`` by now
+    newer = consistency.current_lsn() + 10**9  # a position no replica has reached
+    with CaptureQueriesContext(connections["replica1"]) as asked:
+        assert consistency.has_replayed("replica1", old)
+        assert not consistency.has_replayed("replica1", newer)
+    assert [q["sql"] for q in asked.captured_queries] == [
+        "SELECT COALESCE(pg_last_wal_replay_lsn(), '0/0')::text"
+    ]  # only the position the check had not seen was asked about
