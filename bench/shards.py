@@ -43,6 +43,7 @@ def layout_env(shard_count: int) -> dict[str, str]:
         "DATABASE_URL": f"postgres://herd@127.0.0.1:{port}/{main}",
         "DATABASE_REPLICA_URLS": "",
         "SHARD_DATABASE_URLS": urls,
+        "SHARD_REPLICA_URLS": "",  # writes only: no replicas
         "DJANGO_LOG_LEVEL": "WARNING",
         "PATH": os.environ.get("PATH", ""),
     }
