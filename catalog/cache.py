@@ -43,10 +43,20 @@ logger = logging.getLogger(__name__)
 
 product_pages = ObjectCache("product-page", selectors.ProductPageData, selectors.product_page, fresh_seconds=600)
 
+ANONYMOUS_HTML = "anonymous-html"
 _VISITS = "herd:visits:product"
 _VISIT_SAMPLE = 16
 _VISITS_SECONDS = 7 * 24 * 3600
 _REBUILD_BATCH = 200
+
+
+def anonymous_product_page(slug: str) -> bytes | None:
+    """The product page every cookieless visitor gets, while it is cached and current
+    (``scaling.http.AnonymousPageMiddleware`` serves it before the view)."""
+    html = product_pages.cached(slug, ANONYMOUS_HTML)
+    if html is not None:
+        note_visit(slug)
+    return html
 
 
 def product_page(slug: str) -> selectors.ProductPageData:

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST, require_safe
 from catalog import cache, selectors, services
 from catalog.forms import ProductFilterForm, ReviewForm
 from catalog.models import Category, Product
-from scaling.http import public_when_anonymous
+from scaling.http import anonymous_page, public_when_anonymous
 
 
 @require_safe
@@ -75,8 +75,9 @@ def product(request: HttpRequest, slug: str) -> HttpResponse:
     if not request.COOKIES:
         # Every visitor without cookies (no session, no messages) gets the same bytes:
         # serve them rendered, cached under the product page's version.
-        html = cache.product_pages.derived(slug, "anonymous-html", lambda: _product_page(request, slug).content)
-        return HttpResponse(html)
+        # A warm one is served before the view (catalog.cache.anonymous_product_page).
+        html = cache.product_pages.derived(slug, cache.ANONYMOUS_HTML, lambda: _product_page(request, slug).content)
+        return anonymous_page(html)
     return _product_page(request, slug)
 
 

@@ -71,6 +71,9 @@ MIDDLEWARE = [
     "django.middleware.http.ConditionalGetMiddleware",
     "scaling.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Warm anonymous pages, before the session, CSRF and auth middleware (scaling/http.py).
+    "scaling.http.AnonymousPageMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "scaling.consistency.ReadYourWritesMiddleware",
@@ -78,7 +81,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -326,6 +326,20 @@ class ObjectCache:
         _cache().set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
         return value
 
+    def cached(self, ident: str, name: str) -> Any | None:
+        """What ``derived(ident, name, ...)`` holds while it is current; None otherwise
+        (a miss is left to ``derived``, which makes and stores it)."""
+        if not settings.HERD_CACHES_ENABLED:
+            return None
+        try:
+            versions, entry = _lookup([self._version_name(ident)], f"{self.key(ident)}:{name}")
+        except RedisError:
+            return None
+        if entry is None or entry["version"] != versions.tokens:
+            return None
+        metrics.count_cache(f"{self.kind}:{name}", hit=True)
+        return entry["value"]
+
     def invalidate_on_commit(self, idents: Iterable[str]) -> None:
         """Call from the write path (signals): the entries change version on commit."""
         bump_on_commit([self._version_name(i) for i in idents])

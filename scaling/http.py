@@ -6,6 +6,12 @@ the OpenShift router may serve them; for a visitor with a session they are
 ``private`` (``scaling.middleware.PrivateByDefaultMiddleware`` enforces it again).
 Django's ``ConditionalGetMiddleware`` adds an ``ETag`` and answers ``If-None-Match``
 with 304, so a revalidation costs no body.
+
+``AnonymousPageMiddleware`` answers a cookieless GET of a page whose rendered bytes
+are cached and current (``register_anonymous_page``) before sessions, CSRF,
+authentication and the view run: the same response the view would give, for about
+the cost of the one Redis round trip that finds it (docs/CACHING.md). A miss, a
+request with any cookie or credentials, or any other method goes the whole way.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
 from django.utils.cache import patch_cache_control, patch_vary_headers
 
+S_MAXAGE, STALE_WHILE_REVALIDATE = 60, 300
 
-def public_when_anonymous(s_maxage: int = 60, stale_while_revalidate: int = 300) -> Callable:
+
+def public_when_anonymous(s_maxage: int = S_MAXAGE, stale_while_revalidate: int = STALE_WHILE_REVALIDATE) -> Callable:
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @functools.wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -38,3 +47,53 @@ def public_when_anonymous(s_maxage: int = 60, stale_while_revalidate: int = 300)
         return wrapped
 
     return decorator
+
+
+# url name -> (path prefix, the page's cached bytes for the resolved kwargs or None)
+_anonymous_pages: dict[str, tuple[str, Callable[..., bytes | None]]] = {}
+
+
+def register_anonymous_page(url_name: str, prefix: str, cached: Callable[..., bytes | None]) -> None:
+    """Declare that the view named ``url_name`` gives every cookieless visitor the bytes
+    ``cached(**kwargs)`` returns while they are current (None: not cached now). Its
+    paths start with ``prefix``; the view must make the same response from them
+    (``anonymous_page``), decorated with ``public_when_anonymous()``."""
+    _anonymous_pages[url_name] = (prefix, cached)
+
+
+def anonymous_page(content: bytes) -> HttpResponse:
+    """The response every cookieless visitor gets for these bytes; the view passes it
+    through ``public_when_anonymous``, which marks it the same way."""
+    response = HttpResponse(content)
+    patch_cache_control(response, public=True, s_maxage=S_MAXAGE, stale_while_revalidate=STALE_WHILE_REVALIDATE)
+    patch_vary_headers(response, ["Cookie"])
+    return response
+
+
+class AnonymousPageMiddleware:
+    """Serves registered pages to cookieless GETs from the cache, ahead of the session,
+    CSRF, authentication and message middleware, which have nothing to do for them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if (
+            request.method in ("GET", "HEAD")
+            and not request.COOKIES
+            and "HTTP_AUTHORIZATION" not in request.META
+            and (content := self._cached(request.path_info)) is not None
+        ):
+            return anonymous_page(content)
+        return self.get_response(request)
+
+    @staticmethod
+    def _cached(path: str) -> bytes | None:
+        if not any(path.startswith(prefix) for prefix, _ in _anonymous_pages.values()):
+            return None
+        try:
+            match = resolve(path)
+        except Resolver404:
+            return None
+        page = _anonymous_pages.get(match.view_name)
+        return page[1](**match.kwargs) if page is not None else None

@@ -19,7 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts import services as accounts_services
-from catalog import cache, selectors, services
+from catalog import cache, selectors, services, views
 from catalog.models import Category, Product, Review
 from catalog.tasks import rebuild_product_pages
 from deploy.herd import PROFILES, Postgres
@@ -214,6 +214,28 @@ def test_anonymous_pages_are_publicly_cacheable_with_etags_and_user_pages_are_pr
     private = user.get(f"/p/{product.slug}/")
     assert "private" in private["Cache-Control"] and "public" not in private["Cache-Control"]
     assert "Cookie" in private["Vary"]
+
+
+def test_a_warm_anonymous_page_is_served_before_the_view_with_the_views_exact_response(product, alice, monkeypatch):
+    """A cookieless GET of a cached, current page is answered before sessions, CSRF,
+    authentication and the view (scaling.http.AnonymousPageMiddleware), with the same
+    bytes and headers; a cold page, a stale one, or a visitor with a cookie go the whole way."""
+    path = f"/p/{product.slug}/"
+    from_view = Client().get(path)  # cold: rendered by the view, then cached
+    monkeypatch.setattr(views, "cache", None)  # the view cannot run now
+    early = Client().get(path)
+    assert early.content == from_view.content
+    for header in ("Content-Type", "Cache-Control", "Vary", "ETag", "X-Frame-Options", "X-Content-Type-Options"):
+        assert early[header] == from_view[header], header
+    assert "sessionid" not in early.cookies and "csrftoken" not in early.cookies
+
+    monkeypatch.undo()
+    user = Client()
+    user.force_login(alice)
+    assert "private" in user.get(path)["Cache-Control"]  # a cookie: the whole way, a private page
+    services.post_review(user=alice, product=product, rating=5, text="Bright enough to read by.")
+    fresh = Client().get(path)  # flushed by the review: the view renders the new page
+    assert b"Bright enough to read by." in fresh.content
 
 
 def test_static_files_have_hashed_names_and_are_served_immutable(settings, tmp_path):
