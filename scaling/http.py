@@ -84,6 +84,7 @@ class AnonymousPageMiddleware:
             and "HTTP_AUTHORIZATION" not in request.META
             and (content := self._cached(request.path_info)) is not None
         ):
+            request.get_host()  # a Host outside ALLOWED_HOSTS is refused (400), as on the whole way
             return anonymous_page(content)
         return self.get_response(request)
 

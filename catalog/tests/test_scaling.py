@@ -228,6 +228,7 @@ def test_a_warm_anonymous_page_is_served_before_the_view_with_the_views_exact_re
     for header in ("Content-Type", "Cache-Control", "Vary", "ETag", "X-Frame-Options", "X-Content-Type-Options"):
         assert early[header] == from_view[header], header
     assert "sessionid" not in early.cookies and "csrftoken" not in early.cookies
+    assert Client().get(path, HTTP_HOST="evil.example").status_code == 400
 
     monkeypatch.undo()
     user = Client()
