@@ -313,32 +313,37 @@ class ObjectCache:
         cached under the object's version: flushed with it, never older than it."""
         if not settings.HERD_CACHES_ENABLED:
             return make()
-        key = f"{self.key(ident)}:{name}"
         try:
-            versions, entry = _lookup([self._version_name(ident)], key)
+            key, versions, value = self._derived_entry(ident, name)
         except RedisError:
             return make()
-        hit = entry is not None and entry["version"] == versions.tokens
-        metrics.count_cache(f"{self.kind}:{name}", hit=hit)
-        if hit:
-            return entry["value"]
+        metrics.count_cache(f"{self.kind}:{name}", hit=value is not None)
+        if value is not None:
+            return value
         value = make()
         _cache().set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
         return value
 
     def cached(self, ident: str, name: str) -> Any | None:
         """What ``derived(ident, name, ...)`` holds while it is current; None otherwise
-        (a miss is left to ``derived``, which makes and stores it)."""
+        (a miss is left to ``derived``, which counts it, makes and stores it)."""
         if not settings.HERD_CACHES_ENABLED:
             return None
         try:
-            versions, entry = _lookup([self._version_name(ident)], f"{self.key(ident)}:{name}")
+            _key, _versions, value = self._derived_entry(ident, name)
         except RedisError:
             return None
-        if entry is None or entry["version"] != versions.tokens:
-            return None
-        metrics.count_cache(f"{self.kind}:{name}", hit=True)
-        return entry["value"]
+        if value is not None:
+            metrics.count_cache(f"{self.kind}:{name}", hit=True)
+        return value
+
+    def _derived_entry(self, ident: str, name: str) -> tuple[str, Versions, Any | None]:
+        """The derived entry's key, the object's current versions, and the entry's value
+        if it was made under them (else None). Raises ``RedisError``."""
+        key = f"{self.key(ident)}:{name}"
+        versions, entry = _lookup([self._version_name(ident)], key)
+        current = entry is not None and entry["version"] == versions.tokens
+        return key, versions, entry["value"] if current else None
 
     def invalidate_on_commit(self, idents: Iterable[str]) -> None:
         """Call from the write path (signals): the entries change version on commit."""

@@ -77,8 +77,7 @@ def cache_policy_problem() -> str | None:
         reply = get_redis_connection("default").config_get("maxmemory-policy")
     except RedisError:
         return None
-    policy = reply.get("maxmemory-policy") or reply.get(b"maxmemory-policy") or b""
-    policy = policy.decode() if isinstance(policy, bytes) else policy
+    policy = reply.get("maxmemory-policy", "")
     if policy.startswith("allkeys"):
         return (
             f"maxmemory-policy is {policy}, which may evict the cache's versions and serve stale pages; "

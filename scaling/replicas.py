@@ -65,17 +65,13 @@ class ReplicaHealth:
         self._lock = threading.Lock()
 
     def healthy_aliases(self) -> list[str]:
-        now = time.monotonic()
-        interval = settings.HERD_REPLICA_CHECK_INTERVAL
-        return [alias for alias in replica_aliases() if self.is_healthy(alias, now=now, interval=interval)]
+        return [alias for alias in replica_aliases() if self.is_healthy(alias)]
 
-    def is_healthy(self, alias: str, primary: str = PRIMARY, now: float | None = None, interval=None) -> bool:
+    def is_healthy(self, alias: str, primary: str = PRIMARY) -> bool:
         """Whether replica ``alias`` of ``primary`` may serve reads, checked at most every
         ``HERD_REPLICA_CHECK_INTERVAL`` seconds."""
-        now = time.monotonic() if now is None else now
-        interval = settings.HERD_REPLICA_CHECK_INTERVAL if interval is None else interval
         status = self._statuses.get(alias)
-        if status is None or now - status.checked_at >= interval:
+        if status is None or time.monotonic() - status.checked_at >= settings.HERD_REPLICA_CHECK_INTERVAL:
             status = self.check(alias, primary)
         return status.healthy
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -60,9 +62,18 @@ def test_an_unreachable_database_is_named_in_one_line():
     assert_one_line_error(result, "DATABASE_URL")
 
 
-def test_a_malformed_database_url_is_named_in_one_line():
-    result = manage("check", DATABASE_URL="mysql://herd@localhost/herd")
-    assert_one_line_error(result, "DATABASE_URL")
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("DATABASE_URL", "mysql://herd@localhost/herd"),
+        ("SHARD_REPLICA_URLS", "postgres://herd@127.0.0.1:55433/herd_shard1"),  # one, for two shards
+        ("HERD_METRICS_ALLOWED_CIDRS", "10.0.0.0/8,10.0.0.300/32"),
+        ("HERD_LOG_FORMAT", "xml"),
+    ],
+)
+def test_a_malformed_setting_is_named_in_one_line(setting, value):
+    result = manage("check", **{setting: value})
+    assert_one_line_error(result, setting)
 
 
 def test_a_replica_refuses_to_serve_when_the_session_redis_is_unreachable():
@@ -89,16 +100,6 @@ def test_with_an_s3_bucket_uploaded_files_go_to_object_storage():
 def test_without_an_s3_bucket_uploaded_files_go_to_the_database():
     result = manage("shell", "-c", STORAGE_OF_UPLOADS)
     assert result.stdout.split()[-1:] == ["DatabaseStorage"]
-
-
-def test_a_malformed_metrics_allow_list_is_named_in_one_line():
-    result = manage("check", HERD_METRICS_ALLOWED_CIDRS="10.0.0.0/8,10.0.0.300/32")
-    assert_one_line_error(result, "HERD_METRICS_ALLOWED_CIDRS")
-
-
-def test_an_unknown_log_format_is_named_in_one_line():
-    result = manage("check", HERD_LOG_FORMAT="xml")
-    assert_one_line_error(result, "HERD_LOG_FORMAT")
 
 
 LOG_A_LINE = 'import logging; logging.getLogger("herd.example").warning("hello")'
