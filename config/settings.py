@@ -364,7 +364,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "scaling.logs.RequestIdFilter"}},
     "formatters": {
-        "text": {"format": f"%(asctime)s {HERD_REPLICA_ID} %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "text": {
+            "()": "scaling.logs.TextFormatter",
+            "format": f"%(asctime)s {HERD_REPLICA_ID} %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
         "json": {"()": "scaling.logs.JsonFormatter"},
     },
     "handlers": {

@@ -18,4 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "scaling.views.bad_request"
+handler403 = "scaling.views.permission_denied"
+handler404 = "scaling.views.page_not_found"
 handler500 = "scaling.views.server_error"

@@ -18,6 +18,11 @@ request threads: ``HealthFront`` answers them on the event loop (``/readyz``'s c
 on a thread of their own), so a probe never queues behind ``HERD_HTTP_THREADS`` busy
 requests, and a replica that is slow but alive is not taken out for it.
 
+What each dependency said is told only to callers that reach the replica directly (the
+load balancer's checks, the kubelet, an operator); a request that came through a proxy
+(it carries ``X-Forwarded-For``: HAProxy, the OpenShift router and ingress controllers
+add it) gets the bare status, so the public entry does not describe the internals.
+
 ``/healthz`` touches nothing; ``/readyz`` costs a ``SELECT 1`` on the primary and on
 each shard database (reported, not required: a shard down fails only its users' jobs
 and notifications), a lag check per replica and a PING per Redis.
@@ -89,12 +94,13 @@ def readiness() -> tuple[bool, dict[str, str]]:
 PATHS = ("/healthz", "/readyz")
 
 
-def answer(path: str) -> tuple[int, dict]:
-    """The status and JSON body for one of ``PATHS``."""
+def answer(path: str, detailed: bool = True) -> tuple[int, dict]:
+    """The status and JSON body for one of ``PATHS``; the checks only when ``detailed``."""
     if path == "/healthz":
         return 200, {"status": "alive"}
     ready, checks = readiness()
-    return (200 if ready else 503), {"status": "ready" if ready else "not ready", "checks": checks}
+    body = {"status": "ready" if ready else "not ready"}
+    return (200 if ready else 503), ({**body, "checks": checks} if detailed else body)
 
 
 class HealthFront:
@@ -114,7 +120,8 @@ class HealthFront:
         if scope["path"] == "/healthz":
             status, body = answer("/healthz")
         else:
-            status, body = await asyncio.get_running_loop().run_in_executor(self.executor, answer, "/readyz")
+            detailed = not any(name == b"x-forwarded-for" for name, _ in scope.get("headers", ()))
+            status, body = await asyncio.get_running_loop().run_in_executor(self.executor, answer, "/readyz", detailed)
         headers = [
             (b"content-type", b"application/json"),
             (b"cache-control", b"no-store"),
@@ -134,7 +141,7 @@ class HealthCheckMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path not in PATHS:
             return self.get_response(request)
-        status, body = answer(request.path)
+        status, body = answer(request.path, detailed="HTTP_X_FORWARDED_FOR" not in request.META)
         response = JsonResponse(body, status=status)
         response["Cache-Control"] = "no-store"
         return response

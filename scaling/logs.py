@@ -11,7 +11,10 @@ Guarantees:
 - Every other line logged while a request or a job runs carries its request id
   (``current_request_id()``): ``scaling.jobs`` stamps the id on the messages a request
   enqueues, and the worker logs a ``herd.job`` line per message with that id.
-- ``JsonFormatter`` writes a line as one JSON object; ``LOGGING`` in
+- A record is never more than one line, whatever a client put in a path or header:
+  ``TextFormatter`` escapes control characters (``%0a`` in a path cannot forge a line)
+  and indents a traceback's lines under it; ``JsonFormatter`` writes a line as one JSON
+  object (JSON escapes them); ``LOGGING`` in
   ``config/settings.py`` picks it (``HERD_LOG_FORMAT``, JSON by default in production).
 
 What a request did is gathered in a ``RequestRecord`` (a context variable) by cheap
@@ -115,6 +118,35 @@ class RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = current_request_id() or "-"
         return True
+
+
+# Characters that end or rewrite a line in a terminal or a log collector.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+    code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)
+}
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character and line separator written as an escape."""
+    return text.translate(_CONTROL)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines: the record's own line, control characters escaped; a traceback
+    or stack follows, each of its lines indented, so no line can pass for a record."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_control(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + escape_control(line) for line in text.splitlines())
 
 
 class JsonFormatter(logging.Formatter):

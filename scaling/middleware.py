@@ -24,10 +24,12 @@ class PrivateByDefaultMiddleware:
     """No response lands in a shared cache or CDN unless its view says it may.
 
     A response without ``Cache-Control`` becomes ``private, no-cache``. A response that
-    read a session sent with the request is never ``public``, whatever the view said:
-    it may hold that user's data. Views that serve the same bytes to everyone opt in
-    explicitly (``scaling.views.stored_file``, static files). Django's session
-    middleware adds ``Vary: Cookie`` to every response that read the session.
+    read a session sent with the request, or that sets any cookie (a CSRF token, a
+    flash message, a session), is never ``public``, whatever the view said: it may hold
+    that visitor's data, and a shared cache would hand their cookie to others. Views
+    that serve the same bytes to everyone opt in explicitly (``public_when_anonymous``,
+    content-addressed files, static files). Django's session middleware adds
+    ``Vary: Cookie`` to every response that read the session.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -37,7 +39,7 @@ class PrivateByDefaultMiddleware:
         response = self.get_response(request)
         if not response.has_header("Cache-Control"):
             patch_cache_control(response, private=True, no_cache=True)
-        elif "public" in response["Cache-Control"] and self._read_a_session(request):
+        elif "public" in response["Cache-Control"] and (response.cookies or self._read_a_session(request)):
             directives = [d.strip() for d in response["Cache-Control"].split(",")]
             kept = [d for d in directives if d != "public" and not d.startswith("s-maxage")]
             response["Cache-Control"] = ", ".join(["private", *kept])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from scaling import shards
@@ -37,11 +37,16 @@ class ShardedModelAdmin(admin.ModelAdmin):
         return False
 
     def get_object(self, request: HttpRequest, object_id: str, from_field=None):
+        # A missing row is a 404 (Django's admin redirects with a message; these pages are
+        # read-only and reached by id, so the plain answer is clearer).
         try:
             row_id = int(object_id)
         except (TypeError, ValueError):
-            return None
-        return self.model.objects.for_id(row_id).first()
+            raise Http404("Not a row id.") from None
+        row = self.model.objects.for_id(row_id).first()
+        if row is None:
+            raise Http404("No such row.")
+        return row
 
     @admin.display(description="user")
     def user_of(self, obj) -> str:

@@ -90,6 +90,12 @@ def shard_of_id(row_id: int) -> int:
     return (int(row_id) >> SEQUENCE_BITS) & ((1 << SHARD_BITS) - 1)
 
 
+def is_row_id(value: int) -> bool:
+    """Whether ``value`` could be a row id (``herd_next_id``): a positive 64-bit integer
+    whose middle bits name a logical shard. Ids from a URL are checked before routing."""
+    return 0 < value < 2**63 and shard_of_id(value) < LOGICAL_SHARDS
+
+
 def time_of_id(row_id: int) -> int:
     """When the id was made, in milliseconds since the Unix epoch."""
     return (int(row_id) >> (SHARD_BITS + SEQUENCE_BITS)) + EPOCH_MS
@@ -283,7 +289,10 @@ class ShardedManager(models.Manager):
         return self._on(shard_of_user(user_id)).filter(**{shard_key(self.model): user_id})
 
     def for_id(self, row_id: int) -> models.QuerySet:
-        """The row ``row_id`` (at most one), on the shard its id names."""
+        """The row ``row_id`` (at most one), on the shard its id names; none for a
+        number that is not a row id (a mistyped or forged URL)."""
+        if not is_row_id(row_id):
+            return self._on(0).none()
         return self._on(shard_of_id(row_id)).filter(pk=row_id)
 
     def _on(self, logical_shard: int) -> models.QuerySet:

@@ -1,12 +1,16 @@
 """Serves files from the database storage (the local herd; production serves from S3),
-``robots.txt``, and the error page of a request whose shared store is down."""
+``robots.txt``, and the error pages.
+
+The error pages are rendered without the request: Django's own run the CSRF check again
+(``requires_csrf_token``), which re-raises on a body that could not be parsed (a form
+declaring ``charset=utf-16``) and turned a 400 into a 500; and the base template would
+read the session, which may be the thing that is down."""
 
 import mimetypes
 import sys
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
-from django.views import defaults
 from django.views.decorators.http import require_safe
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
@@ -57,16 +61,33 @@ def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ..
     return False
 
 
+def error_page(status: int, title: str, message: str) -> HttpResponse:
+    response = HttpResponse(render_to_string("error.html", {"title": title, "message": message}), status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return error_page(400, "Bad request", "The request could not be understood. Nothing was changed.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return error_page(403, "Forbidden", "You may not see this page.")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return error_page(404, "Not found", "There is nothing at this address.")
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
-    """``handler500``: a clear 503 page when the session store is unreachable, else Django's 500.
+    """``handler500``: a clear 503 page when the session store is unreachable, else a 500.
 
     A logged-in page cannot be served while its session cannot be read; this is
     temporary (Redis restarting, a network blip), so the answer says so, asks to retry
-    (``Retry-After``) and shows no traceback. The page is rendered without the request:
-    the base template would read the session again.
+    (``Retry-After``) and shows no traceback.
     """
     if not _caused_by(sys.exc_info()[1], UNAVAILABLE_ERRORS):
-        return defaults.server_error(request)
+        return error_page(500, "Server error", "Something went wrong on our side. Please try again later.")
     response = HttpResponse(render_to_string("503.html"), status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"

@@ -8,8 +8,12 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.contrib.messages import constants
+from django.contrib.messages.storage.base import Message
+from django.contrib.messages.storage.cookie import CookieStorage
 from django.core.management import call_command
 from django.db import connections
+from django.http import HttpRequest
 from django.templatetags.static import static
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -214,6 +218,19 @@ def test_anonymous_pages_are_publicly_cacheable_with_etags_and_user_pages_are_pr
     private = user.get(f"/p/{product.slug}/")
     assert "private" in private["Cache-Control"] and "public" not in private["Cache-Control"]
     assert "Cookie" in private["Vary"]
+
+
+def test_a_response_that_sets_a_cookie_is_never_public(product):
+    """A visitor without a session whose request makes the response set a cookie: a stale
+    CSRF cookie (replaced) or a flash message (consumed, so its cookie is cleared)."""
+    flash = CookieStorage(HttpRequest())._encode([Message(constants.SUCCESS, "Saved.")])
+    for cookies in ({"csrftoken": "stale"}, {"messages": flash}):
+        visitor = Client()
+        visitor.cookies.load(cookies)
+        page = visitor.get(f"/p/{product.slug}/")
+        assert page.status_code == 200 and page.cookies, cookies
+        assert "public" not in page["Cache-Control"] and "s-maxage" not in page["Cache-Control"], cookies
+        assert "private" in page["Cache-Control"]
 
 
 def test_a_warm_anonymous_page_is_served_before_the_view_with_the_views_exact_response(product, alice, monkeypatch):

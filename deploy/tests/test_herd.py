@@ -97,3 +97,11 @@ def test_the_edge_cache_serves_anonymous_pages_and_nothing_to_a_visitor_with_coo
     for _ in range(2):
         login = httpx.get(url + "accounts/login/")
         assert login.status_code == 200 and "X-Cache" not in login.headers
+
+
+def test_readiness_through_the_load_balancer_says_only_ready_and_a_probe_hears_every_check(herd):
+    public = httpx.get(herd.profile.url + "readyz")
+    assert public.status_code == 200
+    assert public.json() == {"status": "ready"}
+    direct = httpx.get(f"http://127.0.0.1:{herd.webs()[0].port}/readyz")
+    assert direct.json()["checks"]["database:default"] == "ok"

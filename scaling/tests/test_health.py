@@ -42,6 +42,13 @@ def test_readyz_reports_every_dependency(client):
     }
 
 
+def test_readyz_asked_through_a_proxy_says_only_ready_or_not(client, draining):
+    """The public entry (it adds X-Forwarded-For) learns nothing of the databases and Redis."""
+    response = client.get("/readyz", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready"}
+
+
 def test_readyz_is_503_while_draining_but_healthz_stays_200(client, draining):
     assert client.get("/readyz").status_code == 503
     assert client.get("/readyz").json()["checks"]["draining"] == "yes"

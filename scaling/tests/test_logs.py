@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 import uuid
 
 import pytest
@@ -173,3 +174,19 @@ def test_a_message_no_request_sent_runs_under_its_own_message_id(json_lines):
     [line] = lines.read()
     assert REQUEST_ID_OPTION not in message.options
     assert line["request_id"] == message.message_id
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_a_path_with_a_newline_cannot_forge_a_line_in_the_text_log(client):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    text_format = {**settings.LOGGING["formatters"]["text"], "format": "%(levelname)s %(name)s %(message)s"}
+    handler.setFormatter(logging.config.DictConfigurator({}).configure_formatter(text_format))
+    logger = logging.getLogger("herd.request")
+    logger.addHandler(handler)
+    try:
+        client.get("/nothing%0aINFO herd.request GET /admin/ 200%0d%1b[2K")
+    finally:
+        logger.removeHandler(handler)
+    [line] = stream.getvalue().splitlines()
+    assert line.startswith("INFO herd.request GET /nothing\\x0aINFO herd.request GET /admin/ 200\\x0d\\x1b[2K 404")
