@@ -52,9 +52,10 @@ def empty_cache():
     caches["default"].clear()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clear_login_throttles():
-    """Failed log-ins of earlier tests do not count against this one."""
+    """Failed log-ins, sign-ups and job starts of earlier tests (or runs) do not count
+    against this one (every ``scaling.throttle`` counter)."""
     from django_redis import get_redis_connection
 
     redis = get_redis_connection("sessions")

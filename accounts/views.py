@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -8,6 +10,13 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts import services
 from accounts.forms import ProfileForm, SignupForm
+from scaling import throttle
+
+HOUR = 3600
+
+
+def _per_address(request: HttpRequest, purpose: str, limit: int, reason: str) -> None:
+    throttle.RateLimit(purpose, limit, HOUR, reason).hit(throttle.client_address(request))
 
 
 @never_cache
@@ -15,12 +24,14 @@ from accounts.forms import ProfileForm, SignupForm
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        limit = settings.HERD_SIGNUPS_PER_ADDRESS_PER_HOUR
+        _per_address(request, "signup", limit, "Too many sign-ups from your address.")
         user = services.create_user(
             username=form.cleaned_data["username"],
             email=form.cleaned_data["email"],
             password=form.cleaned_data["password1"],
         )
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend="accounts.backends.ThrottledModelBackend")
         messages.success(request, "Welcome to Herd.")
         return redirect("accounts:profile")
     return render(request, "accounts/form.html", {"form": form, "title": "Sign up", "submit": "Sign up"})
@@ -44,3 +55,16 @@ def profile(request: HttpRequest) -> HttpResponse:
     else:
         form = ProfileForm(initial={"display_name": current.display_name, "bio": current.bio})
     return render(request, "accounts/profile.html", {"form": form, "profile": current})
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's, with a limit on the reset mails one address may have sent."""
+
+    def form_valid(self, form):
+        _per_address(
+            self.request,
+            "password-reset",
+            settings.HERD_PASSWORD_RESETS_PER_ADDRESS_PER_HOUR,
+            "Too many password reset requests from your address.",
+        )
+        return super().form_valid(form)

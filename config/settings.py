@@ -81,6 +81,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A RateLimited from a view or from authentication becomes a 429 (scaling/throttle.py).
+    "scaling.throttle.RateLimitedMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -309,10 +311,23 @@ FILE_UPLOAD_HANDLERS = ["scaling.uploads.BoundedMemoryUploadHandler"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:profile"
 LOGOUT_REDIRECT_URL = "catalog:index"
-# Failed log-ins allowed per account and per address within the window (scaling.throttle).
-HERD_LOGIN_FAILURES_PER_ACCOUNT = env.integer("HERD_LOGIN_FAILURES_PER_ACCOUNT", 5)
+# Every password log-in goes through the throttle (accounts.backends, scaling.throttle).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
+# Failures allowed per (account, address) and per address before a lock; each further
+# failure locks for HERD_LOGIN_LOCK_SECONDS, doubled each time, at most the maximum.
+HERD_LOGIN_FAILURES_PER_ACCOUNT_ADDRESS = env.integer("HERD_LOGIN_FAILURES_PER_ACCOUNT_ADDRESS", 5)
 HERD_LOGIN_FAILURES_PER_ADDRESS = env.integer("HERD_LOGIN_FAILURES_PER_ADDRESS", 20)
-HERD_LOGIN_WINDOW_SECONDS = env.integer("HERD_LOGIN_WINDOW_SECONDS", 15 * 60)
+HERD_LOGIN_LOCK_SECONDS = env.number("HERD_LOGIN_LOCK_SECONDS", 60.0)
+HERD_LOGIN_MAX_LOCK_SECONDS = env.number("HERD_LOGIN_MAX_LOCK_SECONDS", 3600.0)
+HERD_LOGIN_FORGET_SECONDS = env.number("HERD_LOGIN_FORGET_SECONDS", 24 * 3600.0)
+# Writes that cost, per hour (a 429 beyond): sign-ups and password-reset mails per
+# address; job starts per user, and jobs a user may have queued or running at once.
+HERD_SIGNUPS_PER_ADDRESS_PER_HOUR = env.integer("HERD_SIGNUPS_PER_ADDRESS_PER_HOUR", 10)
+HERD_PASSWORD_RESETS_PER_ADDRESS_PER_HOUR = env.integer("HERD_PASSWORD_RESETS_PER_ADDRESS_PER_HOUR", 5)
+HERD_JOB_STARTS_PER_USER_PER_HOUR = env.integer("HERD_JOB_STARTS_PER_USER_PER_HOUR", 30)
+HERD_UNFINISHED_JOBS_PER_USER = env.integer("HERD_UNFINISHED_JOBS_PER_USER", 5)
+# Messages a client may send on one notifications socket per minute; beyond, it is closed.
+HERD_SOCKET_MESSAGES_PER_MINUTE = env.integer("HERD_SOCKET_MESSAGES_PER_MINUTE", 30)
 
 # E-mail: printed to the console in development; SMTP from the environment in production.
 EMAIL_BACKEND = env.string(

@@ -10,6 +10,8 @@ Guarantees of :func:`start_job`:
 - With an ``idempotency_key``, starting the same thing twice (a double click, a form
   sent again) returns the job the first call made, and sends nothing more.
 - Staff-only kinds are refused to other users here, whatever the view did.
+- With ``limited=True`` (a user's request), a start beyond the owner's unfinished jobs
+  or hourly starts (settings) raises ``scaling.throttle.RateLimited``, a 429.
 - If the message cannot be sent (the broker is down), the job ends ``failed`` with a
   reason its owner sees, rather than waiting forever.
 """
@@ -18,14 +20,15 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 
 from jobs.models import Job
-from scaling import shards
+from scaling import shards, throttle
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ def start_job(
     params: dict | None = None,
     input_bytes: bytes | None = None,
     idempotency_key: str | None = None,
+    limited: bool = False,
 ) -> Job:
     """Create a job for ``owner`` and enqueue it once committed; see the module's guarantees."""
     if kind not in Job.Kind.values:
@@ -63,6 +67,8 @@ def start_job(
             return existing
     try:
         with shards.writing_for_user(owner.pk) as alias:
+            if limited:
+                _refuse_beyond_limits(owner, alias)
             job = Job.objects.using(alias).create(
                 owner_id=owner.pk, kind=kind, params=params or {}, idempotency_key=idempotency_key or ""
             )
@@ -77,6 +83,17 @@ def start_job(
             return existing
         raise
     return job
+
+
+def _refuse_beyond_limits(owner: AbstractBaseUser, alias: str) -> None:
+    with connections[alias].cursor() as cursor:
+        # One start at a time per user, so two concurrent starts cannot both see room for one more.
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"herd:job-start:{owner.pk}"])
+    unfinished = Job.objects.for_user(owner.pk).using(alias).exclude(state__in=Job.FINISHED).count()
+    if unfinished >= settings.HERD_UNFINISHED_JOBS_PER_USER:
+        raise throttle.RateLimited(60, "You have as many unfinished jobs as you may; wait for one to finish.")
+    hourly = settings.HERD_JOB_STARTS_PER_USER_PER_HOUR
+    throttle.RateLimit("job-starts", hourly, 3600, "You started as many jobs this hour as you may.").hit(str(owner.pk))
 
 
 def _enqueue(job: Job) -> None:

@@ -52,6 +52,7 @@ def start(request: HttpRequest, kind: str) -> HttpResponse:
             params=form.params(),
             input_bytes=form.input_bytes(),
             idempotency_key=form.cleaned_data["idempotency_key"] or None,
+            limited=True,
         )
     except services.IdempotencyKeyReused:
         form.add_error(None, "This form was already used to start another job; reload the page and try again.")

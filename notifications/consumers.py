@@ -11,6 +11,8 @@ Guarantees:
   against the session store (not the copy loaded at connect): once it no longer maps
   to the same user (logged out, password changed, expired), the socket is closed with
   ``CLOSE_SESSION_ENDED`` and the client does not reconnect.
+- A client that sends more than ``HERD_SOCKET_MESSAGES_PER_MINUTE`` messages in a minute
+  (each one costs a session read in Redis) is closed with ``CLOSE_TOO_MANY_MESSAGES``.
 
 Events sent to the client (JSON): ``job.progress`` {job, progress, state},
 ``notification`` {id, title, body, link, unread} and ``notification.read`` {unread}.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from importlib import import_module
 
 from channels.auth import get_user
@@ -33,6 +36,7 @@ from scaling import metrics
 logger = logging.getLogger(__name__)
 
 CLOSE_SESSION_ENDED = 4401  # the client stops reconnecting
+CLOSE_TOO_MANY_MESSAGES = 4429
 CLOSE_TRY_AGAIN = 1012  # "service restart": the client reconnects, and logs in to the socket again
 
 
@@ -64,7 +68,18 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Clients send only keep-alives; what they say is never acted on.
+        if self._one_message_too_many():
+            await self.close(code=CLOSE_TOO_MANY_MESSAGES)
+            return
         await self._close_unless_still_logged_in()
+
+    def _one_message_too_many(self) -> bool:
+        # Per socket, in this process: a socket lives on one replica.
+        now = time.monotonic()
+        if now - getattr(self, "window_started", -60.0) >= 60.0:
+            self.window_started, self.messages_in_window = now, 0
+        self.messages_in_window += 1
+        return self.messages_in_window > settings.HERD_SOCKET_MESSAGES_PER_MINUTE
 
     # ----------------------------------------------------------------- session re-check
 

@@ -10,22 +10,11 @@ from django.test import Client
 
 from accounts import services
 from accounts.models import Profile
+from accounts.tests.conftest import PASSWORD
 from accounts.tests.test_pictures import encode, noise, phone_jpeg, png_bomb
 from scaling.models import StoredFile
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clear_login_throttles")]
-
-PASSWORD = "a-long-test-password-42"
-
-
-@pytest.fixture
-def alice():
-    return services.create_user(username="alice", email="alice@example.com", password=PASSWORD)
-
-
-@pytest.fixture
-def bob():
-    return services.create_user(username="bob", email="bob@example.com", password=PASSWORD)
 
 
 def log_in(client: Client, username: str, password: str = PASSWORD):
@@ -146,31 +135,31 @@ def test_a_password_reset_link_by_email_sets_a_new_password(client, alice):
     assert alice.check_password("n3w-pass-word!")
 
 
-def test_too_many_failed_logins_refuse_the_account_even_with_the_right_password(client, alice, settings):
-    for _ in range(settings.HERD_LOGIN_FAILURES_PER_ACCOUNT):
-        assert "correct username and password" in log_in(client, "alice", "wrong").content.decode()
-    refused = log_in(client, "alice")
-    assert refused.status_code == 200
-    assert "Too many failed log-in attempts for this account. Try again in 15 minutes." in refused.content.decode()
-    assert SESSION_KEY not in client.session
+def sign_up(client: Client, username: str, address: str):
+    data = {"username": username, "email": f"{username}@example.com", "password1": PASSWORD, "password2": PASSWORD}
+    return client.post("/accounts/signup/", data, REMOTE_ADDR=address)
 
 
-def test_too_many_failed_logins_from_one_address_refuse_that_address(client, alice, bob, settings):
-    settings.HERD_LOGIN_FAILURES_PER_ADDRESS = 3
-    for name in ("nobody1", "nobody2", "nobody3"):
-        log_in(client, name, "wrong")
-    refused = log_in(client, "bob")
-    assert "Too many failed log-in attempts for your address" in refused.content.decode()
+def test_sign_ups_beyond_the_hourly_limit_of_an_address_get_a_429(settings):
+    settings.HERD_SIGNUPS_PER_ADDRESS_PER_HOUR = 2
+    assert [sign_up(Client(), f"user{n}", "203.0.113.9").status_code for n in range(3)] == [302, 302, 429]
+    refused = sign_up(Client(), "user4", "203.0.113.9")
+    assert 3500 < int(refused["Retry-After"]) <= 3600
+    assert "Too many sign-ups from your address. Try again in 60 minutes." in refused.content.decode()
+    assert not Profile.objects.filter(user__username__in=["user2", "user4"]).exists()
+    assert sign_up(Client(), "user5", "198.51.100.7").status_code == 302
 
 
-def test_a_successful_login_clears_the_failures(client, alice, settings):
-    for _ in range(settings.HERD_LOGIN_FAILURES_PER_ACCOUNT - 1):
-        log_in(client, "alice", "wrong")
-    assert log_in(client, "alice").status_code == 302
-    client.post("/accounts/logout/")
-    for _ in range(settings.HERD_LOGIN_FAILURES_PER_ACCOUNT - 1):
-        log_in(client, "alice", "wrong")
-    assert log_in(client, "alice").status_code == 302
+def test_password_reset_mails_beyond_the_hourly_limit_of_an_address_get_a_429(client, alice, settings):
+    settings.HERD_PASSWORD_RESETS_PER_ADDRESS_PER_HOUR = 2
+    statuses = [
+        client.post("/accounts/password/reset/", {"email": "alice@example.com"}, REMOTE_ADDR="203.0.113.9").status_code
+        for _ in range(3)
+    ]
+    assert statuses == [302, 302, 429]
+    assert len(mail.outbox) == 2
+    other = client.post("/accounts/password/reset/", {"email": "alice@example.com"}, REMOTE_ADDR="198.51.100.7")
+    assert other.status_code == 302
 
 
 def test_a_good_picture_is_stored_by_content_and_shown(client, alice):

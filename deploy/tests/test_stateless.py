@@ -121,16 +121,3 @@ def test_a_picture_uploaded_through_one_replica_is_served_by_another_and_touches
     assert [os.listdir(web.tmpdir) for web in herd.webs()] == [[], [], []]
     skip = tuple(str(ROOT / name) for name in (".herd", ".venv", ".pytest_cache", ".git"))
     assert files_changed_since(ROOT, started, skip=skip) == []
-
-
-def test_failed_logins_spread_across_replicas_are_counted_together(herd, alice, visitor, settings):
-    limit = settings.HERD_LOGIN_FAILURES_PER_ACCOUNT
-    webs = herd.webs()
-    for attempt in range(limit):
-        failed = visitor.log_in("alice", "wrong password", port=webs[attempt % 3].port)
-        assert failed.status_code == 200
-        assert "Please enter a correct username and password" in failed.text
-    refused = visitor.log_in("alice", PASSWORD, port=webs[limit % 3].port)
-    assert refused.status_code == 200
-    assert "Too many failed log-in attempts for this account" in refused.text
-    assert visitor.whoami()[0] is None

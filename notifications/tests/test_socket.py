@@ -21,7 +21,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from accounts import services as accounts_services
 from config.asgi import application
 from notifications import push as push_module
-from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TRY_AGAIN, NotificationConsumer
+from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_MESSAGES, CLOSE_TRY_AGAIN, NotificationConsumer
 from notifications.push import push, user_group
 from notifications.tests.communicator import WebsocketCommunicator
 
@@ -224,5 +224,22 @@ def test_open_sockets_are_counted_for_the_operations_view(logged_in):
         assert open_sockets() == before + 1
         await communicator.disconnect()
         assert open_sockets() == before
+
+    scenario(body)
+
+
+def test_a_socket_that_sends_too_many_messages_is_closed(logged_in, settings):
+    settings.HERD_SOCKET_MESSAGES_PER_MINUTE = 3
+    [(_, client)] = logged_in("alice")
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        for _ in range(3):
+            await communicator.send_to(text_data="ping")
+        await assert_nothing_arrives(communicator)
+        await communicator.send_to(text_data="ping")
+        closed = await communicator.receive_output(timeout=3)
+        assert closed == {"type": "websocket.close", "code": CLOSE_TOO_MANY_MESSAGES}
 
     scenario(body)
