@@ -258,6 +258,8 @@ DRAMATIQ_BROKER = {
         "scaling.jobs.CarryRequestIdMiddleware",
     ],
 }
+# Fault injection for tests only (jobs.tasks._hold_after_effect); ignored in production.
+HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS = 0.0 if PRODUCTION else env.number("HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS", 0.0)
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
