@@ -237,7 +237,9 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_CHANNELS_URL]},
+        # A consumer blocks in BZPOPMIN for 5 s at a time: redis-py 8's default 5 s read
+        # timeout would end it first and crash every socket quiet for 5 s.
+        "CONFIG": {"hosts": [{"address": REDIS_CHANNELS_URL, "socket_timeout": 15}]},
     }
 }
 
