@@ -24,7 +24,7 @@ from catalog.models import Product
 from jobs.models import Job
 from jobs.services import start_job
 from jobs.tasks import HELD, RELEASED, hold_after_effect_key, run_job
-from jobs.tests.conftest import csv_bytes
+from jobs.tests.conftest import closing_connections, csv_bytes, finished_events
 from notifications.models import Notification
 from notifications.push import user_group
 from scaling import consistency
@@ -50,7 +50,7 @@ async def pushes_to(user_id: int, while_running: Callable[[], None]) -> list[dic
     await layer.group_add(user_group(user_id), channel)
     events = []
     try:
-        await asyncio.to_thread(_closing_connections, while_running)
+        await asyncio.to_thread(closing_connections, while_running)
         while True:
             try:
                 events.append(await asyncio.wait_for(layer.receive(channel), timeout=1))
@@ -59,17 +59,6 @@ async def pushes_to(user_id: int, while_running: Callable[[], None]) -> list[dic
     finally:
         await layer.group_discard(user_group(user_id), channel)
         await layer.close_pools()
-
-
-def _closing_connections(work: Callable[[], None]) -> None:
-    try:
-        work()
-    finally:
-        connections.close_all()  # this thread's: the test database is dropped at the end
-
-
-def finished_events(events: list[dict]) -> list[dict]:
-    return [e for e in events if e["type"] == "job.progress" and e["state"] == Job.State.SUCCEEDED]
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
