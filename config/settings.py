@@ -239,7 +239,9 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_CHANNELS_URL]},
+        # A consumer blocks in BZPOPMIN for 5 s at a time: redis-py 8's default 5 s read
+        # timeout would end it first and crash every socket quiet for 5 s.
+        "CONFIG": {"hosts": [{"address": REDIS_CHANNELS_URL, "socket_timeout": 15}]},
     }
 }
 
@@ -260,6 +262,8 @@ DRAMATIQ_BROKER = {
         "scaling.jobs.CarryRequestIdMiddleware",
     ],
 }
+# Fault injection for tests only (jobs.tasks._hold_after_effect); ignored in production.
+HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS = 0.0 if PRODUCTION else env.number("HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS", 0.0)
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

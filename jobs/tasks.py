@@ -9,7 +9,8 @@
   a shard), which re-locks the row and re-checks that the job is unfinished; a unique
   (job, kind) constraint on notifications is the last guard. A redelivered message
   (RabbitMQ redelivers a dead worker's messages) may apply the effect again, to the
-  same result, and the owner is told exactly once.
+  same result, and the owner is told exactly once: one notification, and one final
+  push, sent on the commit of the transaction that actually finished the job.
 - Transient errors (a database, Redis or broker connection) are retried with exponential
   backoff, at most ``MAX_RETRIES`` times (``retry_when``). A job refused by its handler
   (``JobRefused``: a bad file, a missing picture) fails at once with the handler's reason.
@@ -22,8 +23,10 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import dramatiq
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from django_redis import get_redis_connection
@@ -165,6 +168,7 @@ def _succeed(running: Job, apply: Apply) -> None:
     # The owner's next page must show the effect, not a replica's older copy
     # (read-your-writes for jobs): stored before the job ends and any push goes out.
     consistency.written_for(running.owner_id)
+    _hold_after_effect(running.pk)
     with shards.writing(shards.shard_of_id(running.pk)) as alias:
         job = Job.objects.using(alias).select_for_update().get(pk=running.pk)
         if job.is_finished:
@@ -192,6 +196,31 @@ def _announce(job: Job, alias: str) -> None:
         job=job,
     )
     push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state), using=alias)
+
+
+# --- FAULT INJECTION POINT, for tests only ------------------------------------------
+# With HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS set (never in production), the first delivery
+# of a job waits between the effect's commit and the end's while its Redis key says
+# "held", so a test can SIGKILL the worker in that gap, or let a second delivery finish
+# the job meanwhile (jobs/tests/test_runner.py, deploy/tests/test_live_jobs.py).
+HELD, RELEASED = b"held", b"released"
+
+
+def hold_after_effect_key(job_id: int | str) -> str:
+    return f"herd:fault:hold-after-effect:{int(job_id)}"
+
+
+def _hold_after_effect(job_id: int) -> None:
+    seconds = settings.HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS
+    if not seconds:
+        return
+    redis = get_redis_connection("default")
+    key = hold_after_effect_key(job_id)
+    if not redis.set(key, HELD, nx=True, ex=3600):
+        return  # a later delivery of the same job goes straight on
+    deadline = time.monotonic() + seconds
+    while redis.get(key) == HELD and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @dramatiq.actor(max_retries=0)

@@ -14,19 +14,25 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 import websockets
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.management import call_command
+from django_redis import get_redis_connection
 from playwright.sync_api import sync_playwright
 
 from accounts import services as accounts_services
+from catalog.models import Product
 from deploy.herd import PROFILES, Worker, pid_alive
 from deploy.visitor import Visitor
 from jobs import services as job_services
 from jobs.models import Job
+from jobs.tasks import HELD, hold_after_effect_key
+from jobs.tests.conftest import closing_connections, csv_bytes, finished_events
 from notifications.models import Notification
 
 pytestmark = [
@@ -129,33 +135,53 @@ def test_a_shopper_watches_an_export_progress_live_and_downloads_it(herd, worker
     assert len(rows) == 30_001
 
 
-def test_a_socket_on_one_replica_hears_of_a_job_started_through_another(herd, worker, shopper, wait_for_replicas):
+def test_a_socket_on_one_replica_hears_of_a_job_started_through_another_once(herd, worker, shopper):
     web1, web2, _ = herd.webs()
     visitor = Visitor(herd.profile.url)
     assert visitor.log_in("shopper", PASSWORD, port=web2.port).status_code == 302
-    cookie = f"sessionid={visitor.client.cookies['sessionid']}"
 
-    async def listen_while_starting() -> list[dict]:
-        events = []
-        async with websockets.connect(
-            f"ws://127.0.0.1:{web1.port}/ws/notifications/",
-            additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{web1.port}"},
-        ) as socket:
-            started = await asyncio.to_thread(start_export, visitor, web2.port)
-            assert started.headers["X-Served-By"] == "web2"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (finished(events) and notified(events)):
-                events.append(json.loads(await asyncio.wait_for(socket.recv(), timeout=60)))
-        return events
+    def start_and_wait() -> None:
+        started = start_export(visitor, web2.port)
+        assert started.headers["X-Served-By"] == "web2"
+        wait_until(lambda: Job.objects.for_user(shopper.pk).get().is_finished, 60, "the export never ended")
 
-    def finished(events: list[dict]) -> bool:
-        return any(e.get("type") == "job.progress" and e.get("state") == "succeeded" for e in events)
+    events = asyncio.run(socket_events(visitor, web1.port, start_and_wait))
+    assert len(finished_events(events)) == 1, events
+    assert len(notification_events(events)) == 1, events
 
-    def notified(events: list[dict]) -> bool:
-        return any(e.get("type") == "notification" for e in events)
 
-    events = asyncio.run(listen_while_starting())
-    assert finished(events) and notified(events), events
+QUIET_SECONDS = 2.0  # after a job's end: a second push of it would have arrived by then
+
+
+async def socket_events(visitor: Visitor, port: int, while_running: Callable[[], None]) -> list[dict]:
+    """Every event on the visitor's socket to ``port``, opened before ``while_running`` runs
+    (in a thread) and read until ``QUIET_SECONDS`` after it returns."""
+    events = []
+    headers = {"Cookie": f"sessionid={visitor.client.cookies['sessionid']}", "Origin": f"http://127.0.0.1:{port}"}
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/notifications/", additional_headers=headers) as socket:
+
+        async def read() -> None:
+            async for message in socket:
+                events.append(json.loads(message))
+
+        reader = asyncio.create_task(read())
+        try:
+            await asyncio.to_thread(closing_connections, while_running)
+            await asyncio.sleep(QUIET_SECONDS)
+        finally:
+            reader.cancel()
+    return events
+
+
+def notification_events(events: list[dict]) -> list[dict]:
+    return [e for e in events if e.get("type") == "notification"]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, failure: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
 
 
 def start_export(visitor: Visitor, port: int):
@@ -191,3 +217,52 @@ def test_a_job_whose_worker_is_killed_is_redelivered_and_finishes_once(worker, s
     assert job.result["products"] == 150_000
     assert Notification.objects.for_user(shopper.pk).filter(job=job).count() == 1
     assert default_storage.exists(job.output_name)
+
+
+@pytest.fixture
+def worker_held_after_the_effect(herd):
+    """A worker whose first delivery of a job waits between the effect's commit and the end's
+    (the fault injection point of ``jobs.tasks``), long enough to be SIGKILLed there."""
+    env = {"HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS": "120"}
+    process = Worker(PROFILES["test"], database=settings.DATABASES["default"]["NAME"], extra_env=env)
+    process.ensure()
+    yield process
+    process.stop()
+
+
+def test_a_worker_killed_after_the_effect_committed_imports_once_and_tells_the_owner_once(
+    herd, worker_held_after_the_effect, wait_for_replicas
+):
+    worker = worker_held_after_the_effect
+    staff = accounts_services.create_user(username="staffer", email="staffer@example.com", password=PASSWORD)
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    wait_for_replicas()
+    visitor = Visitor(herd.profile.url)
+    assert visitor.log_in("staffer", PASSWORD).status_code == 302
+    rows = [(f"Lamp {n}", f"lamp-{n}", "lamps", f"{n}.50", str(n), "") for n in range(500)]
+    redis = get_redis_connection("default")
+    jobs = []
+
+    def import_kill_and_restart() -> None:
+        job = job_services.start_job(staff, Job.Kind.CATALOG_IMPORT, input_bytes=csv_bytes(rows))
+        jobs.append(job)
+        wait_until(lambda: redis.get(hold_after_effect_key(job.pk)) == HELD, 60, "the worker never reached the gap")
+        assert Product.objects.using("default").count() == 500  # the effect committed
+        pid = worker.pid()
+        os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 10, "the worker outlived SIGKILL")
+        assert Job.objects.for_id(job.pk).get().state == Job.State.RUNNING  # ... and the end did not
+
+        worker.start()
+        finished_in_time = "not finished within 30 s of a worker being available again"
+        wait_until(lambda: Job.objects.for_id(job.pk).get().is_finished, 30, finished_in_time)
+
+    events = asyncio.run(socket_events(visitor, herd.haproxy().port, import_kill_and_restart))
+    job = Job.objects.for_id(jobs[0].pk).get()
+    assert (job.state, job.attempts) == (Job.State.SUCCEEDED, 2), job.error
+    products = Product.objects.using("default").values_list("slug", "price", "stock")
+    assert sorted(products) == sorted((slug, Decimal(price), int(stock)) for _, slug, _, price, stock, _ in rows)
+    assert Notification.objects.for_user(staff.pk).filter(job=job).count() == 1
+    assert len(finished_events(events)) == 1, events
+    assert len(notification_events(events)) == 1, events

@@ -6,7 +6,7 @@ import csv
 import io
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 from django.db import connections
@@ -78,3 +78,17 @@ def run(job) -> None:
         while not replica_has_caught_up(alias, caught_up_lsn):
             assert time.monotonic() < deadline, f"{alias} did not replay the job's writes"
             time.sleep(0.01)
+
+
+def closing_connections(work: Callable[[], None]) -> None:
+    """Run ``work`` (in a thread of a test), then close that thread's database connections,
+    which would otherwise keep the test databases from being dropped."""
+    try:
+        work()
+    finally:
+        connections.close_all()
+
+
+def finished_events(events: list[dict]) -> list[dict]:
+    """The pushed events that say a job succeeded."""
+    return [e for e in events if e.get("type") == "job.progress" and e.get("state") == Job.State.SUCCEEDED]
