@@ -1,6 +1,8 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from scaling.bulk_updates import SignallingQuerySet
+
 
 class User(AbstractUser):
     """Herd's user. Custom from the first migration, so fields can be added later."""
@@ -15,6 +17,9 @@ class Profile(models.Model):
     picture = models.FileField(blank=True, max_length=255)
     thumbnail = models.FileField(blank=True, max_length=255)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Bulk updates tell the caches of the pages that show a display name (catalog.cache).
+    objects = SignallingQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.display_name or self.user.get_username()

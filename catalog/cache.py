@@ -13,8 +13,10 @@ exactly the pages that contain it, on commit, and a background job rebuilds them
 
 - per object: the ``post_save``/``post_delete`` receivers below (admin, services,
   ``Model.save``, and ``QuerySet.delete``, which sends them because receivers exist);
-- in bulk: ``QuerySet.update()`` on products, reviews and categories goes through
-  ``catalog.models.FlushingQuerySet``, which flushes the pages of the rows it matches;
+- in bulk: ``QuerySet.update()`` (and ``bulk_update()``) on products, reviews,
+  categories and profiles sends ``scaling.bulk_updates.updating`` before it runs; the
+  receivers below flush the pages of the rows it matches (for profiles, only when the
+  display name changes);
 - ``COPY`` (``seed_catalog``) flushes nothing per object: it only adds products, and
   the reviews it adds belong to products it adds.
 """
@@ -36,6 +38,7 @@ from redis.exceptions import RedisError
 from accounts.models import Profile
 from catalog import selectors
 from catalog.models import Category, Product, Review
+from scaling import bulk_updates
 from scaling.cache import ObjectCache
 from scaling.consistency import use_primary
 
@@ -152,3 +155,16 @@ def _author_changed(sender, instance: Profile, created: bool = False, **kwargs) 
     # A display name shows on the pages of the products its user reviewed.
     if not created:
         flush_product_pages(slugs_of_products(Review.objects.filter(user_id=instance.user_id)))
+
+
+@receiver(bulk_updates.updating, sender=Product, dispatch_uid="catalog.cache.products_updating")
+@receiver(bulk_updates.updating, sender=Review, dispatch_uid="catalog.cache.reviews_updating")
+@receiver(bulk_updates.updating, sender=Category, dispatch_uid="catalog.cache.categories_updating")
+def _rows_updating(sender, queryset: QuerySet, **kwargs) -> None:
+    flush_product_pages(slugs_of_products(queryset))
+
+
+@receiver(bulk_updates.updating, sender=Profile, dispatch_uid="catalog.cache.authors_updating")
+def _authors_updating(sender, queryset: QuerySet, fields: frozenset[str], **kwargs) -> None:
+    if "display_name" in fields:
+        flush_product_pages(slugs_of_products(Review.objects.filter(user_id__in=queryset.values("user_id"))))

@@ -7,28 +7,14 @@ from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from scaling.bulk_updates import SignallingQuerySet
+
 MIN_RATING, MAX_RATING = 1, 5
 
 
 def rating_average(count: int, total: int) -> float | None:
     """The mean rating from the stored summary: None while nobody has rated."""
     return round(total / count, 2) if count else None
-
-
-class FlushingQuerySet(models.QuerySet):
-    """``.update()`` flushes the cached product pages of the rows it changes (catalog.cache).
-
-    Bulk deletes need nothing here: the receivers in ``catalog.cache`` make Django send
-    ``post_delete`` for each deleted row.
-    """
-
-    def update(self, **kwargs) -> int:
-        from catalog.cache import flush_product_pages, slugs_of_products
-
-        slugs = slugs_of_products(self)
-        rows = super().update(**kwargs)
-        flush_product_pages(slugs)
-        return rows
 
 
 class Category(models.Model):
@@ -38,7 +24,7 @@ class Category(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = FlushingQuerySet.as_manager()
+    objects = SignallingQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -68,7 +54,7 @@ class Product(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = FlushingQuerySet.as_manager()
+    objects = SignallingQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -110,7 +96,7 @@ class Review(models.Model):
     text = models.TextField(max_length=5000, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = FlushingQuerySet.as_manager()
+    objects = SignallingQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -70,13 +70,19 @@ class ProductRow:
 # ----------------------------------------------------------------------------- reading
 
 
+def _line_at_end_of(text: str) -> int:
+    """The number of the line ``text`` ends on. Lines end at "\\r\\n", "\\n" or a lone
+    "\\r", as the csv reader counts them, inside quoted fields too."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n") + 1
+
+
 def _decode(data: bytes) -> str:
     if not data:
         raise FileRefused("The file is empty.")
     try:
         return data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is fine
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
+        line = _line_at_end_of(data[: error.start].decode("utf-8", errors="replace"))
         raise FileRefused(
             f"The file is not UTF-8 text (line {line} has a byte UTF-8 does not allow). "
             "Save it as “CSV UTF-8” and upload it again."
@@ -84,7 +90,9 @@ def _decode(data: bytes) -> str:
 
 
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
-    """(line the record starts on, fields) for each non-blank record."""
+    """(line the record starts on, fields) for each non-blank record. A record spans
+    several lines when a quoted field holds line breaks: the reader's count after the
+    previous record is where this one starts."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     while True:
         line = reader.line_num + 1
@@ -178,7 +186,7 @@ def check_file(data: bytes) -> None:
 def parse(data: bytes, report: Report | None = None) -> list[ProductRow]:
     """Every row of the file, checked; raises ``FileRefused`` if any row (or the file) is bad."""
     text = _decode(data)
-    total_lines = text.count("\n") + 1
+    total_lines = _line_at_end_of(text)
     records = _records(text)
     try:
         _, header = next(records)

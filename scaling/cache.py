@@ -21,6 +21,9 @@ began", never "written, then forgotten".
   up to ``HERD_FILL_WAIT_SECONDS`` (100 ms) for the replica to replay it before it
   reads the primary: right after a write the replica is usually a few milliseconds
   behind, and a fill can afford that wait where the primary's reads are scarcer.
+- Inside a transaction that has written what a lookup depends on, the cache is
+  bypassed: the read goes to the primary (through the transaction, so it sees its own
+  writes) and nothing is stored, as the versions change only at the commit.
 - A version never written stands for the cache's *epoch*: a token and the primary's
   LSN when this cache Redis began (was first used, or after it lost its data). Its
   fills must reach only that position, which every replica has long replayed: a
@@ -58,7 +61,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import QuerySet
 from redis.exceptions import RedisError
 
@@ -161,7 +164,25 @@ def bump_versions(names: Iterable[str]) -> None:
 
 def bump_on_commit(names: Iterable[str], using: str = PRIMARY) -> None:
     names = tuple(names)
-    transaction.on_commit(lambda: bump_versions(names), using=using)
+
+    def bump() -> None:
+        bump_versions(names)
+
+    bump.version_names = names  # read by _written_here while the commit is pending
+    transaction.on_commit(bump, using=using)
+
+
+def _written_here(names: Iterable[str]) -> bool:
+    """Whether the transaction open on the primary has written any of ``names``: their
+    versions change only at its commit, so until then the cache holds entries older than
+    this transaction's own writes, and whatever it reads it must not store (a rollback
+    would leave it there). Django's pending commit hooks are the record: a rolled-back
+    savepoint drops its own."""
+    connection = connections[PRIMARY]
+    if not connection.in_atomic_block:
+        return False
+    pending = {name for _, hook, _ in connection.run_on_commit for name in getattr(hook, "version_names", ())}
+    return not pending.isdisjoint(names)
 
 
 # --------------------------------------------------------------------------- query cache
@@ -205,8 +226,10 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     """
     if not settings.HERD_CACHES_ENABLED:
         return list(queryset)
-    sql, params = queryset.query.get_compiler(using=PRIMARY).as_sql()
     tables = _tables_of(queryset) | set(extra_tables)
+    if _written_here(_table_version_name(t) for t in tables):
+        return list(queryset.using(PRIMARY))
+    sql, params = queryset.query.get_compiler(using=PRIMARY).as_sql()
     key = f"{settings.HERD_RELEASE}:q:{hashlib.sha256(repr((sql, params)).encode()).hexdigest()}"
     try:
         versions, entry = _lookup((_table_version_name(t) for t in tables), key)
@@ -255,8 +278,12 @@ class ObjectCache:
     def _version_name(self, ident: str) -> str:
         return f"object:{self.kind}:{ident}"
 
+    def _bypassed(self, ident: str) -> bool:
+        """Caches off, or this transaction changed the object (``_written_here``)."""
+        return not settings.HERD_CACHES_ENABLED or _written_here([self._version_name(ident)])
+
     def get(self, ident: str) -> Any:
-        if not settings.HERD_CACHES_ENABLED:
+        if self._bypassed(ident):
             return self.build(ident)
         key = self.key(ident)
         try:
@@ -311,7 +338,7 @@ class ObjectCache:
     def derived(self, ident: str, name: str, make: Callable[[], Any]) -> Any:
         """Something made from the object (its page rendered for anonymous visitors),
         cached under the object's version: flushed with it, never older than it."""
-        if not settings.HERD_CACHES_ENABLED:
+        if self._bypassed(ident):
             return make()
         try:
             key, versions, value = self._derived_entry(ident, name)
@@ -327,7 +354,7 @@ class ObjectCache:
     def cached(self, ident: str, name: str) -> Any | None:
         """What ``derived(ident, name, ...)`` holds while it is current; None otherwise
         (a miss is left to ``derived``, which counts it, makes and stores it)."""
-        if not settings.HERD_CACHES_ENABLED:
+        if self._bypassed(ident):
             return None
         try:
             _key, _versions, value = self._derived_entry(ident, name)
@@ -351,5 +378,7 @@ class ObjectCache:
 
     def warm(self, ident: str) -> None:
         """Build now and store (the rebuild job and ``warm_cache``)."""
+        if self._bypassed(ident):
+            return
         key = self.key(ident)
         self._rebuild(ident, key, read_versions([self._version_name(ident)]))

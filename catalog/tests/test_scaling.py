@@ -23,6 +23,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts import services as accounts_services
+from accounts.models import Profile
 from catalog import cache, selectors, services, views
 from catalog.models import Category, Product, Review
 from catalog.tasks import rebuild_product_pages
@@ -157,20 +158,62 @@ def test_a_bulk_update_of_prices_shows_on_the_cached_page(product):
     assert cache.product_page(product.slug).price == Decimal("12.34")
 
 
-def test_renaming_a_category_or_an_author_flushes_exactly_the_pages_that_show_them(make_product, make_category, alice):
-    other_category = make_category("Rugs")
-    lamp, rug = make_product("Lamp"), make_product("Rug", in_category=other_category)
+# Each write alone, with what it changes on the page of the product that shows it.
+WRITES_SHOWN_ON_A_PAGE = {
+    "a bulk update of categories": (
+        lambda lamp, alice: Category.objects.filter(pk=lamp.category_id).update(name="Lighting"),
+        lambda page: page.category_name,
+        "Lighting",
+    ),
+    "a bulk update of reviews": (
+        lambda lamp, alice: Review.objects.filter(product=lamp).update(text="Edited in bulk"),
+        lambda page: page.reviews[0].text,
+        "Edited in bulk",
+    ),
+    "a profile's new display name": (
+        lambda lamp, alice: accounts_services.update_profile(alice, display_name="Alice the Critic", bio=""),
+        lambda page: page.reviews[0].author,
+        "Alice the Critic",
+    ),
+    "a bulk update of display names": (
+        lambda lamp, alice: Profile.objects.filter(user=alice).update(display_name="A. Critic"),
+        lambda page: page.reviews[0].author,
+        "A. Critic",
+    ),
+}
+
+
+@pytest.fixture
+def lamp_and_rug(make_product, make_category, alice):
+    """Two cached product pages: a lamp Alice reviewed, and a rug in another category."""
+    lamp, rug = make_product("Lamp"), make_product("Rug", in_category=make_category("Rugs"))
     services.post_review(user=alice, product=lamp, rating=5, text="Great")
     for item in (lamp, rug):
         cache.product_page(item.slug)
-    rug_version = read_versions([f"object:product-page:{rug.slug}"])
+    return lamp, rug
 
-    Category.objects.filter(pk=lamp.category_id).update(name="Lighting")
-    accounts_services.update_profile(alice, display_name="Alice the Critic", bio="")
 
-    page = cache.product_page(lamp.slug)
-    assert (page.category_name, page.reviews[0].author) == ("Lighting", "Alice the Critic")
-    assert read_versions([f"object:product-page:{rug.slug}"]) == rug_version
+def page_version(product: Product):
+    return read_versions([f"object:product-page:{product.slug}"])
+
+
+@pytest.mark.parametrize("write", WRITES_SHOWN_ON_A_PAGE)
+def test_each_write_shows_on_the_cached_page_that_shows_what_it_changed_and_flushes_no_other(
+    write, lamp_and_rug, alice
+):
+    lamp, rug = lamp_and_rug
+    change, shown, expected = WRITES_SHOWN_ON_A_PAGE[write]
+    rug_version = page_version(rug)
+    change(lamp, alice)
+    assert shown(cache.product_page(lamp.slug)) == expected
+    assert page_version(rug) == rug_version
+
+
+def test_a_bulk_update_of_what_no_page_shows_flushes_no_page(lamp_and_rug, alice):
+    lamp, _ = lamp_and_rug
+    lamp_version = page_version(lamp)
+    Profile.objects.filter(user=alice).update(bio="Reads reviews at night.")
+    assert page_version(lamp) == lamp_version
 
 
 def test_the_rebuild_job_prepares_a_flushed_page_before_anyone_asks(product, alice):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -15,6 +16,12 @@ from jobs.tests.conftest import csv_bytes
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=60).map(str.strip)
 # The same on one line, so that a record's line number is its position in the file.
 one_line = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=60).map(str.strip)
+# Text that spans lines, ended in any of the three ways a line can end.
+multi_line = st.builds(
+    lambda parts, end: end.join(parts).strip(),
+    st.lists(one_line, min_size=2, max_size=4),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+)
 slugs = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,30}", fullmatch=True)
 prices = st.decimals(min_value=0, max_value=Decimal("99999999.99"), places=2, allow_nan=False, allow_infinity=False)
 
@@ -69,3 +76,42 @@ def test_any_bytes_are_either_parsed_or_refused_with_a_message(data):
         catalog_csv.parse(b"name,slug,category,price,stock,description\n" + data)
     except catalog_csv.FileRefused as refused:
         assert refused.message
+
+
+def lines_spanned(row: tuple) -> int:
+    return 1 + sum(len(re.findall(r"\r\n|\r|\n", str(value))) for value in row)
+
+
+@given(product_rows(st.one_of(one_line, multi_line)), st.data())
+def test_bad_rows_are_named_by_the_line_they_start_on_after_records_that_span_lines(written, data):
+    bad_positions = sorted(data.draw(st.sets(st.integers(0, len(written) - 1), min_size=1)))
+    rows = [(*row[:3], "cheap", *row[4:]) if n in bad_positions else row for n, row in enumerate(written)]
+    with pytest.raises(catalog_csv.FileRefused) as refused:
+        catalog_csv.parse(csv_bytes(rows))
+    first_lines = [2 + sum(lines_spanned(row) for row in written[:n]) for n in bad_positions]
+    assert [listed["line"] for listed in refused.value.bad_rows] == first_lines
+
+
+def test_a_record_that_spans_lines_is_reported_on_its_first_line_and_the_rows_after_it_on_theirs():
+    data = (
+        b"name,slug,category,price,stock,description\r\n"
+        b'"Lamp\r\nwith a\r\nlong name",lamp,lamps,cheap,1,\r\n'  # lines 2 to 4
+        b"\r\n"  # line 5, blank
+        b'Rug,rug,rugs,10,1,"Soft\nand warm"\r\n'  # lines 6 and 7
+        b"Mat,mat,mats,10,lots,\r\n"  # line 8
+    )
+    with pytest.raises(catalog_csv.FileRefused) as refused:
+        catalog_csv.parse(data)
+    assert [listed["line"] for listed in refused.value.bad_rows] == [2, 8]
+
+
+def test_lines_ended_by_a_lone_carriage_return_count_as_lines_everywhere():
+    header = "name,slug,category,price,stock,description\r"
+    rows = "".join(f"Lamp {n},lamp-{n},lamps,1,1,\r" for n in range(2500))
+    reports = []
+    catalog_csv.parse((header + rows).encode(), report=lambda done, total: reports.append((done, total)))
+    assert reports and all(done <= total == 2502 for done, total in reports)
+
+    with pytest.raises(catalog_csv.FileRefused) as refused:
+        catalog_csv.parse((header + "Lamp,lamp,lamps,1,1,\r").encode() + b"Bad \xff byte,bad,lamps,1,1,\r")
+    assert "line 3 " in refused.value.message

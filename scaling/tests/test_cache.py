@@ -58,13 +58,34 @@ def test_a_rolled_back_write_invalidates_nothing(users):
     assert cached_query(names()) == [("u1", ""), ("u2", "")]
 
 
-def test_a_write_inside_a_transaction_invalidates_on_commit_not_before(users):
+def test_inside_a_transaction_a_query_sees_the_transactions_own_writes(users):
     cached_query(names())
     with transaction.atomic():
         User.objects.filter(username="u2").update(first_name="Two")
-        # Not committed: other connections, and the cache, still see the old row.
-        assert cached_query(names()) == [("u1", ""), ("u2", "")]
+        assert cached_query(names()) == [("u1", ""), ("u2", "Two")]
+        # Another connection still sees the committed rows: the version changes on commit.
+        assert list(names().using("replica1")) == [("u1", ""), ("u2", "")]
     assert cached_query(names()) == [("u1", ""), ("u2", "Two")]
+
+
+def test_what_a_transaction_reads_of_its_own_writes_is_not_cached_for_others(users):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        User.objects.filter(username="u1").update(first_name="Uncommitted")
+        assert cached_query(names()) == [("u1", "Uncommitted"), ("u2", "")]
+        raise RuntimeError("roll back")
+    assert cached_query(names()) == [("u1", ""), ("u2", "")]
+
+
+def test_a_rolled_back_savepoint_gives_the_cache_back_to_the_transaction(users):
+    cached_query(names())
+    primary, replica = queries_on_every_alias()
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():
+            User.objects.filter(username="u1").update(first_name="Undone")
+            raise RuntimeError("roll back the savepoint")
+        with primary, replica:
+            assert cached_query(names()) == [("u1", ""), ("u2", "")]
+    assert not [q for q in primary.captured_queries + replica.captured_queries if "accounts_user" in q["sql"]]
 
 
 def test_after_a_write_the_cache_is_never_refilled_from_a_replica_that_has_not_replayed_it(users, replica_delay):
@@ -137,6 +158,21 @@ def test_an_object_is_built_once_and_served_from_the_cache_until_invalidated(use
         cards.invalidate_on_commit(["u1"])
     assert cards.get("u1") == Card("u1", "New")
     assert build.calls == 2
+
+
+def test_inside_a_transaction_that_changed_an_object_its_reads_are_built_afresh_and_not_stored(users):
+    build = CountingBuilder()
+    cards = ObjectCache("card-in-transaction", Card, build)
+    cards.get("u1")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        User.objects.filter(username="u1").update(first_name="Uncommitted")
+        cards.invalidate_on_commit(["u1"])
+        assert cards.get("u1") == Card("u1", "Uncommitted")
+        assert cards.derived("u1", "greeting", lambda: "Hello Uncommitted") == "Hello Uncommitted"
+        raise RuntimeError("roll back")
+    assert cards.get("u1") == Card("u1", "")
+    assert cards.derived("u1", "greeting", lambda: "Hello") == "Hello"
+    assert build.calls == 2  # the first read, and the one inside the transaction
 
 
 def test_an_object_never_written_is_filled_from_a_lagging_replica_right_after_other_writes(
