@@ -18,7 +18,6 @@ import time
 import pytest
 import websockets
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.core.management import call_command
 from playwright.sync_api import sync_playwright
 
@@ -28,6 +27,7 @@ from deploy.visitor import Visitor
 from jobs import services as job_services
 from jobs.models import Job
 from notifications.models import Notification
+from scaling.storage import private_storage
 
 pytestmark = [
     pytest.mark.herd,
@@ -190,4 +190,4 @@ def test_a_job_whose_worker_is_killed_is_redelivered_and_finishes_once(worker, s
     assert job.attempts == 2
     assert job.result["products"] == 150_000
     assert Notification.objects.for_user(shopper.pk).filter(job=job).count() == 1
-    assert default_storage.exists(job.output_name)
+    assert private_storage().exists(job.output_name)
