@@ -283,27 +283,50 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / ".herd" / "static")))
 
 # --- Uploaded files: shared storage, never a replica's disk (scaling.storage).
-# With S3_BUCKET set, S3-compatible object storage; otherwise PostgreSQL.
+# With S3_BUCKET set, S3-compatible object storage; otherwise PostgreSQL. "default" is
+# public by nature (content-addressed pictures, immutable); "private" holds one user's
+# files (job inputs, exports), handed out only through owner-checked views.
 S3_BUCKET = env.optional("S3_BUCKET")
 if S3_BUCKET:
+    _s3 = {
+        "endpoint_url": env.optional("S3_ENDPOINT_URL"),
+        "region_name": env.optional("S3_REGION"),
+        "access_key": env.string("S3_ACCESS_KEY_ID"),
+        "secret_key": env.string("S3_SECRET_ACCESS_KEY"),
+    }
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
+        "OPTIONS": _s3
+        | {
             "bucket_name": S3_BUCKET,
-            "endpoint_url": env.optional("S3_ENDPOINT_URL"),
-            "region_name": env.optional("S3_REGION"),
-            "access_key": env.string("S3_ACCESS_KEY_ID"),
-            "secret_key": env.string("S3_SECRET_ACCESS_KEY"),
             "custom_domain": env.optional("S3_CUSTOM_DOMAIN"),
             "querystring_auth": False,
             "file_overwrite": True,
             "object_parameters": {"CacheControl": "public, max-age=31536000, immutable"},
         },
     }
+    # A bucket of its own, so no public bucket policy or CDN reaches it; no custom domain
+    # (django-storages would not sign its URLs); read only through URLs signed for minutes.
+    _private_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": _s3
+        | {
+            "bucket_name": env.string("S3_PRIVATE_BUCKET"),
+            "location": "private",
+            "default_acl": "private",
+            "querystring_auth": True,
+            "signature_version": "s3v4",
+            "querystring_expire": env.integer("S3_PRIVATE_URL_SECONDS", 300),
+            "file_overwrite": True,
+            "object_parameters": {"CacheControl": "private, no-store"},
+        },
+    }
 else:
     _default_storage = {"BACKEND": "scaling.storage.DatabaseStorage"}
+    _private_storage = {"BACKEND": "scaling.storage.DatabaseStorage", "OPTIONS": {"location": "private"}}
 STORAGES = {
     "default": _default_storage,
+    "private": _private_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 # Every upload stays in memory, at most this many bytes of it (scaling.uploads): the

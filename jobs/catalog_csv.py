@@ -3,6 +3,11 @@
 Export writes it, import reads it, so an export imports back unchanged. ``category``
 is a category's slug; the import creates a category it does not know.
 
+No exported cell is a spreadsheet formula (CSV injection, as OWASP advises): a text cell
+that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, after any
+number of single quotes, gets one more ``'`` in front (:func:`neutralise`), and every
+text cell is quoted. The import takes exactly that quote off again (:func:`restore`).
+
 Guarantees of :func:`parse`: every row is checked before anything is written, and a
 file with any bad row is refused whole, with each bad row's line number and reasons
 (``FileRefused``). What it returns fits the columns: lengths, slugs, a price of at most
@@ -40,6 +45,8 @@ MAX_STOCK = 2**31 - 1  # Product.stock is a PostgreSQL integer
 MAX_LISTED_ERRORS = 1000  # bad rows listed on the job; the count covers all of them
 BATCH = 1000
 
+# A text cell that a spreadsheet would run, or that only a neutralised cell looks like.
+_FORMULA_LIKE = re.compile(r"'*[=+\-@\t\r]")
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]+\Z")
 _WHOLE_NUMBER = re.compile(r"^[0-9]+\Z")
 
@@ -65,6 +72,16 @@ class ProductRow:
     price: Decimal
     stock: int
     description: str
+
+
+def neutralise(value: str) -> str:
+    """The text cell as the export writes it: never the start of a formula."""
+    return "'" + value if _FORMULA_LIKE.match(value) else value
+
+
+def restore(value: str) -> str:
+    """The inverse of :func:`neutralise`, for the text cells the import reads."""
+    return value[1:] if value.startswith("'") and _FORMULA_LIKE.match(value, 1) else value
 
 
 # ----------------------------------------------------------------------------- reading
@@ -122,7 +139,7 @@ def _check_header(header: list[str]) -> list[str]:
 
 
 def _text(value: str, column: str, limit: int, problems: list[str], *, required: bool) -> str:
-    value = value.strip()
+    value = restore(value).strip()
     if "\x00" in value:
         problems.append(f"{column} contains a NUL character")
     if required and not value:
@@ -302,8 +319,10 @@ def export_csv(report: Report | None = None, chunk: int = 2000) -> tuple[bytes, 
     output = io.StringIO()
     # The default "\r\n" terminator also makes the writer quote a lone "\r" inside a field,
     # which a reader would otherwise take for the end of the record.
-    writer = csv.writer(output)
-    writer.writerow(COLUMNS)
+    csv.writer(output).writerow(COLUMNS)
+    # Every text cell quoted, as OWASP also asks: a separator or quote inside one cannot
+    # split it and put a formula at the start of a cell of its own. Numbers bare.
+    writer = csv.writer(output, quoting=csv.QUOTE_NONNUMERIC)
     highest = Product.objects.order_by("-id").values_list("id", flat=True).first() or 0
     last_id, count = 0, 0
     while True:
@@ -315,7 +334,9 @@ def export_csv(report: Report | None = None, chunk: int = 2000) -> tuple[bytes, 
         if not page:
             break
         for _, name, slug, category, price, stock, description in page:
-            writer.writerow((name, slug, category, price, stock, description))
+            writer.writerow(
+                (neutralise(name), neutralise(slug), neutralise(category), price, stock, neutralise(description))
+            )
         count += len(page)
         last_id = page[-1][0]
         if report is not None:

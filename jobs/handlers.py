@@ -5,7 +5,9 @@ checking, building) and returns ``apply``: the effect, which ``jobs.tasks`` runs
 transaction on the main database, committed before the job is marked finished (in its
 owner's shard database, with the notification). A redelivered message may therefore
 run ``apply`` again for a job it already applied: every ``apply`` is idempotent (an
-import upserts by slug, an export replaces its file, a thumbnail is content-addressed).
+import upserts by slug, a thumbnail is content-addressed, an export saves a file under a
+new random name that only the finishing attempt records: an attempt that crashed after
+saving leaves a file that no job names and nobody can guess).
 
 A handler raises ``JobRefused`` when the job cannot be done as asked (a bad file, a
 missing picture): the job fails at once with that reason, and is not retried. Any
@@ -31,6 +33,7 @@ from catalog.models import Product
 from jobs import catalog_csv
 from jobs.models import Job
 from jobs.progress import Progress
+from scaling.storage import private_name, private_storage
 
 DEFAULT_WARM_PRODUCTS = 500
 MAX_WARM_PRODUCTS = 10_000
@@ -65,7 +68,7 @@ def _require_staff(job: Job) -> None:
 def catalog_import(job: Job, progress: Progress) -> Apply:
     _require_staff(job)
     try:
-        with default_storage.open(job.input_name) as stored:
+        with private_storage().open(job.input_name) as stored:
             data = stored.read()
     except (FileNotFoundError, ValueError) as error:
         raise JobRefused("The uploaded file is no longer stored; upload it again.") from error
@@ -83,13 +86,11 @@ def catalog_import(job: Job, progress: Progress) -> Apply:
 
 def catalog_export(job: Job, progress: Progress) -> Apply:
     data, count = catalog_csv.export_csv(progress.step(0, 95))
-    name = f"exports/{job.pk}.csv"
+    # A name nobody can guess, in the private storage: only the job's page hands it out.
+    name = private_name("exports", ".csv")
 
     def apply() -> Outcome:
-        # A crashed earlier attempt may have left the file (S3 is not transactional): replace it.
-        if default_storage.exists(name):
-            default_storage.delete(name)
-        saved = default_storage.save(name, ContentFile(data))
+        saved = private_storage().save(name, ContentFile(data))
         return Outcome({"products": count, "bytes": len(data)}, output_name=saved)
 
     return apply

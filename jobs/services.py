@@ -24,11 +24,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, connections, transaction
 
 from jobs.models import Job
 from scaling import shards, throttle
+from scaling.storage import private_name, private_storage
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def start_job(
                 owner_id=owner.pk, kind=kind, params=params or {}, idempotency_key=idempotency_key or ""
             )
             if input_bytes is not None:
-                name = f"job-inputs/{job.pk}{INPUT_SUFFIX.get(kind, '')}"
-                job.input_name = default_storage.save(name, ContentFile(input_bytes))
+                name = private_name("job-inputs", INPUT_SUFFIX.get(kind, ""))
+                job.input_name = private_storage().save(name, ContentFile(input_bytes))
                 job.save(update_fields=["input_name"])
             transaction.on_commit(lambda: _enqueue(job), using=alias)
     except IntegrityError:

@@ -1,8 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
@@ -10,6 +9,7 @@ from django.views.decorators.http import require_POST, require_safe
 from jobs import selectors, services
 from jobs.forms import CacheWarmForm, CatalogImportForm, StartJobForm
 from jobs.models import Job
+from scaling.storage import private_file_response
 
 START_FORMS: dict[str, type[StartJobForm]] = {
     Job.Kind.CATALOG_IMPORT: CatalogImportForm,
@@ -85,9 +85,9 @@ def download(request: HttpRequest, job_id) -> HttpResponse:
     job = _own_job(request, job_id)
     if job.state != Job.State.SUCCEEDED or not job.output_name:
         raise Http404("This job has no file to download.")
+    filename = f"herd-{job.kind.replace('_', '-')}-{job.created_at:%Y%m%d-%H%M%S}.csv"
+    # The one way to a job's file: its owner only, never kept by a shared cache.
     try:
-        stored = default_storage.open(job.output_name)
+        return private_file_response(job.output_name, filename, "text/csv; charset=utf-8")
     except FileNotFoundError:
         raise Http404("The file is no longer stored.") from None
-    filename = f"herd-{job.kind.replace('_', '-')}-{job.created_at:%Y%m%d-%H%M%S}.csv"
-    return FileResponse(stored, as_attachment=True, filename=filename, content_type="text/csv; charset=utf-8")

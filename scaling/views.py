@@ -1,5 +1,8 @@
-"""Serves files from the database storage (the local herd; production serves from S3),
-``robots.txt``, and the error pages.
+"""Serves public files from the database storage (the local herd; production serves from
+S3), ``robots.txt``, and the error pages.
+
+``/media/<name>`` serves only public, content-addressed files, ``immutable``; a private
+file's name (``scaling.storage.is_public_name``) or a name no file can have is a 404.
 
 The error pages are rendered without the request: Django's own run the CSRF check again
 (``requires_csrf_token``), which re-raises on a body that could not be parsed (a form
@@ -15,7 +18,7 @@ from django.views.decorators.http import require_safe
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
-from scaling.storage import read_stored_file
+from scaling.storage import is_public_name, read_stored_file
 
 # What a replica cannot do without and cannot fix: the session Redis (sessions, the
 # read-your-writes positions, log-in throttles). The cache Redis never raises.
@@ -35,6 +38,8 @@ def robots_txt(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 def stored_file(request: HttpRequest, name: str) -> HttpResponse:
+    if not is_public_name(name):
+        raise Http404("No such file")
     etag = f'"{name}"'
     if request.headers.get("If-None-Match") == etag:
         # Content-addressed: the name alone says the client's copy is current.

@@ -84,17 +84,55 @@ def test_a_replica_refuses_to_serve_when_the_session_redis_is_unreachable():
 STORAGE_OF_UPLOADS = 'from django.core.files.storage import storages; s = storages["default"]; print(type(s).__name__)'
 
 
+S3 = {
+    "S3_BUCKET": "herd-media",
+    "S3_PRIVATE_BUCKET": "herd-private",
+    "S3_ACCESS_KEY_ID": "id",
+    "S3_SECRET_ACCESS_KEY": "secret",
+}
+
+
 def test_with_an_s3_bucket_uploaded_files_go_to_object_storage():
-    result = manage(
-        "shell",
-        "-c",
-        STORAGE_OF_UPLOADS + "; print(s.bucket_name)",
-        S3_BUCKET="herd-media",
-        S3_ACCESS_KEY_ID="id",
-        S3_SECRET_ACCESS_KEY="secret",
-    )
+    result = manage("shell", "-c", STORAGE_OF_UPLOADS + "; print(s.bucket_name)", **S3)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == ["S3Storage", "herd-media"]
+
+
+# Signing a URL is computed here, without a request to S3.
+PRIVATE_STORAGE = """
+import json
+from django.core.files.storage import storages
+s = storages["private"]
+print(json.dumps({
+    "bucket": s.bucket_name, "location": s.location, "acl": s.default_acl, "signed": s.querystring_auth,
+    "expire": s.querystring_expire, "domain": s.custom_domain, "parameters": s.object_parameters,
+    "url": s.url("exports/x.csv"),
+}))
+"""
+
+
+def test_with_an_s3_bucket_private_files_go_to_a_private_bucket_read_only_through_short_signed_urls():
+    custom_domain = {"S3_CUSTOM_DOMAIN": "media.herd.example.com", "S3_REGION": "eu-west-1"}
+    result = manage("shell", "-c", PRIVATE_STORAGE, **production(**S3, **custom_domain))
+    assert result.returncode == 0, result.stderr
+    private = json.loads(result.stdout.strip().splitlines()[-1])
+    assert private | {"url": None} == {
+        "bucket": "herd-private",
+        "location": "private",
+        "acl": "private",
+        "signed": True,
+        "expire": 300,
+        "domain": None,
+        "parameters": {"CacheControl": "private, no-store"},
+        "url": None,
+    }
+    assert private["url"].startswith("https://herd-private.s3.amazonaws.com/private/exports/x.csv?"), private["url"]
+    assert "X-Amz-Expires=300" in private["url"] and "X-Amz-Signature=" in private["url"]
+
+
+def test_with_an_s3_bucket_the_private_bucket_is_required():
+    result = manage("check", **{**S3, "S3_PRIVATE_BUCKET": ""})
+    assert_one_line_error(result, "S3_PRIVATE_BUCKET")
 
 
 def test_without_an_s3_bucket_uploaded_files_go_to_the_database():

@@ -20,7 +20,6 @@ from decimal import Decimal
 import pytest
 import websockets
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django_redis import get_redis_connection
 from playwright.sync_api import sync_playwright
@@ -34,6 +33,7 @@ from jobs.models import Job
 from jobs.tasks import HELD, hold_after_effect_key
 from jobs.tests.conftest import closing_connections, csv_bytes, finished_events
 from notifications.models import Notification
+from scaling.storage import private_storage
 
 pytestmark = [
     pytest.mark.herd,
@@ -216,7 +216,7 @@ def test_a_job_whose_worker_is_killed_is_redelivered_and_finishes_once(worker, s
     assert job.attempts == 2
     assert job.result["products"] == 150_000
     assert Notification.objects.for_user(shopper.pk).filter(job=job).count() == 1
-    assert default_storage.exists(job.output_name)
+    assert private_storage().exists(job.output_name)
 
 
 @pytest.fixture

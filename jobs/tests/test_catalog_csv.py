@@ -35,10 +35,30 @@ def product_rows(text: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple]]
     )
 
 
+def as_exported(rows: list[tuple]) -> list[tuple]:
+    """The rows with their text cells as the export writes them (formulas neutralised)."""
+    n = catalog_csv.neutralise
+    return [
+        (n(name), n(slug), n(category), price, stock, n(description))
+        for name, slug, category, price, stock, description in rows
+    ]
+
+
 @given(product_rows(text))
 def test_every_valid_row_is_read_back_as_written(written):
-    parsed = catalog_csv.parse(csv_bytes(written))
+    parsed = catalog_csv.parse(csv_bytes(as_exported(written)))
     assert [(r.name, r.slug, r.category, r.price, r.stock, r.description) for r in parsed] == written
+
+
+FORMULA_STARTS = st.sampled_from(["=", "+", "-", "@", "\t", "\r", "'", "''", "'=", "''-", "a", " "])
+formula_like = st.builds(str.__add__, FORMULA_STARTS, st.text(max_size=20))
+
+
+@given(formula_like | st.text(max_size=20))
+def test_no_exported_cell_starts_a_formula_and_the_import_takes_off_exactly_the_added_quote(value):
+    exported = catalog_csv.neutralise(value)
+    assert not exported.startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert catalog_csv.restore(exported) == value
 
 
 BAD_VALUES = {

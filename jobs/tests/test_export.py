@@ -1,4 +1,4 @@
-"""Catalog export: every product, in keyset pages, to shared storage; only its owner downloads it."""
+"""Catalog export: every product, in keyset pages, to private storage; only its owner downloads it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import io
 from decimal import Decimal
 
 import pytest
-from django.core.files.storage import default_storage
+from django.conf import settings
+from django.core.files.storage import storages
+from django.test import override_settings
 
 from catalog import services as catalog_services
 from catalog.models import Product
@@ -16,6 +18,7 @@ from jobs.models import Job
 from jobs.services import start_job
 from jobs.tests.conftest import run
 from scaling.models import StoredFile
+from scaling.storage import private_storage
 
 pytestmark = pytest.mark.django_db
 
@@ -43,12 +46,11 @@ def exported(owner) -> Job:
     return job
 
 
-def test_the_export_is_a_csv_of_every_product_in_shared_storage(shopper, products):
+def test_the_export_is_a_csv_of_every_product_in_private_storage(shopper, products):
     job = exported(shopper)
     assert job.state == Job.State.SUCCEEDED, job.error
-    assert job.output_name == f"exports/{job.pk}.csv"
-    assert StoredFile.objects.filter(name=job.output_name).exists()
-    with default_storage.open(job.output_name) as stored:
+    assert StoredFile.objects.filter(name=f"private/{job.output_name}").exists()
+    with private_storage().open(job.output_name) as stored:
         table = list(csv.DictReader(io.StringIO(stored.read().decode(), newline="")))
     assert [row["slug"] for row in table] == [product.slug for product in products]
     assert table[3] == {
@@ -59,7 +61,16 @@ def test_the_export_is_a_csv_of_every_product_in_shared_storage(shopper, product
         "stock": "3",
         "description": "two\nlines\rand a carriage return",
     }
-    assert job.result == {"products": 7, "bytes": len(default_storage.open(job.output_name).read())}
+    assert job.result == {"products": 7, "bytes": len(private_storage().open(job.output_name).read())}
+
+
+def test_an_exports_name_cannot_be_derived_from_its_job_id(shopper, products):
+    first, second = exported(shopper), exported(shopper)
+    for job in (first, second):
+        assert job.output_name.startswith("exports/") and job.output_name.endswith(".csv")
+        assert str(job.pk) not in job.output_name
+        assert len(job.output_name) == len("exports/.csv") + 43  # 256 random bits, base64url
+    assert first.output_name != second.output_name
 
 
 def test_the_export_reads_products_in_keyset_pages_and_misses_none(products):
@@ -73,7 +84,7 @@ def test_the_export_reads_products_in_keyset_pages_and_misses_none(products):
 
 def test_an_export_imports_back_unchanged(staff, products):
     job = exported(staff)
-    with default_storage.open(job.output_name) as stored:
+    with private_storage().open(job.output_name) as stored:
         data = stored.read()
     before = list(Product.objects.order_by("id").values("name", "slug", "price", "stock", "description"))
     imported = start_job(staff, Job.Kind.CATALOG_IMPORT, input_bytes=data)
@@ -83,9 +94,11 @@ def test_an_export_imports_back_unchanged(staff, products):
     assert list(Product.objects.order_by("id").values("name", "slug", "price", "stock", "description")) == before
 
 
-def test_only_the_owner_can_download_the_export(shopper, make_user, products, client):
+def test_only_the_owner_can_download_the_export_and_only_from_the_jobs_page(shopper, make_user, products, client):
     job = exported(shopper)
     url = f"/jobs/{job.pk}/download/"
+    # Every other path to the file, under its name now and under the name exports had before.
+    media = [f"/media/private/{job.output_name}", f"/media/{job.output_name}", f"/media/exports/{job.pk}.csv"]
 
     client.force_login(shopper)
     response = client.get(url)
@@ -94,14 +107,52 @@ def test_only_the_owner_can_download_the_export(shopper, make_user, products, cl
     assert "private" in response["Cache-Control"] and "no-store" in response["Cache-Control"]
     assert b"".join(response.streaming_content).startswith(b"name,slug,category,price,stock,description\r\n")
 
+    assert [client.get(path).status_code for path in media] == [404, 404, 404]
+
     client.force_login(make_user("other"))
     assert client.get(url).status_code == 404
     assert client.get(f"/jobs/{job.pk}/").status_code == 404
+    assert [client.get(path).status_code for path in media] == [404, 404, 404]
 
     client.logout()
     anonymous = client.get(url)
     assert anonymous.status_code == 302
     assert anonymous["Location"].startswith("/accounts/login/")
+    assert [client.get(path).status_code for path in media] == [404, 404, 404]
+
+
+class SignedURLStorage:
+    """Stands in for S3Storage with ``querystring_auth``: S3 itself is outside the system."""
+
+    SIGNED = "https://private.s3.example/private/{name}?X-Amz-Expires=300&X-Amz-Signature=sig"
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, dict | None]] = []
+
+    def url(self, name: str, parameters: dict | None = None) -> str:
+        self.asked.append((name, parameters))
+        return self.SIGNED.format(name=name)
+
+
+def test_with_object_storage_the_owner_is_redirected_to_a_signed_url_that_no_cache_keeps(
+    shopper, make_user, products, client
+):
+    job = exported(shopper)
+    url = f"/jobs/{job.pk}/download/"
+    fake = {"BACKEND": f"{__name__}.SignedURLStorage"}
+    with override_settings(STORAGES={**settings.STORAGES, "private": fake}):
+        client.force_login(shopper)
+        response = client.get(url)
+        assert response.status_code == 302
+        [(name, parameters)] = storages["private"].asked
+        assert name == job.output_name
+        assert response["Location"] == SignedURLStorage.SIGNED.format(name=name)
+        assert parameters["ResponseCacheControl"] == "private, no-store"
+        assert parameters["ResponseContentDisposition"].startswith('attachment; filename="herd-catalog-export-')
+        assert "private" in response["Cache-Control"] and "no-store" in response["Cache-Control"]
+
+        client.force_login(make_user("other"))
+        assert client.get(url).status_code == 404
 
 
 def test_a_job_without_a_file_has_nothing_to_download(shopper, client):
@@ -120,3 +171,48 @@ def test_a_running_jobs_page_reloads_itself_when_the_job_ends_and_then_offers_th
     assert "data-reload-when-finished" not in page
     assert f'href="/jobs/{job.pk}/download/"' in page
     assert "7 products exported" in page
+
+
+FORMULA_LIKE = {
+    '=HYPERLINK("http://evil.example","click")': '\'=HYPERLINK("http://evil.example","click")',
+    "+1+cmd|' /C calc'!A0": "'+1+cmd|' /C calc'!A0",
+    "-2+3": "'-2+3",
+    "@SUM(A1:A9)": "'@SUM(A1:A9)",
+    "'=already quoted": "''=already quoted",
+    "'plain quote": "'plain quote",
+    "plain = sign": "plain = sign",
+}
+
+
+def test_formula_like_text_is_exported_neutralised_and_quoted_and_imports_back_unchanged(staff):
+    formulas = catalog_services.create_category(name="Formulas", slug="-formulas")
+    for number, name in enumerate(FORMULA_LIKE):
+        catalog_services.create_product(
+            category=formulas, name=name, slug=f"-{number}", price=Decimal("1.00"), stock=1, description=name
+        )
+    job = exported(staff)
+    with private_storage().open(job.output_name) as stored:
+        data = stored.read()
+    lines = data.decode().splitlines()
+    for line, (name, written) in zip(lines[1:], FORMULA_LIKE.items(), strict=True):
+        quoted = '"' + written.replace('"', '""') + '"'
+        number = list(FORMULA_LIKE).index(name)
+        assert line == f'{quoted},"\'-{number}","\'-formulas",1.00,1,{quoted}'
+
+    before = list(Product.objects.order_by("id").values("name", "slug", "category__slug", "description"))
+    imported = start_job(staff, Job.Kind.CATALOG_IMPORT, input_bytes=data)
+    run(imported)
+    imported.refresh_from_db()
+    assert imported.result["updated"] == len(FORMULA_LIKE), imported.error
+    assert list(Product.objects.order_by("id").values("name", "slug", "category__slug", "description")) == before
+
+
+def test_cells_starting_with_a_tab_or_a_carriage_return_are_neutralised(products):
+    lamp = Product.objects.get(slug="lamp-1")
+    Product.objects.filter(pk=lamp.pk).update(name="\tTabbed", description="\r=1+1")
+    data, _ = catalog_csv.export_csv()
+    assert '"\'\tTabbed","lamp-1"' in data.decode()
+    assert '"\'\r=1+1"\r\n' in data.decode()
+    [row] = [row for row in catalog_csv.parse(data) if row.slug == "lamp-1"]
+    # The quote is taken off again; as for every cell, the import then trims the blanks at its ends.
+    assert (row.name, row.description) == ("Tabbed", "=1+1")

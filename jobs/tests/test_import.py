@@ -193,7 +193,9 @@ def test_a_staff_member_starts_an_import_by_uploading_a_file(staff, client):
     job = Job.objects.for_user(staff.pk).get()
     assert response.status_code == 302
     assert response["Location"] == f"/jobs/{job.pk}/"
-    assert job.input_name == f"job-inputs/{job.pk}.csv"
+    assert job.input_name.startswith("job-inputs/") and str(job.pk) not in job.input_name
+    assert client.get(f"/media/private/{job.input_name}").status_code == 404
+    assert client.get(f"/media/job-inputs/{job.pk}.csv").status_code == 404
     run(job)
     assert Product.objects.count() == 3
 

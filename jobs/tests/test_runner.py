@@ -29,6 +29,7 @@ from jobs.tasks import MAX_RETRIES, give_up_job, retry_when, run_job
 from jobs.tests.conftest import all_jobs, csv_bytes, run
 from notifications.models import Notification
 from scaling import shards
+from scaling.storage import private_storage
 
 
 @pytest.mark.django_db
@@ -182,7 +183,7 @@ def test_starting_a_job_sends_one_message_with_its_id_after_commit(staff, sent_m
         assert [m for m in sent_messages if m.actor_name == run_job.actor_name] == []
     sent = [m for m in sent_messages if m.actor_name == run_job.actor_name]
     assert [(m.args, m.kwargs) for m in sent] == [((str(job.pk),), {})]
-    assert Job.objects.for_id(job.pk).get().input_name == f"job-inputs/{job.pk}.csv"
+    assert private_storage().exists(Job.objects.for_id(job.pk).get().input_name)
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
