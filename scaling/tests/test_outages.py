@@ -22,6 +22,8 @@ from accounts import services as accounts_services
 from catalog import services as catalog_services
 from catalog.models import Review
 from deploy.herd import PROFILES, Postgres, Redis
+from notifications.consumers import CLOSE_TRY_AGAIN
+from notifications.tests.test_socket import scenario, socket
 from scaling.replicas import replica_health
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -84,6 +86,18 @@ def test_with_the_session_redis_stopped_a_logged_in_page_is_the_clean_503_and_on
     assert not Review.objects.using("default").filter(text="Sent while down.").exists()
     assert set(anonymous_pages.values()) == {200}, anonymous_pages  # no session, no need for the store
     assert logged_in_as(shopper) == "shopper"  # its append-only file kept the session
+
+
+def test_a_socket_open_when_the_session_redis_stops_is_told_to_reconnect_not_that_its_session_ended(shopper, stopped):
+    async def body():
+        communicator = socket(shopper)
+        assert (await communicator.connect())[0]
+        with stopped(Redis(PROFILES["test"], "state")):
+            await communicator.send_to(text_data="ping")  # the consumer checks the session again
+            closed = await communicator.receive_output(timeout=10)
+        assert closed == {"type": "websocket.close", "code": CLOSE_TRY_AGAIN}
+
+    scenario(body)
 
 
 # --------------------------------------------------------------------------- cache Redis
