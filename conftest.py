@@ -2,6 +2,7 @@
 (``deploy/herd.py test``): a private PostgreSQL primary with a streaming replica,
 Redis and RabbitMQ, on the test profile's ports."""
 
+import contextlib
 import time
 
 import pytest
@@ -24,6 +25,54 @@ def wait_for_replicas():
             connections[alias].close()
 
     return wait
+
+
+@pytest.fixture
+def stopped():
+    """``with stopped(process):`` the real service process (``deploy.herd``'s Redis, RabbitMQ,
+    Postgres replica) is stopped for the block, then started again and waited for: answering,
+    and a replica caught up with the primary and seen healthy, so later tests are unaffected."""
+    return _stopped
+
+
+@contextlib.contextmanager
+def _stopped(process):
+    process.stop()
+    assert not process.running(), f"{process.name} is still running"
+    try:
+        yield process
+    finally:
+        process.start()
+        _wait_until_serving(process)
+
+
+def _wait_until_serving(process, timeout: float = 30.0) -> None:
+    import redis
+    from django.conf import settings
+
+    from deploy.herd import Postgres, Redis
+    from scaling.replicas import replica_health
+
+    deadline = time.monotonic() + timeout
+    if isinstance(process, Redis):
+        client = redis.Redis(host="127.0.0.1", port=process.port)
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():  # not while it still loads its append-only file
+                    break
+            assert time.monotonic() < deadline, f"{process.name} did not answer PING"
+            time.sleep(0.05)
+        client.close()
+    if isinstance(process, Postgres) and process.replica:
+        lsn = primary_lsn()
+        replicas = [(alias, "default") for alias in replica_aliases()]
+        replicas += [(replica, shard) for shard, replica in settings.SHARD_REPLICAS.items()]
+        for alias, primary in replicas:
+            connections[alias].close()
+            while not (replica_health.check(alias, primary).healthy and replica_has_caught_up(alias, lsn)):
+                assert time.monotonic() < deadline, f"{alias} did not catch up within {timeout}s"
+                time.sleep(0.05)
+            connections[alias].close()
 
 
 @pytest.fixture(scope="session", autouse=True)

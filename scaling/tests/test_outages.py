@@ -1,0 +1,154 @@
+"""Each data service stopped for real: its process, not a patched client.
+
+The session Redis, the cache Redis and the PostgreSQL replica of the test profile
+(``deploy.herd``) are stopped while pages are asked for through Django's full stack,
+then started again; each test leaves its service answering (the replica caught up).
+The patched-client tests beside these (``test_sessions.py``, ``test_consistency.py``)
+pin the details; these prove the claims of docs/RELIABILITY.md on the real thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from accounts import services as accounts_services
+from catalog import services as catalog_services
+from catalog.models import Review
+from deploy.herd import PROFILES, Postgres, Redis
+from notifications.consumers import CLOSE_TRY_AGAIN
+from notifications.tests.test_socket import scenario, socket
+from scaling.replicas import replica_health
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+PASSWORD = "a-long-test-password-42"
+USERNAME = re.compile(r'data-username="([^"]+)"')
+
+
+@pytest.fixture
+def products(wait_for_replicas):
+    category = catalog_services.create_category(name="Outages", slug="outages")
+    made = [
+        catalog_services.create_product(
+            category=category, name=f"Lamp {n}", slug=f"lamp-{n}", price=Decimal("12.00"), stock=3
+        )
+        for n in range(3)
+    ]
+    wait_for_replicas()
+    return made
+
+
+@pytest.fixture
+def shopper(products, wait_for_replicas) -> Client:
+    """A visitor logged in through the log-in form (the session is in the session Redis)."""
+    accounts_services.create_user(username="shopper", email="shopper@example.com", password=PASSWORD)
+    wait_for_replicas()
+    client = Client(raise_request_exception=False)
+    assert client.post("/accounts/login/", {"username": "shopper", "password": PASSWORD}).status_code == 302
+    return client
+
+
+def logged_in_as(client: Client) -> str | None:
+    response = client.get("/accounts/profile/")
+    match = USERNAME.search(response.content.decode()) if response.status_code == 200 else None
+    return match.group(1) if match else None
+
+
+def catalog_paths(products) -> list[str]:
+    return ["/", "/products/", f"/c/{products[0].category.slug}/", *(f"/p/{p.slug}/" for p in products)]
+
+
+# --------------------------------------------------------------------------- session Redis
+
+
+def test_with_the_session_redis_stopped_a_logged_in_page_is_the_clean_503_and_once_back_nobody_is_logged_out(
+    shopper, products, stopped
+):
+    anonymous = Client(raise_request_exception=False)
+    with stopped(Redis(PROFILES["test"], "state")):
+        page = shopper.get("/accounts/profile/")
+        review = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 4, "text": "Sent while down."})
+        anonymous_pages = {path: anonymous.get(path).status_code for path in catalog_paths(products)}
+    for response in (page, review):
+        assert response.status_code == 503
+        assert response["Retry-After"] == "5"
+        assert response["Cache-Control"] == "no-store"
+        body = response.content.decode()
+        assert "Nothing you saved is lost" in body
+        assert "Traceback" not in body and "Error" not in body and "refused" not in body
+    assert not Review.objects.using("default").filter(text="Sent while down.").exists()
+    assert set(anonymous_pages.values()) == {200}, anonymous_pages  # no session, no need for the store
+    assert logged_in_as(shopper) == "shopper"  # its append-only file kept the session
+
+
+def test_a_socket_open_when_the_session_redis_stops_is_told_to_reconnect_not_that_its_session_ended(shopper, stopped):
+    async def body():
+        communicator = socket(shopper)
+        assert (await communicator.connect())[0]
+        with stopped(Redis(PROFILES["test"], "state")):
+            await communicator.send_to(text_data="ping")  # the consumer checks the session again
+            closed = await communicator.receive_output(timeout=10)
+        assert closed == {"type": "websocket.close", "code": CLOSE_TRY_AGAIN}
+
+    scenario(body)
+
+
+# --------------------------------------------------------------------------- cache Redis
+
+
+def test_with_the_cache_redis_stopped_every_page_answers_and_writes_are_saved(shopper, products, stopped):
+    anonymous = Client(raise_request_exception=False)
+    with stopped(Redis(PROFILES["test"], "cache")):
+        for path in catalog_paths(products):
+            response = anonymous.get(path)
+            assert response.status_code == 200, (path, response.content[:300])
+        assert logged_in_as(shopper) == "shopper"
+        saved = shopper.post(f"/p/{products[1].slug}/review/", {"rating": 5, "text": "Written without a cache."})
+        assert saved.status_code == 302
+        assert "Written without a cache." in shopper.get(f"/p/{products[1].slug}/").content.decode()
+        assert anonymous.get("/readyz").status_code == 200  # not required for readiness
+    assert Review.objects.using("default").filter(text="Written without a cache.").exists()
+    for path in catalog_paths(products):
+        assert anonymous.get(path).status_code == 200, path
+    assert "Written without a cache." in anonymous.get(f"/p/{products[1].slug}/").content.decode()
+
+
+# --------------------------------------------------------------------------- PostgreSQL replica
+
+
+def test_a_replica_stopped_under_a_get_is_taken_out_and_the_view_run_again_on_the_primary(
+    shopper, products, stopped, caplog
+):
+    anonymous = Client(raise_request_exception=False)
+    assert replica_health.check("replica1").healthy
+    connections["replica1"].ensure_connection()  # a pooled connection, as a replica keeps
+    with stopped(Postgres(PROFILES["test"], replica=True)):
+        # The last check, moments ago, said healthy: the first GET is routed to the replica.
+        assert "replica1" in replica_health.healthy_aliases()
+        with caplog.at_level(logging.WARNING, logger="scaling.consistency"):
+            first = anonymous.get(f"/p/{products[0].slug}/")
+        assert first.status_code == 200
+        assert "replica replica1 failed during" in caplog.text
+        assert "replica1" not in replica_health.healthy_aliases()
+        # No healthy replica: every read goes to the primary, logged in or not, never an error,
+        # and no request tries the replica first.
+        caplog.clear()
+        with CaptureQueriesContext(connections["default"]) as on_primary, caplog.at_level(logging.WARNING):
+            for client in (anonymous, shopper):
+                for path in catalog_paths(products):
+                    assert client.get(f"{path}?fresh=1").status_code == 200, path
+        assert any("catalog_product" in query["sql"] for query in on_primary.captured_queries)
+        assert "failed during" not in caplog.text
+        assert logged_in_as(shopper) == "shopper"
+        saved = shopper.post(f"/p/{products[2].slug}/review/", {"rating": 3, "text": "Written without a replica."})
+        assert saved.status_code == 302
+        assert anonymous.get("/readyz").status_code == 200  # readiness ignores replicas
+    assert replica_health.check("replica1").healthy
+    assert "Written without a replica." in anonymous.get(f"/p/{products[2].slug}/").content.decode()
