@@ -67,9 +67,7 @@ def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ..
 
 
 def error_page(status: int, title: str, message: str) -> HttpResponse:
-    response = HttpResponse(render_to_string("error.html", {"title": title, "message": message}), status=status)
-    response["Cache-Control"] = "no-store"
-    return response
+    return HttpResponse(render_to_string("error.html", {"title": title, "message": message}), status=status)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
