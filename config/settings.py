@@ -313,6 +313,12 @@ LOGOUT_REDIRECT_URL = "catalog:index"
 HERD_LOGIN_FAILURES_PER_ACCOUNT = env.integer("HERD_LOGIN_FAILURES_PER_ACCOUNT", 5)
 HERD_LOGIN_FAILURES_PER_ADDRESS = env.integer("HERD_LOGIN_FAILURES_PER_ADDRESS", 20)
 HERD_LOGIN_WINDOW_SECONDS = env.integer("HERD_LOGIN_WINDOW_SECONDS", 15 * 60)
+# Profile pictures decoded at once per process (accounts.pictures; each up to about 64 MB),
+# and how long an upload waits for a free slot before it is refused with 503 and Retry-After.
+HERD_PICTURE_DECODES = env.integer("HERD_PICTURE_DECODES", 2)
+if HERD_PICTURE_DECODES < 1:
+    raise env.ConfigError("HERD_PICTURE_DECODES must be at least 1")
+HERD_PICTURE_DECODE_WAIT_SECONDS = env.number("HERD_PICTURE_DECODE_WAIT_SECONDS", 2.0)
 
 # E-mail: printed to the console in development; SMTP from the environment in production.
 EMAIL_BACKEND = env.string(
