@@ -86,9 +86,8 @@ def collected_static_files():
 
     manifest = settings.STATIC_ROOT / "staticfiles.json"
     base = Path(settings.BASE_DIR)
-    sources = [
-        p for p in base.glob("*/static/**/*") if p.is_file() and not p.relative_to(base).parts[0].startswith(".")
-    ]
+    found = [*base.glob("static/**/*"), *base.glob("*/static/**/*")]
+    sources = [p for p in found if p.is_file() and not p.relative_to(base).parts[0].startswith(".")]
     if not manifest.exists() or any(p.stat().st_mtime > manifest.stat().st_mtime for p in sources):
         call_command("collectstatic", "--noinput", verbosity=0)
 

@@ -5,7 +5,12 @@ Guarantees of :func:`process_picture`:
 * The type is decided by content, never by file name or content type: only data that Pillow's
   JPEG, PNG or WebP decoders accept gets in, so a script or SVG renamed ``.png`` does not.
 * Size is bounded before work is done: bytes from ``upload.size`` before reading, pixels from the
-  header before decoding, so a small "decompression bomb" cannot exhaust memory.
+  header before decoding (at most ``MAX_PIXELS``, so one decode holds at most about 4 bytes a
+  pixel, 64 MB, plus a copy when the mode must change), so a small "decompression bomb" cannot
+  exhaust memory.
+* At most ``HERD_PICTURE_DECODES`` decodes run at once in a process; a picture that finds no
+  free slot within ``HERD_PICTURE_DECODE_WAIT_SECONDS`` raises ``DecodersBusy`` (not now, try
+  again), so concurrent uploads cannot add up to more than that many decodes' memory.
 * The whole image is decoded, so truncated or corrupt files are refused rather than stored half-grey.
 * What is stored is a new WebP encoding of the pixels alone: EXIF (GPS position, camera serial),
   ICC and XMP metadata are dropped, after the EXIF orientation has been applied to the pixels.
@@ -19,15 +24,18 @@ import hashlib
 import io
 import math
 import struct
-import warnings
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-MAX_PIXELS = 40_000_000  # width * height, checked from the header before decoding
+MAX_PIXELS = 16_000_000  # width * height, checked from the header before decoding (4000x4000)
 PICTURE_SIZE = 512  # longest side of the stored picture, in px
 THUMBNAIL_SIZE = 96  # longest side of the thumbnail
 
@@ -37,6 +45,16 @@ _MB = 1024 * 1024
 
 # What Pillow raises on data that identified as an image but cannot be decoded.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+# Any other Image.open in this process is bounded too: Pillow refuses twice this, warns above it.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+# Per process: each replica (and worker) process decodes at most this many pictures at once.
+_decode_slots = threading.BoundedSemaphore(settings.HERD_PICTURE_DECODES)
+
+
+class DecodersBusy(Exception):
+    """Every decode slot of this process stayed taken for the whole wait: try again shortly."""
 
 
 class Upload(Protocol):
@@ -63,14 +81,17 @@ def process_picture(upload: Upload) -> ProcessedPicture:
     when it is not acceptable.
     """
     data = _read(upload)
-    image = _decode(data)
-    try:
-        picture = _prepare(image, PICTURE_SIZE)
-    except _DECODE_ERRORS as error:
-        raise _corrupt() from error
+    image = _open(data)
+    with _decode_slot():
+        _decode(image)
+        try:
+            picture = _prepare(image, PICTURE_SIZE)
+        except _DECODE_ERRORS as error:
+            raise _corrupt() from error
+        del image  # the full-size pixels go before the slot is given back
+    picture_bytes = _encode_webp(picture)
     # The thumbnail comes from the already reduced picture: same result, a fraction of the work.
     thumbnail = _prepare(picture, THUMBNAIL_SIZE)
-    picture_bytes = _encode_webp(picture)
     return ProcessedPicture(
         picture=picture_bytes,
         thumbnail=_encode_webp(thumbnail),
@@ -94,44 +115,59 @@ def _read(upload: Upload) -> bytes:
     return data
 
 
-def _decode(data: bytes) -> Image.Image:
-    with warnings.catch_warnings():
-        # Pillow only warns between its own limit and twice that; here every bomb is refused.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        except UnidentifiedImageError as error:
-            raise ValidationError("This is not a JPEG, PNG or WebP image.", code="not_an_image") from error
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ValidationError(
-                "The picture has too many pixels; the limit is %(limit)s megapixels.",
-                code="too_many_pixels",
-                params={"limit": _megapixels(MAX_PIXELS)},
-            ) from error
-        except _DECODE_ERRORS as error:
-            # Recognised by its signature, but the header itself is broken.
-            raise _corrupt() from error
+@contextmanager
+def _decode_slot() -> Iterator[None]:
+    if not _decode_slots.acquire(timeout=settings.HERD_PICTURE_DECODE_WAIT_SECONDS):
+        raise DecodersBusy(f"all {settings.HERD_PICTURE_DECODES} picture decode slots of this process are busy")
+    try:
+        yield
+    finally:
+        _decode_slots.release()
 
-        # Image.open has read only the header; refuse big images before decoding a single pixel.
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ValidationError(
-                "The picture is %(width)dx%(height)d pixels; the limit is %(limit)s megapixels.",
-                code="too_many_pixels",
-                params={"width": width, "height": height, "limit": _megapixels(MAX_PIXELS)},
-            )
 
-        try:
-            # Decode everything now, so truncation shows up here and not as a grey half picture.
-            image.load()
-        except _DECODE_ERRORS as error:
-            raise _corrupt() from error
+def _open(data: bytes) -> Image.Image:
+    """Read the header only, and refuse what is not wanted before a pixel is decoded."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError as error:
+        raise ValidationError("This is not a JPEG, PNG or WebP image.", code="not_an_image") from error
+    except Image.DecompressionBombError as error:
+        # Over twice MAX_IMAGE_PIXELS Pillow refuses from the header itself (between, it only warns).
+        raise ValidationError(
+            "The picture has too many pixels; the limit is %(limit)s megapixels.",
+            code="too_many_pixels",
+            params={"limit": _megapixels(MAX_PIXELS)},
+        ) from error
+    except _DECODE_ERRORS as error:
+        # Recognised by its signature, but the header itself is broken.
+        raise _corrupt() from error
+
+    # Image.open has read only the header; refuse big images before decoding a single pixel.
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ValidationError(
+            "The picture is %(width)dx%(height)d pixels; the limit is %(limit)s megapixels.",
+            code="too_many_pixels",
+            params={"width": width, "height": height, "limit": _megapixels(MAX_PIXELS)},
+        )
     return image
 
 
+def _decode(image: Image.Image) -> None:
+    # A JPEG can be decoded at 1/2, 1/4 or 1/8 scale: no bigger than the stored picture needs.
+    image.draft(None, (PICTURE_SIZE, PICTURE_SIZE))
+    try:
+        # Decode everything now, so truncation shows up here and not as a grey half picture.
+        image.load()
+    except _DECODE_ERRORS as error:
+        raise _corrupt() from error
+
+
 def _prepare(image: Image.Image, longest_side: int) -> Image.Image:
+    """The pixels of ``image``, upright and at most ``longest_side``; ``image`` is reduced in place."""
     # Orientation lives in EXIF, which is about to be dropped: turn it into real pixel order first.
-    image = ImageOps.exif_transpose(image)
+    # In place: no copy of the full-size pixels unless there is something to turn.
+    ImageOps.exif_transpose(image, in_place=True)
     mode = "RGBA" if image.has_transparency_data else "RGB"
     if image.mode != mode:
         image = image.convert(mode)

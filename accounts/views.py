@@ -9,10 +9,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts import services
-from accounts.forms import ProfileForm, SignupForm
+from accounts.forms import PICTURE_BUSY, ProfileForm, SignupForm
 from scaling import throttle
 
 HOUR = 3600
+PICTURE_RETRY_AFTER_SECONDS = 5
 
 
 def _per_address(request: HttpRequest, purpose: str, limit: int, reason: str) -> None:
@@ -54,7 +55,15 @@ def profile(request: HttpRequest) -> HttpResponse:
             return redirect("accounts:profile")
     else:
         form = ProfileForm(initial={"display_name": current.display_name, "bio": current.bio})
-    return render(request, "accounts/profile.html", {"form": form, "profile": current})
+    response = render(request, "accounts/profile.html", {"form": form, "profile": current})
+    if form.is_bound:
+        # Busy is this replica's state, not the visitor's fault: 503, and when to come back.
+        if form.has_error("picture", code=PICTURE_BUSY):
+            response.status_code = 503
+            response["Retry-After"] = str(PICTURE_RETRY_AFTER_SECONDS)
+        else:
+            response.status_code = 400
+    return response
 
 
 class PasswordResetView(auth_views.PasswordResetView):

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
@@ -72,6 +73,8 @@ MIDDLEWARE = [
     "scaling.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Outside the early answer below, so a cached page gets the header too.
+    "csp.middleware.CSPMiddleware",
     # Warm anonymous pages, before the session, CSRF and auth middleware (scaling/http.py).
     "scaling.http.AnonymousPageMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -281,6 +284,8 @@ USE_TZ = True
 # Static files carry content hashes in their names and are served immutable.
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / ".herd" / "static")))
+# The site's own (base.html's stylesheet); each app's live in its static/ folder.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # --- Uploaded files: shared storage, never a replica's disk (scaling.storage).
 # With S3_BUCKET set, S3-compatible object storage; otherwise PostgreSQL. "default" is
@@ -355,6 +360,12 @@ HERD_JOB_STARTS_PER_USER_PER_HOUR = env.integer("HERD_JOB_STARTS_PER_USER_PER_HO
 HERD_UNFINISHED_JOBS_PER_USER = env.integer("HERD_UNFINISHED_JOBS_PER_USER", 5)
 # Messages a client may send on one notifications socket per minute; beyond, it is closed.
 HERD_SOCKET_MESSAGES_PER_MINUTE = env.integer("HERD_SOCKET_MESSAGES_PER_MINUTE", 30)
+# Profile pictures decoded at once per process (accounts.pictures; each up to about 64 MB),
+# and how long an upload waits for a free slot before it is refused with 503 and Retry-After.
+HERD_PICTURE_DECODES = env.integer("HERD_PICTURE_DECODES", 2)
+if HERD_PICTURE_DECODES < 1:
+    raise env.ConfigError("HERD_PICTURE_DECODES must be at least 1")
+HERD_PICTURE_DECODE_WAIT_SECONDS = env.number("HERD_PICTURE_DECODE_WAIT_SECONDS", 2.0)
 
 # E-mail: printed to the console in development; SMTP from the environment in production.
 EMAIL_BACKEND = env.string(
@@ -395,6 +406,36 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = env.boolean("DJANGO_SECURE_HSTS_PRELOAD", default=True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# --- Content-Security-Policy (django-csp): scripts, styles, frames and forms from this origin
+# only. No template has an inline script, style or style="": a page cached whole for
+# anonymous visitors (scaling.http, HAProxy) is the same bytes under the same header. A
+# staff page may use {{ request.csp_nonce }}; a page that does is never marked public.
+# 'self' covers ws:/wss: to this host in CSP3 browsers (Chromium, Firefox, Safari).
+_picture_origins = []
+if S3_BUCKET:
+    # Pictures come from the CDN in front of the bucket, or from the bucket itself.
+    _s3 = _default_storage["OPTIONS"]
+    if _s3["custom_domain"]:
+        _picture_origins = [f"https://{_s3['custom_domain']}"]
+    elif _s3["endpoint_url"]:
+        _picture_origins = [_s3["endpoint_url"]]
+    else:
+        _regions = [f".{_s3['region_name']}"] if _s3["region_name"] else []
+        _picture_origins = [f"https://{S3_BUCKET}.s3{region}.amazonaws.com" for region in ["", *_regions]]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:", *_picture_origins],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # Logs: one JSON object per line (scaling.logs) by default in production, where a log
 # collector parses them; readable lines in development. Both carry the request id.

@@ -35,6 +35,7 @@ from dramatiq.errors import BrokerConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from accounts.pictures import DecodersBusy
 from jobs.handlers import HANDLERS, Apply, JobRefused
 from jobs.models import Job
 from jobs.progress import Progress, progress_event
@@ -63,6 +64,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     shards.ShardMoved,
+    DecodersBusy,  # every picture decode slot of this worker process was taken
 )
 
 

@@ -3,7 +3,8 @@
 ``public_when_anonymous`` marks a view's 200 responses ``public`` with ``s-maxage``
 and ``stale-while-revalidate`` for visitors without a session, so HAProxy, a CDN or
 the OpenShift router may serve them; for a visitor with a session they are
-``private`` (``scaling.middleware.PrivateByDefaultMiddleware`` enforces it again).
+``private`` (``scaling.middleware.PrivateByDefaultMiddleware`` enforces it again), and so
+are pages that used a Content-Security-Policy nonce (``request.csp_nonce``).
 Django's ``ConditionalGetMiddleware`` adds an ``ETag`` and answers ``If-None-Match``
 with 304, so a revalidation costs no body.
 
@@ -32,7 +33,12 @@ def public_when_anonymous(s_maxage: int = S_MAXAGE, stale_while_revalidate: int 
         @functools.wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             response = view(request, *args, **kwargs)
-            if response.status_code == 200 and settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            if (
+                response.status_code == 200
+                and settings.SESSION_COOKIE_NAME not in request.COOKIES
+                # A CSP nonce in shared bytes would be one nonce for every visitor.
+                and not getattr(request, "csp_nonce", None)  # evaluated: a nonce was used
+            ):
                 patch_cache_control(
                     response,
                     public=True,

@@ -11,7 +11,7 @@ from django.test import Client
 from accounts import services
 from accounts.models import Profile
 from accounts.tests.conftest import PASSWORD
-from accounts.tests.test_pictures import encode, noise, phone_jpeg, png_bomb
+from accounts.tests.test_pictures import encode, noise, one_colour_png, phone_jpeg, png_bomb
 from scaling.models import StoredFile
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clear_login_throttles")]
@@ -176,7 +176,16 @@ def test_a_good_picture_is_stored_by_content_and_shown(client, alice):
     assert client.get(profile.picture.url, HTTP_IF_NONE_MATCH=served["ETag"]).status_code == 304
 
 
-BAD_UPLOADS = ["text renamed png", "20 MB image", "30000x30000 png bomb", "svg", "empty", "truncated jpeg", "gif"]
+BAD_UPLOADS = [
+    "text renamed png",
+    "20 MB image",
+    "30000x30000 png bomb",
+    "6300x6300 one-colour png",
+    "svg",
+    "empty",
+    "truncated jpeg",
+    "gif",
+]
 
 
 @functools.cache
@@ -188,7 +197,8 @@ def bad_uploads() -> dict[str, tuple[bytes, str, str]]:
     cases = {
         "text renamed png": (b"just some text, not a picture\n" * 10, "photo.png", "not a JPEG, PNG or WebP"),
         "20 MB image": (big.getvalue(), "huge.png", "the limit is 5 MB"),
-        "30000x30000 png bomb": (png_bomb(30000, 30000), "bomb.png", "the limit is 40 megapixels"),
+        "30000x30000 png bomb": (png_bomb(30000, 30000), "bomb.png", "the limit is 16 megapixels"),
+        "6300x6300 one-colour png": (one_colour_png(6300, 6300), "big.png", "the limit is 16 megapixels"),
         "svg": (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "x.svg", "not a JPEG"),
         "empty": (b"", "empty.jpg", "The submitted file is empty."),
         "truncated jpeg": (jpeg[: len(jpeg) // 2], "cut.jpg", "damaged or incomplete"),
@@ -206,8 +216,21 @@ def test_a_bad_picture_gets_a_clear_error_and_changes_nothing(client, alice, cas
     upload.name = name
     log_in(client, "alice")
     response = client.post("/accounts/profile/", {"display_name": "After", "bio": "changed", "picture": upload})
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert message in response.content.decode()
     profile = Profile.objects.get(user=alice)
     assert (profile.display_name, profile.bio, profile.picture.name) == ("Before", "unchanged", "")
     assert StoredFile.objects.count() == 0
+
+
+def test_a_picture_sent_while_every_decode_slot_is_taken_gets_503_and_when_to_retry(client, alice, decode_slots_taken):
+    services.update_profile(alice, display_name="Before", bio="unchanged")
+    upload = io.BytesIO(encode(noise(64, 48), "PNG"))
+    upload.name = "me.png"
+    log_in(client, "alice")
+    response = client.post("/accounts/profile/", {"display_name": "After", "bio": "changed", "picture": upload})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "please try again in a few seconds" in response.content.decode()
+    profile = Profile.objects.get(user=alice)
+    assert (profile.display_name, profile.bio, profile.picture.name) == ("Before", "unchanged", "")

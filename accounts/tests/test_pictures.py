@@ -1,9 +1,11 @@
 """Uploaded profile pictures are checked by content and bounded in size, and stored as clean WebP."""
 
+import functools
 import hashlib
 import io
 import os
 import struct
+import threading
 import zlib
 
 import pytest
@@ -11,7 +13,16 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import ExifTags, Image, ImageCms, ImageFile
 
-from accounts.pictures import MAX_UPLOAD_BYTES, PICTURE_SIZE, THUMBNAIL_SIZE, ProcessedPicture, process_picture
+from accounts import pictures
+from accounts.pictures import (
+    MAX_PIXELS,
+    MAX_UPLOAD_BYTES,
+    PICTURE_SIZE,
+    THUMBNAIL_SIZE,
+    DecodersBusy,
+    ProcessedPicture,
+    process_picture,
+)
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -284,28 +295,80 @@ def test_a_30000_by_30000_png_bomb_is_refused_without_being_decoded(bomb, monkey
     monkeypatch.setattr(ImageFile.ImageFile, "load", decoding_forbidden)
     error = refusal(bomb, name="me.png", content_type="image/png")
     assert error.code == "too_many_pixels"
-    assert "40 megapixels" in error.messages[0]
+    assert "16 megapixels" in error.messages[0]
+
+
+@functools.cache
+def one_colour_png(width: int, height: int) -> bytes:
+    """What a visitor can make in any editor: huge in pixels, a few KB of PNG."""
+    return encode(Image.new("RGB", (width, height), RED), "PNG")
+
+
+def test_a_6300_by_6300_one_colour_png_is_refused_without_being_decoded(monkeypatch):
+    data = one_colour_png(6300, 6300)  # 40 MP: 160 MB once decoded
+    assert len(data) < 200_000
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoding_forbidden)
+    error = refusal(data, name="me.png", content_type="image/png")
+    assert error.code == "too_many_pixels"
+    assert "the limit is 16 megapixels" in error.messages[0]
 
 
 @pytest.mark.parametrize(
     ("width", "height"),
     [
-        (8000, 6000),  # 48 MP: over our limit, under Pillow's
-        (10000, 10000),  # 100 MP: where Pillow only warns
+        (4001, 4000),  # just over our limit, under Pillow's
+        (5000, 4000),  # 20 MP: where Pillow only warns
+        (8000, 6000),  # 48 MP: where Pillow refuses from the header itself
+        (10000, 10000),
     ],
 )
-def test_a_picture_over_40_megapixels_is_refused_without_being_decoded(width, height, monkeypatch):
+def test_a_picture_over_16_megapixels_is_refused_without_being_decoded(width, height, monkeypatch):
     data = png_bomb(width, height)
     monkeypatch.setattr(ImageFile.ImageFile, "load", decoding_forbidden)
     error = refusal(data, name="me.png", content_type="image/png")
     assert error.code == "too_many_pixels"
-    assert "the limit is 40 megapixels" in error.messages[0]
+    assert "the limit is 16 megapixels" in error.messages[0]
+
+
+def test_a_picture_of_exactly_16_megapixels_is_accepted():
+    processed = process_picture(upload(png_bomb(4000, 4000), name="me.png", content_type="image/png"))
+    assert_clean_webp(processed.picture, PICTURE_SIZE)
+
+
+def test_pillow_itself_refuses_images_over_twice_the_limit_anywhere_in_the_process():
+    assert Image.MAX_IMAGE_PIXELS == MAX_PIXELS
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(png_bomb(8000, 6000)))
 
 
 def test_the_refusal_names_the_dimensions_when_they_are_known(monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", decoding_forbidden)
-    error = refusal(png_bomb(8000, 6000), name="me.png", content_type="image/png")
-    assert error.messages == ["The picture is 8000x6000 pixels; the limit is 40 megapixels."]
+    error = refusal(png_bomb(5000, 4000), name="me.png", content_type="image/png")
+    assert error.messages == ["The picture is 5000x4000 pixels; the limit is 16 megapixels."]
+
+
+# ---------------------------------------------------------------- refused: every decode slot taken
+
+
+def test_a_picture_is_refused_as_busy_while_every_decode_slot_is_taken(decode_slots_taken, monkeypatch):
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoding_forbidden)
+    with pytest.raises(DecodersBusy):
+        process_picture(upload(encode(left_red_right_blue(64, 48), "JPEG")))
+
+
+def test_a_picture_takes_a_slot_freed_during_its_wait(decode_slots_taken, settings):
+    settings.HERD_PICTURE_DECODE_WAIT_SECONDS = 5
+    threading.Timer(0.2, pictures._decode_slots.release).start()  # one of the other decodes ends
+    assert process_picture(upload(encode(left_red_right_blue(64, 48), "JPEG"))).picture
+    assert pictures._decode_slots.acquire(timeout=1)  # it gave its slot back; held again for the fixture
+
+
+def test_a_refused_picture_gives_its_decode_slot_back(settings):
+    settings.HERD_PICTURE_DECODE_WAIT_SECONDS = 0
+    damaged = encode(noise(300, 300), "PNG")[:-2000]
+    for _ in range(settings.HERD_PICTURE_DECODES + 1):
+        assert refusal(damaged, name="me.png", content_type="image/png").code == "corrupt"
+    assert process_picture(upload(encode(left_red_right_blue(64, 48), "JPEG"))).picture
 
 
 # ---------------------------------------------------------------- refused: damaged

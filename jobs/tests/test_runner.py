@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from accounts import services as accounts_services
 from accounts.models import Profile
-from accounts.pictures import process_picture
+from accounts.pictures import DecodersBusy, process_picture
 from catalog import cache as catalog_cache
 from catalog import services as catalog_services
 from catalog.models import Product
@@ -64,6 +64,7 @@ def test_a_second_completion_notification_for_one_job_is_refused_by_the_database
         RedisConnectionError("Connection refused"),
         RedisTimeoutError("Timeout reading from socket"),
         ConnectionClosed(Exception("broker went away")),
+        DecodersBusy("all picture decode slots are busy"),
     ],
     ids=type,
 )
