@@ -78,7 +78,8 @@ def _wait_until_serving(process, timeout: float = 30.0) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def collected_static_files():
     """Pages name static files by their hashed names: collect them, as the image does, when
-    there is no manifest yet or a static file changed since it was written."""
+    there is no manifest yet, or it lacks a static file or is older than one."""
+    import json
     from pathlib import Path
 
     from django.conf import settings
@@ -88,7 +89,12 @@ def collected_static_files():
     base = Path(settings.BASE_DIR)
     found = [*base.glob("static/**/*"), *base.glob("*/static/**/*")]
     sources = [p for p in found if p.is_file() and not p.relative_to(base).parts[0].startswith(".")]
-    if not manifest.exists() or any(p.stat().st_mtime > manifest.stat().st_mtime for p in sources):
+    if manifest.exists():
+        listed = json.loads(manifest.read_text()).get("paths", {})
+        names = ["/".join(p.parts[p.parts.index("static") + 1 :]) for p in (s.relative_to(base) for s in sources)]
+        current = all(name in listed for name in names)
+        current = current and all(p.stat().st_mtime <= manifest.stat().st_mtime for p in sources)
+    if not manifest.exists() or not current:
         call_command("collectstatic", "--noinput", verbosity=0)
 
 
