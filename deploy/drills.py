@@ -216,11 +216,11 @@ class ReplicaStop(Drill):
             seen_out = seen_out or ("" if lb.state("web2") == "UP" else lb.state("web2"))
             time.sleep(0.05)
         rig.note(f"web2 SIGTERMed; haproxy saw it {seen_out or 'UP'} before it exited")
-        if not seen_out:
-            raise DrillError("web2 exited while haproxy still had it UP: no drain")
         time.sleep(rig.timing.hold)
         rig.herd.start("web2")
         wait_all_up(rig.herd)
+        if not seen_out:
+            raise DrillError("web2 exited while haproxy still had it UP: no drain")
 
 
 class DatabaseReplicaStop(Drill):
