@@ -794,7 +794,8 @@ def render(results: list[Result], wall_seconds: float) -> str:
     ]
     for result in results:
         lines.append(f"- **{result.drill}**")
-        lines.extend(f"  - {note}" for note in result.notes)
+        # A note may quote a page: its tags are text here, not Markdown's HTML.
+        lines.extend(f"  - {note.replace('<', '&lt;')}" for note in result.notes)
     return "\n".join([*lines, "", END])
 
 
