@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench import catalog, growth, replicas  # noqa: E402
 from bench.wrk import Run, wrk_version  # noqa: E402
+from deploy.doc_blocks import provenance, replace_block  # noqa: E402
 from deploy.herd import Herd, postgres_bindir  # noqa: E402
 
 try:
@@ -472,7 +473,7 @@ def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: f
         BEGIN,
         "<!-- Written by bench/report.py (make bench): edit the prose outside these markers. -->",
         "",
-        f"## Figures from `make bench`, {datetime.now(UTC):%Y-%m-%d}",
+        f"## Figures from `make bench`, {datetime.now(UTC):%Y-%m-%d}, commit {provenance()}",
         "",
     ]
     if short:
@@ -501,19 +502,6 @@ def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: f
     return "\n".join([*lines, "", END])
 
 
-def write(block: str) -> None:
-    """Replace the generated block of the report, keeping the hand-written prose around it."""
-    text = REPORT.read_text() if REPORT.exists() else "# Performance\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
-
-
 def measure_jobs(herd: Herd) -> Any:
     catalog.configure(herd, catalog.HERD, replicas=catalog.REPLICAS)
     # Imported here: bench.jobs sets Django up in this process for the bench herd.
@@ -540,7 +528,7 @@ def main() -> int:
         if shards is not None:
             parts["shards"] = attempt("shards", lambda: shards.measure())
     block = render(parts, about, time.monotonic() - started)
-    write(block)
+    replace_block(REPORT, BEGIN, END, block)
     print(block)
     print(f"\nwritten: {REPORT} (charts in {CHARTS})")
     return 0 if all(part.ok for part in parts.values()) else 1

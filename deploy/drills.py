@@ -11,11 +11,13 @@ must still be logged in, no replica may have crashed. It prints one Markdown row
 drill: requests sent, failed (idempotent / writes), writes acknowledged, writes
 found, sessions lost, and a verdict against the target (no failed idempotent request,
 no lost acknowledged write, no 500), minus the failures the drill's design expects
-(each drill says which and why; ``docs/RELIABILITY.md`` has the figures).
+(each drill says which and why). A full run of every drill writes the table and each
+drill's notes between ``<!-- drills:begin -->`` and ``<!-- drills:end -->`` in
+docs/RELIABILITY.md, with the date and the commit; ``--short`` or a list of drills only prints.
 
 Runs on a herd of its own, the ``drills`` profile (ports offset by 300, state in
 ``.herd/drills``): three app replicas, a worker, HAProxy. ``make drills`` stops it
-afterwards. The test suite runs a few drills briefly on the test herd
+afterwards. The test suite runs every drill in its short form on the test herd
 (``deploy/tests/test_drills.py``) through ``run_drill``.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import re
 import signal
@@ -31,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +46,7 @@ import psycopg  # noqa: E402
 from websockets.exceptions import InvalidHandshake  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
+from deploy.doc_blocks import provenance, replace_block  # noqa: E402
 from deploy.herd import (  # noqa: E402
     PROFILES,
     VENV_PYTHON,
@@ -64,15 +69,17 @@ SHOPPERS = 3
 PRODUCTS_PER_SHOPPER = 400
 # Products for the export the worker drill kills mid-way (``seed_catalog``, loaded once).
 JOB_PRODUCTS = 100_000
-# The drills profile's replica health thresholds, low enough for a few seconds of
-# injected lag to cross both (the defaults are 30 s and 16 MB).
-DRILL_ENV = {
+# Replica health thresholds low enough for a few seconds of injected lag to cross both
+# (the defaults are 30 s and 16 MB); the test herd runs with them too.
+REPLICA_HEALTH_ENV = {
     "HERD_REPLICA_MAX_LAG_SECONDS": "1",
     "HERD_REPLICA_MAX_LAG_BYTES": "65536",
     "HERD_REPLICA_CHECK_INTERVAL": "1",
-    "DJANGO_LOG_LEVEL": "WARNING",
 }
+DRILL_ENV = {**REPLICA_HEALTH_ENV, "DJANGO_LOG_LEVEL": "WARNING"}
 SESSION_DOWN_TEXT = "temporarily unavailable"
+REPORT = ROOT / "docs" / "RELIABILITY.md"
+BEGIN, END = "<!-- drills:begin -->", "<!-- drills:end -->"
 
 
 @dataclass(frozen=True)
@@ -80,10 +87,13 @@ class Timing:
     warmup: float  # load before the fault
     hold: float  # how long a fault lasts before recovery
     settle: float  # load after recovery
+    samples: int = 15  # timed page loads, where a drill measures pages
 
 
 FULL = Timing(warmup=3.0, hold=5.0, settle=3.0)
-SHORT = Timing(warmup=1.5, hold=1.5, settle=1.5)
+# The suite's form: enough load around the fault to meet it, no more (each fault's own
+# recovery, a replica or RabbitMQ starting again, takes longer than this anyway).
+SHORT = Timing(warmup=0.5, hold=1.0, settle=0.5, samples=5)
 
 
 @dataclass
@@ -96,6 +106,7 @@ class Rig:
     timing: Timing
     browsers: int = 2
     worker: Worker | None = None
+    job_products: int = JOB_PRODUCTS
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -141,11 +152,16 @@ TABLE_HEADER = (
 
 
 class Drill:
-    """A fault: ``fault`` injects it and recovers (the load runs meanwhile); ``designed``
-    says which failures the design expects while it lasts; ``verify`` adds checks."""
+    """A fault: ``setup`` loads what it needs before the load starts; ``fault`` injects it
+    and recovers (the load runs meanwhile); ``designed`` says which failures the design
+    expects while it lasts; ``verify`` adds checks."""
 
     name = ""
     restarts: tuple[str, ...] = ()  # replicas the drill itself restarts (new pids expected)
+    needs_worker = False
+
+    def setup(self, rig: Rig) -> None:
+        return None
 
     def fault(self, rig: Rig) -> None:
         raise NotImplementedError
@@ -190,12 +206,21 @@ class ReplicaStop(Drill):
     restarts = ("web2",)
 
     def fault(self, rig: Rig) -> None:
-        web = Web(rig.herd.profile, 2)
-        web.stop()
-        rig.note("web2 stopped (SIGTERM: /readyz 503, drain, exit)")
+        lb = rig.herd.haproxy()
+        pid = Web(rig.herd.profile, 2).pid()
+        os.killpg(pid, signal.SIGTERM)
+        # The drain is the mechanism: HAProxy must see web2 fail a check while it still serves.
+        seen_out = ""
+        deadline = time.monotonic() + 60
+        while pid_alive(pid) and time.monotonic() < deadline:
+            seen_out = seen_out or ("" if lb.state("web2") == "UP" else lb.state("web2"))
+            time.sleep(0.05)
+        rig.note(f"web2 SIGTERMed; haproxy saw it {seen_out or 'UP'} before it exited")
         time.sleep(rig.timing.hold)
         rig.herd.start("web2")
         wait_all_up(rig.herd)
+        if not seen_out:
+            raise DrillError("web2 exited while haproxy still had it UP: no drain")
 
 
 class DatabaseReplicaStop(Drill):
@@ -218,7 +243,7 @@ class DatabaseReplicaLag(Drill):
     name = "db-replica-lag"
 
     def fault(self, rig: Rig) -> None:
-        delay = max(3.0, rig.timing.hold)
+        delay = max(2.0, rig.timing.hold)
         set_replay_delay(rig.herd, f"{delay:g}s")
         rig.note(f"recovery_min_apply_delay = {delay:g}s on the replica")
         deadline = time.monotonic() + delay + 5
@@ -235,7 +260,7 @@ class DatabaseReplicaLag(Drill):
         try:
             if seen != "error: lagging":
                 raise DrillError("the injected lag never crossed the health threshold")
-            time.sleep(delay)
+            time.sleep(rig.timing.hold)
         finally:
             set_replay_delay(rig.herd, "0")
         wait_for(lambda: readiness_checks(rig.herd).get("database:replica1") == "ok", 30, "replica healthy again")
@@ -288,6 +313,10 @@ class WorkerKill(Drill):
     """SIGKILL the worker mid-job; RabbitMQ redelivers the job to the restarted worker."""
 
     name = "worker-sigkill"
+    needs_worker = True
+
+    def setup(self, rig: Rig) -> None:
+        load_job_products(rig.job_products)
 
     def fault(self, rig: Rig) -> None:
         from jobs.models import Job
@@ -307,6 +336,8 @@ class WorkerKill(Drill):
         time.sleep(rig.timing.hold / 2)
         worker.start()
         self.job_id = job_id
+        if job.is_finished:
+            raise DrillError(f"the export ended before the kill: more than {rig.job_products} products needed")
 
     def verify(self, rig: Rig, problems: list[str]) -> None:
         from jobs.models import Job
@@ -315,14 +346,15 @@ class WorkerKill(Drill):
         job = wait_job_end(self.job_id, 90)
         notifications = Notification.objects.for_user(job.owner_id).filter(job_id=job.pk).count()
         rig.note(f"job {self.job_id}: {job.state} after {job.attempts} attempts, {notifications} notification(s)")
-        if job.state != Job.State.SUCCEEDED or notifications != 1:
-            problems.append(f"job {job.state}, {notifications} notifications")
+        if job.state != Job.State.SUCCEEDED or notifications != 1 or job.attempts < 2:
+            problems.append(f"job {job.state} after {job.attempts} attempts, {notifications} notifications")
 
 
 class BrokerRestart(Drill):
     """Restart RabbitMQ: a job started while it is down fails with a reason; after it, jobs run."""
 
     name = "broker-restart"
+    needs_worker = True
 
     def fault(self, rig: Rig) -> None:
         from jobs.models import Job
@@ -337,6 +369,8 @@ class BrokerRestart(Drill):
         finally:
             broker.start()
         rig.note("rabbitmq started again")
+        if during.state != Job.State.FAILED or not during.error:
+            raise DrillError(f"a job started while the broker was down ended {during.state}, not failed with a reason")
         after = wait_job_end(start_export(rig), 90)
         rig.note(f"job started after: {after.state} (worker pid {'kept' if rig.worker.pid() == worker_pid else 'new'})")
         self.outcome = (during.state, after.state)
@@ -385,7 +419,6 @@ DRILLS: dict[str, type[Drill]] = {
         BadRequests,
     )
 }
-NEEDS_WORKER = {"worker-sigkill", "broker-restart"}
 
 
 class DrillError(Exception):
@@ -401,6 +434,7 @@ def run_drill(rig: Rig, drill: Drill) -> Result:
     rig.notes = []
     pids_before = {web.name: web.pid() for web in rig.herd.webs()}
     problems: list[str] = []
+    drill.setup(rig)
     load = Load(rig.url, rig.shoppers, password=PASSWORD, browsers=rig.browsers)
     with load:
         time.sleep(rig.timing.warmup)
@@ -479,11 +513,11 @@ def readiness_checks(herd: Herd) -> dict[str, str]:
         return {}
 
 
-def page_times(rig: Rig, count: int = 15) -> float:
+def page_times(rig: Rig) -> float:
     slug = rig.shoppers[0][1][0]
     times = []
     with httpx.Client(headers={"Cache-Control": "no-cache"}, timeout=15) as client:
-        for _ in range(count):
+        for _ in range(rig.timing.samples):
             started = time.perf_counter()
             client.get(f"{rig.url}p/{slug}/")
             times.append(time.perf_counter() - started)
@@ -651,6 +685,19 @@ def bad_requests(rig: Rig) -> list[tuple[str, Callable[[], int | str]]]:
 # --------------------------------------------------------------------------- set-up
 
 
+def load_job_products(count: int) -> None:
+    """At least ``count`` products in the catalog, for an export long enough to kill mid-way."""
+    from django.core.management import call_command
+
+    from catalog.models import Product
+
+    missing = count - Product.objects.using("default").count()
+    if missing > 0:
+        print(f"  loading {missing} products for the export", flush=True)
+        quiet = {"stdout": io.StringIO(), "stderr": io.StringIO()}
+        call_command("seed_catalog", "--products", str(missing), "--reviews-per-product", "0", **quiet)
+
+
 def make_shoppers(prefix: str = "drill") -> tuple[list[tuple[str, list[str]]], str]:
     """The drill's shoppers, their products to review, and a staff account (idempotent)."""
     from decimal import Decimal
@@ -694,12 +741,6 @@ def prepare(timing: Timing, with_worker: bool) -> Rig:
     import django
 
     django.setup()
-    from catalog.models import Product
-
-    if with_worker and Product.objects.using("default").count() < JOB_PRODUCTS:
-        print(f"  loading {JOB_PRODUCTS} products (once; kept in .herd/drills)", flush=True)
-        command = ["seed_catalog", "--products", str(JOB_PRODUCTS), "--reviews-per-product", "0"]
-        run([str(VENV_PYTHON), "manage.py", *command], log=log, env=env, cwd=ROOT)
     shoppers, staff = make_shoppers()
     worker = Worker(profile, extra_env=DRILL_ENV)
     if with_worker:
@@ -719,20 +760,43 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no drill named {', '.join(sorted(unknown))}; the drills: {', '.join(DRILLS)}")
     names = args.drills or list(DRILLS)
     print("preparing the drills herd (profile drills)...", flush=True)
-    rig = prepare(SHORT if args.short else FULL, with_worker=bool(NEEDS_WORKER & set(names)))
+    started = time.monotonic()
+    drills = [DRILLS[name]() for name in names]
+    rig = prepare(SHORT if args.short else FULL, with_worker=any(drill.needs_worker for drill in drills))
     results = []
-    for name in names:
-        results.append(run_drill(rig, DRILLS[name]()))
+    for drill in drills:
+        results.append(run_drill(rig, drill))
         with contextlib.suppress(HerdError):
             wait_all_up(rig.herd)
-    print("\n" + TABLE_HEADER)
-    for result in results:
-        print(result.row())
-    for result in results:
-        print(f"\n{result.drill}:")
-        for note in result.notes:
-            print(f"  - {note}")
+    block = render(results, time.monotonic() - started)
+    print("\n" + block)
+    if not args.short and names == list(DRILLS):
+        replace_block(REPORT, BEGIN, END, block)
+        print(f"\nwritten: {REPORT}")
     return 0 if all(result.passed for result in results) else 1
+
+
+def render(results: list[Result], wall_seconds: float) -> str:
+    """The generated block of docs/RELIABILITY.md: when, from which commit, the table, the notes."""
+    lines = [
+        BEGIN,
+        "<!-- Written by deploy/drills.py (make drills): edit the prose outside these markers. -->",
+        "",
+        f"### Figures from `make drills`, {datetime.now(UTC):%Y-%m-%d}, commit {provenance()}",
+        "",
+        f"{os.cpu_count()} cores (os.cpu_count()); {wall_seconds / 60:.1f} min in all, preparing the herd included.",
+        "",
+        TABLE_HEADER,
+        *(result.row() for result in results),
+        "",
+        "What each drill saw (its notes):",
+        "",
+    ]
+    for result in results:
+        lines.append(f"- **{result.drill}**")
+        # A note may quote a page: its tags are text here, not Markdown's HTML.
+        lines.extend(f"  - {note.replace('<', '&lt;')}" for note in result.notes)
+    return "\n".join([*lines, "", END])
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class ReadState:
     min_lsn: int | None = None
     min_lsn_loaded: bool = False
     replica: str | None = None
+    shard_replicas: set[str] = field(default_factory=set)  # shard replicas read so far
     caught_up: dict[tuple[str, int], bool] = field(default_factory=dict)
 
     def required_lsn(self) -> int | None:
@@ -254,6 +255,13 @@ def read_alias(min_lsn: int | None = None) -> str:
     return PRIMARY
 
 
+def note_shard_replica_read(alias: str) -> None:
+    """Called by the shard router when a read goes to a shard's replica (for ``process_exception``)."""
+    state = _state.get()
+    if state is not None:
+        state.shard_replicas.add(alias)
+
+
 def _session_user_id(request: HttpRequest) -> str | None:
     session = getattr(request, "session", None)
     if session is None:
@@ -289,18 +297,21 @@ class ReadYourWritesMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """A replica failed under a GET: take it out and run the view again on the primary."""
         state = _state.get()
+        used = [] if state is None else [alias for alias in (state.replica, *sorted(state.shard_replicas)) if alias]
         if (
-            state is None
-            or state.replica is None
+            not used
             or request.method not in ("GET", "HEAD")
             or not isinstance(exception, OperationalError | InterfaceError)
         ):
             return None
-        failed = state.replica
-        logger.warning("replica %s failed during %s; retrying on the primary: %s", failed, request.path, exception)
-        replica_health.mark_down(failed)
-        connections[failed].close()
+        logger.warning("replica %s failed during %s; retrying on the primary: %s", used, request.path, exception)
+        # Which one failed is not in the error: each replica this request read is taken out
+        # until its next health check (a healthy one costs reads on the primary that long).
+        for alias in used:
+            replica_health.mark_down(alias)
+            connections[alias].close()
         state.replica = None
+        state.shard_replicas.clear()
         state.pinned = True
         match = request.resolver_match
         return match.func(request, *match.args, **match.kwargs)

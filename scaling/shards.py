@@ -277,7 +277,10 @@ def read_alias(logical_shard: int) -> str:
     position = _position(alias, logical_shard)
     if position is None or not replica_health.is_healthy(replica, primary=alias):
         return alias
-    return replica if consistency.has_replayed(replica, position, consistency.current_state()) else alias
+    if not consistency.has_replayed(replica, position, consistency.current_state()):
+        return alias
+    consistency.note_shard_replica_read(replica)
+    return replica
 
 
 class ShardedManager(models.Manager):

@@ -112,3 +112,40 @@ def test_a_moved_shard_is_read_on_the_targets_replica_only_after_it_replayed_the
     with ShardQueries(target) as queries:
         assert selectors.unread_count(user.pk) == 1
     assert queries.counts() == (0, 1)
+
+
+def test_a_shard_replica_that_fails_under_a_get_is_taken_out_and_the_view_rerun_on_the_shard(
+    two_users_on_one_database,
+):
+    from django.db import OperationalError
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from scaling import consistency
+    from scaling.replicas import replica_health
+
+    alias, user, _other = two_users_on_one_database
+    replica = settings.SHARD_REPLICAS[alias]
+    read_from = []
+
+    def view(request):
+        read_from.append(shards.read_alias(shards.shard_of_user(user.pk)))
+        if len(read_from) == 1:
+            raise OperationalError("connection to the shard replica refused")  # it died under this read
+        return HttpResponse(str(selectors.unread_count(user.pk)))
+
+    request = RequestFactory().get("/")
+    request.resolver_match = type("Match", (), {"func": staticmethod(view), "args": (), "kwargs": {}})()
+    middleware = consistency.ReadYourWritesMiddleware(lambda r: HttpResponse())
+    token = consistency._state.set(consistency.ReadState())
+    try:
+        try:
+            view(request)
+        except OperationalError as error:
+            response = middleware.process_exception(request, error)
+    finally:
+        consistency._state.reset(token)
+    assert read_from == [replica, alias]  # no main-database replica was read: the shard's alone is retried
+    assert response is not None and response.content == b"1"
+    assert not replica_health.is_healthy(replica, primary=alias)
+    replica_health.check(replica, alias)
