@@ -12,6 +12,30 @@ from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
 
 
 @pytest.fixture
+def make_user():
+    """``make_user(username=None, *, password, display_name, is_staff, email)`` of
+    ``accounts.tests.factories``: a user made through the services."""
+    from accounts.tests.factories import make_user
+
+    return make_user
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staffer", is_staff=True)
+
+
+@pytest.fixture
 def wait_for_replicas():
     """Call it after a commit: returns once every replica has replayed it."""
 

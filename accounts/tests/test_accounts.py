@@ -10,7 +10,7 @@ from django.test import Client
 
 from accounts import services
 from accounts.models import Profile
-from accounts.tests.conftest import PASSWORD
+from accounts.tests.factories import PASSWORD
 from accounts.tests.test_pictures import encode, noise, one_colour_png, phone_jpeg, png_bomb
 from scaling.models import StoredFile
 

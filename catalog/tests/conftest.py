@@ -7,11 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from accounts import services as accounts_services
 from catalog import services
 from catalog.models import Category, Product
 
-PASSWORD = "a-long-test-password-42"
 _numbers = itertools.count(1)
 
 
@@ -51,23 +49,6 @@ def product(make_product) -> Product:
 
 
 @pytest.fixture
-def make_user():
-    def make(username: str | None = None, display_name: str = ""):
-        user = accounts_services.create_user(
-            username=username or f"user{next(_numbers)}", email="someone@example.com", password=PASSWORD
-        )
-        if display_name:
-            accounts_services.update_profile(user, display_name=display_name, bio="")
-        return user
-
-    return make
-
-
-@pytest.fixture
 def alice(make_user):
+    """Alice as reviews show her: by her display name."""
     return make_user("alice", display_name="Alice A.")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")

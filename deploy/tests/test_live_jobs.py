@@ -24,7 +24,7 @@ from django.core.management import call_command
 from django_redis import get_redis_connection
 from playwright.sync_api import sync_playwright
 
-from accounts import services as accounts_services
+from accounts.tests.factories import PASSWORD, make_user
 from catalog.models import Product
 from deploy.herd import PROFILES, Worker, pid_alive
 from deploy.visitor import Visitor
@@ -41,7 +41,6 @@ pytestmark = [
     pytest.mark.usefixtures("clear_login_throttles"),
 ]
 
-PASSWORD = "a-long-test-password-42"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -74,7 +73,7 @@ def worker(herd):
 
 @pytest.fixture
 def shopper(wait_for_replicas):
-    user = accounts_services.create_user(username="shopper", email="shopper@example.com", password=PASSWORD)
+    user = make_user("shopper")
     wait_for_replicas()
     return user
 
@@ -234,9 +233,7 @@ def test_a_worker_killed_after_the_effect_committed_imports_once_and_tells_the_o
     herd, worker_held_after_the_effect, wait_for_replicas
 ):
     worker = worker_held_after_the_effect
-    staff = accounts_services.create_user(username="staffer", email="staffer@example.com", password=PASSWORD)
-    staff.is_staff = True
-    staff.save(update_fields=["is_staff"])
+    staff = make_user("staffer", is_staff=True)
     wait_for_replicas()
     visitor = Visitor(herd.profile.url)
     assert visitor.log_in("staffer", PASSWORD).status_code == 302

@@ -14,8 +14,8 @@ from decimal import Decimal
 
 import pytest
 
-from accounts import services as accounts_services
 from accounts.models import User
+from accounts.tests.factories import PASSWORD, make_user
 from catalog import services as catalog_services
 from catalog.models import Review
 from deploy.visitor import Visitor
@@ -26,7 +26,6 @@ pytestmark = [
     pytest.mark.usefixtures("clear_login_throttles"),
 ]
 
-PASSWORD = "a-long-test-password-42"
 REPLICA_DELAY = "5s"  # far longer than a write and the read after it take
 
 
@@ -36,7 +35,7 @@ def lamp(wait_for_replicas):
     product = catalog_services.create_product(
         category=category, name="Brass Lamp", slug="brass-lamp", price=Decimal("49.90"), stock=3
     )
-    accounts_services.create_user(username="alice", email="alice@example.com", password=PASSWORD)
+    make_user("alice")
     wait_for_replicas()
     return product
 

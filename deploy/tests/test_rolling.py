@@ -31,7 +31,7 @@ from django.conf import settings
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from accounts import services as accounts_services
+from accounts.tests.factories import PASSWORD, make_user
 from catalog import services as catalog_services
 from catalog.models import Review
 from deploy.herd import Herd, Web, pid_alive, port_open
@@ -44,7 +44,6 @@ pytestmark = [
     pytest.mark.usefixtures("clear_login_throttles"),
 ]
 
-PASSWORD = "a-long-test-password-42"
 VISITORS = 3
 PRODUCTS_PER_VISITOR = 120
 
@@ -64,7 +63,7 @@ def shoppers(wait_for_replicas) -> list[tuple[str, list[str]]]:
     made = []
     for visitor in range(VISITORS):
         username = f"shopper{visitor}"
-        accounts_services.create_user(username=username, email=f"{username}@example.com", password=PASSWORD)
+        make_user(username)
         slugs = []
         for number in range(PRODUCTS_PER_VISITOR):
             slug = f"rolling-{visitor}-{number}"
@@ -193,7 +192,7 @@ def restart_by_sigterm_alone(herd: Herd, web: Web, in_flight: SlowReview) -> boo
 
 def test_a_sigterm_only_restart_under_load_fails_no_request_and_loses_no_write(herd, shoppers, wait_for_replicas):
     """What Kubernetes relies on: the replica's own drain, not the load balancer's API."""
-    accounts_services.create_user(username="latecomer", email="latecomer@example.com", password=PASSWORD)
+    make_user("latecomer")
     wait_for_replicas()
     latecomer = Visitor(herd.profile.url)
     assert latecomer.log_in("latecomer", PASSWORD).status_code == 302
@@ -268,7 +267,7 @@ def lone_replica(herd):
 def test_a_stopping_replica_closes_websockets_with_1012_service_restart(herd, lone_replica, wait_for_replicas):
     if importlib.util.find_spec("notifications.consumers") is None:
         pytest.skip("no /ws/notifications/ consumer yet (notifications/consumers.py)")
-    accounts_services.create_user(username="socketeer", email="socketeer@example.com", password=PASSWORD)
+    make_user("socketeer")
     wait_for_replicas()
     visitor = Visitor(f"http://127.0.0.1:{lone_replica.port}")
     assert visitor.log_in("socketeer", PASSWORD).status_code == 302

@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from accounts import services
+from accounts.tests.factories import PASSWORD
 from deploy.herd import PROFILES, ROOT, Redis, pid_alive
 from deploy.visitor import Visitor
 
@@ -22,14 +22,12 @@ pytestmark = [
     pytest.mark.usefixtures("clear_login_throttles"),
 ]
 
-PASSWORD = "a-long-test-password-42"
-
 
 @pytest.fixture
-def alice(wait_for_replicas):
-    user = services.create_user(username="alice", email="alice@example.com", password=PASSWORD)
+def alice(alice, wait_for_replicas):
+    """The shared ``alice``, once the replica has her: the herd's replicas log in from it."""
     wait_for_replicas()
-    return user
+    return alice
 
 
 @pytest.fixture

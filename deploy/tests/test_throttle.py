@@ -7,21 +7,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from accounts import services
+from accounts.tests.factories import PASSWORD
 from deploy.visitor import Visitor
 
 pytestmark = [pytest.mark.herd, pytest.mark.django_db(transaction=True, databases="__all__")]
 
-PASSWORD = "a-long-test-password-42"
 ATTACKER, OWNER = "203.0.113.9", "198.51.100.7"
 FREE_FAILURES = 5  # HERD_LOGIN_FAILURES_PER_ACCOUNT_ADDRESS's default
 
 
 @pytest.fixture
-def alice(wait_for_replicas):
-    user = services.create_user(username="alice", email="alice@example.com", password=PASSWORD)
+def alice(alice, wait_for_replicas):
+    """The shared ``alice``, once the replica has her: the herd's replicas log in from it."""
     wait_for_replicas()
-    return user
+    return alice
 
 
 def visitor_from(herd, address: str) -> Visitor:

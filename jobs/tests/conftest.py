@@ -4,40 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import time
 from collections.abc import Callable, Iterable
 
 import pytest
 from django.db import connections
 
-from accounts import services as accounts_services
 from jobs.models import Job
 from jobs.tasks import run_job
 from scaling import consistency, shards
 from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
-
-PASSWORD = "a-long-test-password-42"
-_numbers = itertools.count(1)
-
-
-@pytest.fixture
-def make_user():
-    def make(username: str | None = None, *, staff: bool = False):
-        user = accounts_services.create_user(
-            username=username or f"user{next(_numbers)}", email="someone@example.com", password=PASSWORD
-        )
-        if staff:
-            user.is_staff = True
-            user.save(update_fields=["is_staff"])
-        return user
-
-    return make
-
-
-@pytest.fixture
-def staff(make_user):
-    return make_user("staffer", staff=True)
 
 
 @pytest.fixture

@@ -8,31 +8,13 @@ from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from accounts import services as accounts_services
+from accounts.tests.factories import logged_in_client
 from catalog import services as catalog_services
 from notifications import services
 from notifications.models import Notification
 from scaling import shards
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "a-long-test-password-42"
-
-
-@pytest.fixture
-def alice():
-    return accounts_services.create_user(username="alice", email="alice@example.com", password=PASSWORD)
-
-
-@pytest.fixture
-def bob():
-    return accounts_services.create_user(username="bob", email="bob@example.com", password=PASSWORD)
-
-
-def client_of(user, **kwargs) -> Client:
-    client = Client(**kwargs)
-    client.force_login(user)
-    return client
 
 
 def queries_by_database(run) -> tuple:
@@ -57,7 +39,7 @@ def test_the_page_lists_the_users_own_notifications_newest_first(alice, bob):
     services.notify(alice.pk, title="Export finished", body="12 products exported.", link="/jobs/")
     services.notify(alice.pk, title="Import failed", body="The file is empty.")
     services.notify(bob.pk, title="Bob's secret")
-    response = client_of(alice).get("/notifications/")
+    response = logged_in_client(alice).get("/notifications/")
     page = response.content.decode()
     assert page.index("Import failed") < page.index("Export finished")
     assert '<a href="/jobs/">Export finished</a>' in page
@@ -68,7 +50,7 @@ def test_the_page_lists_the_users_own_notifications_newest_first(alice, bob):
 def test_the_header_shows_the_unread_count_with_one_count_query(alice):
     for number in range(3):
         services.notify(alice.pk, title=f"Note {number}")
-    client = client_of(alice)
+    client = logged_in_client(alice)
     response, by_database = queries_by_database(lambda: client.get("/"))
     queries = notification_queries(by_database)
     assert len(queries) == 1 and "COUNT(*)" in queries[0]
@@ -84,7 +66,7 @@ def test_the_page_queries_exactly_one_shard_and_joins_products_in_one_query(alic
     ]
     for product in products:
         services.notify(alice.pk, title=f"{product.name} is back", product_id=product.pk)
-    client = client_of(alice)
+    client = logged_in_client(alice)
     response, by_database = queries_by_database(lambda: client.get("/notifications/"))
     page = response.content.decode()
     assert all(f'<a class="product" href="/p/lamp-{n}/">Lamp {n}</a>' in page for n in range(5))
@@ -104,7 +86,7 @@ def test_an_anonymous_visitor_gets_no_count_and_no_query():
 def test_marking_one_read_lowers_the_count_and_all_read_clears_it(alice):
     first = services.notify(alice.pk, title="First")
     services.notify(alice.pk, title="Second")
-    client = client_of(alice)
+    client = logged_in_client(alice)
     assert client.post(f"/notifications/{first.pk}/read/").status_code == 302
     assert "data-unread-count>1<" in client.get("/notifications/").content.decode()
     assert client.post("/notifications/read/").status_code == 302
@@ -115,8 +97,8 @@ def test_marking_one_read_lowers_the_count_and_all_read_clears_it(alice):
 
 def test_nobody_can_mark_another_users_notification(alice, bob):
     note = services.notify(alice.pk, title="Alice's")
-    assert client_of(bob).post(f"/notifications/{note.pk}/read/").status_code == 404
-    client_of(bob).post("/notifications/read/")
+    assert logged_in_client(bob).post(f"/notifications/{note.pk}/read/").status_code == 404
+    logged_in_client(bob).post("/notifications/read/")
     note.refresh_from_db()
     assert note.read_at is None
 
@@ -124,7 +106,7 @@ def test_nobody_can_mark_another_users_notification(alice, bob):
 @pytest.mark.parametrize("path", ["/notifications/read/", "/notifications/{id}/read/"])
 def test_marking_read_refuses_a_post_without_the_csrf_token(alice, path):
     note = services.notify(alice.pk, title="Keep me unread")
-    client = client_of(alice, enforce_csrf_checks=True)
+    client = logged_in_client(alice, enforce_csrf_checks=True)
     assert client.post(path.format(id=note.pk)).status_code == 403
     note.refresh_from_db()
     assert note.read_at is None
@@ -132,7 +114,7 @@ def test_marking_read_refuses_a_post_without_the_csrf_token(alice, path):
 
 def test_marking_read_needs_a_post(alice):
     note = services.notify(alice.pk, title="Unread")
-    assert client_of(alice).get(f"/notifications/{note.pk}/read/").status_code == 405
+    assert logged_in_client(alice).get(f"/notifications/{note.pk}/read/").status_code == 405
 
 
 def test_a_notification_links_only_to_a_path_on_this_site(alice):
@@ -147,6 +129,6 @@ def test_the_header_loads_the_live_script_by_its_hashed_name(alice, settings, tm
     settings.STORAGES = {**settings.STORAGES, "staticfiles": manifest}
     settings.STATIC_ROOT = tmp_path
     call_command("collectstatic", "--noinput", verbosity=0)
-    page = client_of(alice).get("/").content.decode()
+    page = logged_in_client(alice).get("/").content.decode()
     assert '<script src="/static/notifications/live.' in page
     assert '<script src="/static/notifications/live.js"' not in page  # the hashed, immutable name

@@ -18,7 +18,7 @@ from django.test import Client
 from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
 
-from accounts import services as accounts_services
+from accounts.tests.factories import logged_in_client, make_user
 from config.asgi import application
 from notifications import push as push_module
 from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_MESSAGES, CLOSE_TRY_AGAIN, NotificationConsumer
@@ -27,7 +27,6 @@ from notifications.tests.communicator import WebsocketCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
-PASSWORD = "a-long-test-password-42"
 QUIET = 0.5  # how long "nothing arrives" is watched for
 
 
@@ -38,10 +37,8 @@ def logged_in(wait_for_replicas):
     def make(*names: str) -> list[tuple]:
         made = []
         for name in names:
-            user = accounts_services.create_user(username=name, email=f"{name}@example.com", password=PASSWORD)
-            client = Client()
-            client.force_login(user)
-            made.append((user, client))
+            user = make_user(name)
+            made.append((user, logged_in_client(user)))
         wait_for_replicas()
         return made
 

@@ -6,24 +6,17 @@ import time
 import uuid
 
 import pytest
-from django.test import Client
 
-from accounts import services as accounts_services
+from accounts.tests.factories import logged_in_client, make_user
 from jobs.models import Job
 from scaling import dashboard, metrics, shards
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
-PASSWORD = "x-long-password-42"
-
 
 def logged_in(username: str, *, staff: bool) -> tuple:
-    user = accounts_services.create_user(username=username, email=f"{username}@example.com", password=PASSWORD)
-    user.is_staff = staff
-    user.save(update_fields=["is_staff"])
-    client = Client()
-    client.force_login(user)
-    return user, client
+    user = make_user(username, is_staff=staff)
+    return user, logged_in_client(user)
 
 
 def snapshot_of(replica: str, cache: str, *, requests: int, hits: int, misses: int, published_at=None) -> dict:

@@ -11,17 +11,14 @@ import uuid
 
 import pytest
 from django.conf import settings
-from django.test import Client
 from dramatiq import get_broker
 from dramatiq.middleware import Middleware
 
-from accounts import services as accounts_services
+from accounts.tests.factories import logged_in_client, make_user
 from jobs.models import Job
 from jobs.tasks import run_job
 from scaling import logs
 from scaling.jobs import REQUEST_ID_OPTION
-
-PASSWORD = "x-long-password-42"
 
 
 @pytest.fixture
@@ -51,10 +48,8 @@ def json_lines():
 
 
 def shopper_client(username: str = "shopper") -> tuple:
-    user = accounts_services.create_user(username=username, email=f"{username}@example.com", password=PASSWORD)
-    client = Client()
-    client.force_login(user)
-    return user, client
+    user = make_user(username)
+    return user, logged_in_client(user)
 
 
 @pytest.mark.django_db(databases="__all__")

@@ -18,7 +18,7 @@ from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from accounts import services as accounts_services
+from accounts.tests.factories import PASSWORD, make_user
 from catalog import services as catalog_services
 from catalog.models import Review
 from deploy.herd import PROFILES, Postgres, Redis
@@ -28,7 +28,6 @@ from scaling.replicas import replica_health
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
-PASSWORD = "a-long-test-password-42"
 USERNAME = re.compile(r'data-username="([^"]+)"')
 
 
@@ -48,7 +47,7 @@ def products(wait_for_replicas):
 @pytest.fixture
 def shopper(products, wait_for_replicas) -> Client:
     """A visitor logged in through the log-in form (the session is in the session Redis)."""
-    accounts_services.create_user(username="shopper", email="shopper@example.com", password=PASSWORD)
+    make_user("shopper")
     wait_for_replicas()
     client = Client(raise_request_exception=False)
     assert client.post("/accounts/login/", {"username": "shopper", "password": PASSWORD}).status_code == 302

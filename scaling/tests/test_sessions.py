@@ -7,12 +7,10 @@ from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from accounts import services
+from accounts.tests.factories import PASSWORD, make_user
 from scaling.sessions import SessionStore
 
 pytestmark = pytest.mark.django_db(databases="__all__")
-
-PASSWORD = "a-long-test-password-42"
 
 
 @pytest.fixture
@@ -75,7 +73,7 @@ def test_the_session_engine_is_this_one(settings):
 
 
 def test_a_session_written_is_read_back(wait_for_replicas):
-    services.create_user(username="sam", email="sam@example.com", password=PASSWORD)
+    make_user("sam")
     client = Client()
     assert client.post("/accounts/login/", {"username": "sam", "password": PASSWORD}).status_code == 302
     assert client.get("/accounts/profile/").status_code == 200

@@ -9,16 +9,12 @@ from django.conf import settings
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
-from accounts import services as accounts_services
+from accounts.tests.factories import make_user
 from notifications import selectors
 from notifications import services as notifications
 from scaling import shards
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
-
-
-def make_user(name: str):
-    return accounts_services.create_user(username=name, email=f"{name}@example.com", password="a-long-pass-42")
 
 
 class ShardQueries:

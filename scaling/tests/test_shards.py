@@ -13,18 +13,12 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import Client
 
-from accounts import services as accounts_services
+from accounts.tests.factories import make_user
 from jobs.models import Job
 from jobs.services import start_job
 from notifications import services as notifications
 from notifications.models import Notification
 from scaling import shard_moves, shards
-
-PASSWORD = "a-long-test-password-42"
-
-
-def make_user(name: str):
-    return accounts_services.create_user(username=name, email=f"{name}@example.com", password=PASSWORD)
 
 
 def users_on_every_shard_database(prefix: str) -> dict[str, object]:
