@@ -99,6 +99,7 @@ def test_request_counters_move_per_view(client):
     assert value(after, count, view="robots-txt") - value(before, count, view="robots-txt") == 3
 
 
+@pytest.mark.django_db(transaction=True, databases="__all__")  # committed: the cache serves committed rows only
 def test_cache_hits_and_misses_and_database_statements_are_counted(client):
     lamps = catalog_services.create_category(name="Lamps", slug="lamps")
     catalog_services.create_product(category=lamps, name="Desk lamp", slug="desk-lamp", price=10, stock=3)
