@@ -32,7 +32,7 @@ test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Re
 bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written into docs/PERFORMANCE.md
 	$(PY) bench/report.py; status=$$?; $(HERD) --profile bench down; exit $$status
 
-drills: $(VENV)/.installed  ## fault drills under load on a herd of their own, printed as a table
+drills: $(VENV)/.installed  ## fault drills under load on a herd of their own, written into docs/RELIABILITY.md
 	$(PY) deploy/drills.py; status=$$?; $(HERD) --profile drills down; exit $$status
 
 clean: down
