@@ -341,6 +341,9 @@ def terminate(pid: int, group: bool, timeout: float = 15.0) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.05)
 
 
 def spawn(process: Process, command: list[str], env: dict[str, str]) -> None:

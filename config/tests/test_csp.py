@@ -95,6 +95,7 @@ def test_pictures_from_the_bucket_or_its_cdn_are_allowed(env, origins):
         "-c",
         "from django.conf import settings; print(*settings.CONTENT_SECURITY_POLICY['DIRECTIVES']['img-src'])",
         S3_BUCKET="herd-media",
+        S3_PRIVATE_BUCKET="herd-private",
         S3_ACCESS_KEY_ID="id",
         S3_SECRET_ACCESS_KEY="secret",
         **env,

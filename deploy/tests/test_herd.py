@@ -69,10 +69,13 @@ def test_stopping_the_herd_leaves_no_process_behind(herd):
     processes = [herd.haproxy(), *herd.webs()]
     pids = [process.pid() for process in processes]
     assert all(pid_alive(pid) for pid in pids)
-    for process in processes:
-        process.stop()
-    assert not any(pid_alive(pid) for pid in pids)
-    herd.start_herd_processes()  # for the tests that follow
+    try:
+        for process in processes:
+            process.stop()
+        left = [process.name for process, pid in zip(processes, pids, strict=True) if pid_alive(pid)]
+        assert not left, f"still running: {left}"
+    finally:
+        herd.start_herd_processes()  # for the tests that follow
 
 
 def test_the_edge_cache_serves_anonymous_pages_and_nothing_to_a_visitor_with_cookies(herd):
