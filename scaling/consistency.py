@@ -304,7 +304,9 @@ class ReadYourWritesMiddleware:
             or not isinstance(exception, OperationalError | InterfaceError)
         ):
             return None
-        logger.warning("replica %s failed during %s; retrying on the primary: %s", used, request.path, exception)
+        logger.warning(
+            "replica %s failed during %s; retrying on the primary: %s", ", ".join(used), request.path, exception
+        )
         # Which one failed is not in the error: each replica this request read is taken out
         # until its next health check (a healthy one costs reads on the primary that long).
         for alias in used:
