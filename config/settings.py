@@ -379,7 +379,7 @@ EMAIL_HOST_PASSWORD = env.optional("DJANGO_EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env.boolean("DJANGO_EMAIL_USE_TLS", default=True)
 DEFAULT_FROM_EMAIL = env.string("DJANGO_DEFAULT_FROM_EMAIL", "Herd <no-reply@herd.invalid>")
 
-# --- Serving and draining (scaling.serve, scaling.health).
+# --- Serving and draining (the serve command, scaling.health).
 HERD_DRAIN_SECONDS = env.number("HERD_DRAIN_SECONDS", 5.0)
 # Threads that run Django's request handler in each replica process (config.asgi).
 HERD_HTTP_THREADS = env.integer("HERD_HTTP_THREADS", 4)

@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import csv
 import glob
+import hashlib
 import io
 import itertools
 import os
@@ -79,6 +80,17 @@ class Profile:
     @property
     def logs(self) -> Path:
         return self.state / "logs"
+
+    @property
+    def service_state(self) -> Path:
+        """Where the servers that run as users of their own (PostgreSQL, RabbitMQ) keep their
+        data and logs: the profile's folder, unless those users cannot enter this clone (as
+        root, a clone in root's home or a ``mktemp -d`` folder); then a folder of
+        ``/var/lib/herd`` named after the clone."""
+        if not IS_ROOT or others_can_enter(ROOT):
+            return self.state
+        key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+        return Path("/var/lib/herd") / f"{ROOT.name}-{key}" / self.name
 
     @property
     def run(self) -> Path:
@@ -227,6 +239,11 @@ def run(command: list[str], log: Path | None = None, env: dict | None = None, **
         raise HerdError(f"{' '.join(command[:3])} ... failed (exit {result.returncode}){hint}")
 
 
+def others_can_enter(path: Path) -> bool:
+    """Whether any user may pass through ``path`` and every folder above it (the x bit for others)."""
+    return all(folder.stat().st_mode & 0o001 for folder in (path, *path.parents))
+
+
 def as_user(user: str) -> list[str]:
     """Prefix that runs a command as ``user`` when we are root (PostgreSQL refuses root)."""
     return ["runuser", "-u", user, "--"] if IS_ROOT else []
@@ -371,8 +388,13 @@ class Postgres(Process):
         self.replica = replica
         self.name = "postgres-replica" if replica else "postgres-primary"
         self.port = profile.port(55433 if replica else 55432)
-        self.data = profile.state / self.name
+        self.data = profile.service_state / self.name
         self.bindir = postgres_bindir()
+
+    @property
+    def log(self) -> Path:
+        # The server (as postgres) appends to it: beside its data.
+        return self.profile.service_state / "logs" / f"{self.name}.log"
 
     def pid(self) -> int | None:
         return read_pid(self.data / "postmaster.pid")
@@ -397,7 +419,7 @@ class Postgres(Process):
 
     def prepare_log(self) -> None:
         """The server (as postgres) and this script (as root) both append to the log."""
-        self.profile.logs.mkdir(parents=True, exist_ok=True)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.touch()
         if IS_ROOT:
             shutil.chown(self.log, "postgres", "postgres")
@@ -540,7 +562,7 @@ class RabbitMQ(Process):
     def __init__(self, profile: Profile) -> None:
         super().__init__(profile)
         self.port = profile.port(55672)
-        self.home = profile.state / "rabbitmq"
+        self.home = profile.service_state / "rabbitmq"
         self.node = f"herd-{profile.name}@localhost"
 
     def env(self) -> dict[str, str]:

@@ -40,7 +40,8 @@ class IdempotencyKeyReused(ValueError):
 
 
 def _existing(owner: AbstractBaseUser, kind: str, idempotency_key: str) -> Job | None:
-    # The owner's shard database itself (shards have no replicas): the first call's row is there.
+    # Read where the owner's writes are seen (a shard replica only once it replayed them):
+    # the first call's row is there.
     job = Job.objects.for_user(owner.pk).filter(idempotency_key=idempotency_key).first()
     if job is not None and job.kind != kind:
         raise IdempotencyKeyReused(f"The key {idempotency_key!r} already started a {job.get_kind_display()}.")

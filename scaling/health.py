@@ -10,7 +10,7 @@ router falls back to the primary and a cache miss is only slower; failing readin
 for them would take every replica out of the load balancer at once.
 
 After SIGTERM the replica is *draining*: ``/readyz`` answers 503 so the load balancer
-stops sending new requests, while requests in flight finish (``scaling.serve``).
+stops sending new requests, while requests in flight finish (``manage.py serve``).
 
 Both answer before sessions, authentication or host validation run, so a probe may
 come with a pod IP as its Host. In a served replica they do not even reach Django's
