@@ -37,18 +37,37 @@ def staff(make_user):
 
 @pytest.fixture
 def wait_for_replicas():
-    """Call it after a commit: returns once every replica has replayed it."""
+    """Call it after a commit: returns once every replica has replayed it. The default wait
+    outlasts ``max_standby_streaming_delay`` (30 s), after which a replica query that blocks
+    replay is cancelled; a timeout says what the replica was doing."""
 
-    def wait(timeout: float = 10.0) -> None:
+    def wait(timeout: float = 40.0) -> None:
         lsn = primary_lsn()
         deadline = time.monotonic() + timeout
         for alias in replica_aliases():
             while not replica_has_caught_up(alias, lsn):
-                assert time.monotonic() < deadline, f"{alias} did not replay {lsn} within {timeout}s"
+                assert time.monotonic() < deadline, (
+                    f"{alias} did not replay {lsn} within {timeout}s: {_replay_state(alias)}"
+                )
                 time.sleep(0.02)
             connections[alias].close()
 
     return wait
+
+
+def _replay_state(alias: str) -> list:
+    """What the replica received and replayed, and its sessions that are not idle."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, pg_is_wal_replay_paused(),"
+            " current_setting('recovery_min_apply_delay')"
+        )
+        state = [cursor.fetchone()]
+        cursor.execute(
+            "SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 120)"
+            " FROM pg_stat_activity WHERE state <> 'idle' AND pid <> pg_backend_pid()"
+        )
+        return state + cursor.fetchall()
 
 
 @pytest.fixture
