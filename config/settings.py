@@ -360,7 +360,7 @@ HERD_JOB_STARTS_PER_USER_PER_HOUR = env.integer("HERD_JOB_STARTS_PER_USER_PER_HO
 HERD_UNFINISHED_JOBS_PER_USER = env.integer("HERD_UNFINISHED_JOBS_PER_USER", 5)
 # Messages a client may send on one notifications socket per minute; beyond, it is closed.
 HERD_SOCKET_MESSAGES_PER_MINUTE = env.integer("HERD_SOCKET_MESSAGES_PER_MINUTE", 30)
-# Profile pictures decoded at once per process (accounts.pictures; each up to about 64 MB),
+# Profile pictures decoded at once per process (accounts.pictures; each at most 16 megapixels),
 # and how long an upload waits for a free slot before it is refused with 503 and Retry-After.
 HERD_PICTURE_DECODES = env.integer("HERD_PICTURE_DECODES", 2)
 if HERD_PICTURE_DECODES < 1:

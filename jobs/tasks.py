@@ -204,7 +204,7 @@ def _announce(job: Job, alias: str) -> None:
 # With HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS set (never in production), the first delivery
 # of a job waits between the effect's commit and the end's while its Redis key says
 # "held", so a test can SIGKILL the worker in that gap, or let a second delivery finish
-# the job meanwhile (jobs/tests/test_runner.py, deploy/tests/test_live_jobs.py).
+# the job meanwhile (jobs/tests/test_exactly_once.py, deploy/tests/test_live_jobs.py).
 HELD, RELEASED = b"held", b"released"
 
 

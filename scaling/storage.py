@@ -72,12 +72,11 @@ def private_file_response(name: str, filename: str, content_type: str) -> HttpRe
     a shared cache, and the signed URL asks S3 to say the same of the file.
     """
     storage = private_storage()
-    disposition = f'attachment; filename="{filename}"'
     if isinstance(storage, DatabaseStorage):
         response = FileResponse(storage.open(name), as_attachment=True, filename=filename, content_type=content_type)
     else:
         parameters = {
-            "ResponseContentDisposition": disposition,
+            "ResponseContentDisposition": f'attachment; filename="{filename}"',
             "ResponseContentType": content_type,
             "ResponseCacheControl": PRIVATE_CACHE_CONTROL,
         }
