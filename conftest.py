@@ -8,7 +8,8 @@ import time
 import pytest
 from django.db import connections
 
-from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
+from scaling.db import positions
+from scaling.db.replicas import replica_aliases
 
 
 @pytest.fixture
@@ -37,37 +38,9 @@ def staff(make_user):
 
 @pytest.fixture
 def wait_for_replicas():
-    """Call it after a commit: returns once every replica has replayed it. The default wait
-    outlasts ``max_standby_streaming_delay`` (30 s), after which a replica query that blocks
-    replay is cancelled; a timeout says what the replica was doing."""
-
-    def wait(timeout: float = 40.0) -> None:
-        lsn = primary_lsn()
-        deadline = time.monotonic() + timeout
-        for alias in replica_aliases():
-            while not replica_has_caught_up(alias, lsn):
-                assert time.monotonic() < deadline, (
-                    f"{alias} did not replay {lsn} within {timeout}s: {_replay_state(alias)}"
-                )
-                time.sleep(0.02)
-            connections[alias].close()
-
-    return wait
-
-
-def _replay_state(alias: str) -> list:
-    """What the replica received and replayed, and its sessions that are not idle."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, pg_is_wal_replay_paused(),"
-            " current_setting('recovery_min_apply_delay')"
-        )
-        state = [cursor.fetchone()]
-        cursor.execute(
-            "SELECT pid, application_name, state, wait_event_type, wait_event, left(query, 120)"
-            " FROM pg_stat_activity WHERE state <> 'idle' AND pid <> pg_backend_pid()"
-        )
-        return state + cursor.fetchall()
+    """Call it after a commit: returns once every replica has replayed it
+    (``scaling.db.positions.wait_until_replayed``)."""
+    return positions.wait_until_replayed
 
 
 @pytest.fixture
@@ -94,7 +67,7 @@ def _wait_until_serving(process, timeout: float = 30.0) -> None:
     from django.conf import settings
 
     from deploy.herd import Postgres, Redis
-    from scaling.replicas import replica_health
+    from scaling.db.replicas import replica_health
 
     deadline = time.monotonic() + timeout
     if isinstance(process, Redis):
@@ -107,12 +80,12 @@ def _wait_until_serving(process, timeout: float = 30.0) -> None:
             time.sleep(0.05)
         client.close()
     if isinstance(process, Postgres) and process.replica:
-        lsn = primary_lsn()
         replicas = [(alias, "default") for alias in replica_aliases()]
         replicas += [(replica, shard) for shard, replica in settings.SHARD_REPLICAS.items()]
         for alias, primary in replicas:
             connections[alias].close()
-            while not (replica_health.check(alias, primary).healthy and replica_has_caught_up(alias, lsn)):
+            target = positions.current(primary)
+            while not (replica_health.check(alias, primary).healthy and positions.replayed(alias) >= target):
                 assert time.monotonic() < deadline, f"{alias} did not catch up within {timeout}s"
                 time.sleep(0.05)
             connections[alias].close()
@@ -152,10 +125,10 @@ def empty_cache():
 @pytest.fixture(autouse=True)
 def clear_login_throttles():
     """Failed log-ins, sign-ups and job starts of earlier tests (or runs) do not count
-    against this one (every ``scaling.throttle`` counter)."""
+    against this one (every ``scaling.web.throttle`` counter)."""
     from django_redis import get_redis_connection
 
-    redis = get_redis_connection("sessions")
+    redis = get_redis_connection("state")
     for key in redis.scan_iter("herd:throttle:*"):
         redis.delete(key)
 

@@ -9,7 +9,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     from django.core.management import execute_from_command_line
 
-    from scaling.preflight import explain_failures
+    from scaling.ops.preflight import explain_failures
 
     with explain_failures():
         execute_from_command_line(sys.argv)

@@ -1,7 +1,7 @@
 """Every password log-in (the accounts page, the admin, any later one) goes through here.
 
 ``ThrottledModelBackend`` is Django's ModelBackend with the log-in throttle around the
-password check (``scaling.throttle.Backoff``, in the state Redis, so it holds across
+password check (``scaling.web.throttle.Backoff``, in the state Redis, so it holds across
 replicas):
 
 - failures count per (account, address) and per address across accounts; a locked
@@ -23,7 +23,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 
-from scaling import throttle
+from scaling.web import throttle
 
 
 def login_counters(account: str, address: str) -> list[throttle.Counter]:

@@ -1,7 +1,7 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
-from scaling.bulk_updates import SignallingQuerySet
+from scaling.db.bulk_updates import SignallingQuerySet
 
 
 class User(AbstractUser):

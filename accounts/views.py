@@ -10,7 +10,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts import services
 from accounts.forms import PICTURE_BUSY, ProfileForm, SignupForm
-from scaling import throttle
+from scaling.web import throttle
 
 HOUR = 3600
 PICTURE_RETRY_AFTER_SECONDS = 5

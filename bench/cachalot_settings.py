@@ -1,11 +1,11 @@
 """Herd's settings plus django-cachalot, for ``bench/querycache.py`` only.
 
-Not used by any replica: Herd's own query cache is ``scaling.cache.cached_query``.
+Not used by any replica: Herd's own query cache is ``scaling.cache.queries.cached_query``.
 This module exists to measure django-cachalot 2.9.x beside it on the same queries,
 configured the way cachalot's documentation says to run it with a read replica:
 
 - ``CACHALOT_DATABASES`` names the primary and every replica alias, so reads that
-  Herd's router (``scaling.router.PrimaryReplicaRouter``, still active) sends to a
+  Herd's router (``scaling.db.router.PrimaryReplicaRouter``, still active) sends to a
   replica are cached too. Cachalot keys its table invalidation timestamps by database
   alias: a write on ``default`` invalidates ``default``'s entries only.
 - Its "Replication server" advice (docs/limits.rst): a ``post_invalidation``

@@ -9,11 +9,11 @@ loaded with ``seed_catalog --products BENCH_PRODUCTS``. Both systems read the sa
 with the same querysets, each in a subprocess of this script:
 
 - ``herd``: ``DJANGO_SETTINGS_MODULE=config.settings``, reads through
-  ``scaling.cache.cached_query``;
+  ``scaling.cache.queries.cached_query``;
 - ``cachalot``: ``bench.cachalot_settings`` (django-cachalot on ``default`` and the
   replica, with its documented replica invalidation), plain querysets evaluated.
 
-Herd's router (``scaling.router.PrimaryReplicaRouter``) is active in both, so reads go
+Herd's router (``scaling.db.router.PrimaryReplicaRouter``) is active in both, so reads go
 where it sends them (outside a request: the replica, while it is healthy).
 
 Part 1, timings. Per query kind and system: a hit, a miss that fills (right after an
@@ -95,7 +95,7 @@ def child_env(system: str) -> dict[str, str]:
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": SETTINGS[system],
-            "REDIS_SESSIONS_URL": f"redis://127.0.0.1:{REDIS_PORTS[0]}/{REDIS_DB}",
+            "REDIS_STATE_URL": f"redis://127.0.0.1:{REDIS_PORTS[0]}/{REDIS_DB}",
             "REDIS_CHANNELS_URL": f"redis://127.0.0.1:{REDIS_PORTS[0]}/{REDIS_DB}",  # unused here
             "REDIS_CACHE_URL": f"redis://127.0.0.1:{REDIS_PORTS[1]}/{REDIS_DB}",
             "HERD_RELEASE": "qcbench",
@@ -324,7 +324,7 @@ class Child:
         from django.db import connections
 
         from catalog.models import Category, Product
-        from scaling.replicas import PRIMARY
+        from scaling.db.replicas import PRIMARY
 
         self.system = system
         self.counter = StatementCounter()
@@ -346,7 +346,7 @@ class Child:
         """Through the system's cache: ``cached_query`` for Herd, the queryset itself for cachalot."""
         if self.system == "cachalot":
             return list(factory())
-        from scaling.cache import cached_query
+        from scaling.cache.queries import cached_query
 
         return cached_query(factory(), extra_tables=extra)
 
@@ -405,15 +405,9 @@ class Child:
 
     @staticmethod
     def wait_for_replica(timeout: float = 15.0) -> None:
-        from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
+        from scaling.db import positions
 
-        lsn = primary_lsn()
-        deadline = time.monotonic() + timeout
-        for alias in replica_aliases():
-            while not replica_has_caught_up(alias, lsn):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{alias} did not replay {lsn} within {timeout:.0f}s")
-                time.sleep(0.01)
+        positions.wait_until_replayed(timeout)
 
     @staticmethod
     def rename(product_id: int, name: str) -> int:
@@ -423,7 +417,7 @@ class Child:
         from django.db.models import QuerySet
 
         from catalog.models import Product
-        from scaling.replicas import PRIMARY
+        from scaling.db.replicas import PRIMARY
 
         start = time.perf_counter_ns()
         with transaction.atomic(using=PRIMARY):
@@ -441,7 +435,7 @@ class Child:
 
     def timings(self, round_number: int) -> dict:
         from catalog.models import Product
-        from scaling.replicas import PRIMARY
+        from scaling.db.replicas import PRIMARY
 
         queries = self.queries()
         samples = {kind: {"hit": [], "miss": [], "uncached": []} for kind in KINDS}

@@ -5,7 +5,7 @@ tests' ``test`` with ``HERD_TEST_SLOT``), starting them if needed. For each layo
 makes fresh databases in the profile's primary server (a main one and one or two shard
 databases), migrates them, then runs ``BENCH_WRITERS`` writer processes for
 ``BENCH_SECONDS`` per round, ``BENCH_ROUNDS`` rounds alternating between the layouts. A writer does what
-``notifications.services.notify`` does to the database: ``scaling.shards.writing``
+``notifications.services.notify`` does to the database: ``scaling.sharding.shards.writing``
 (the ownership row locked ``FOR SHARE``), the INSERT (its id made by ``herd_next_id``),
 the commit; not the socket push. Users cycle over all 1024 logical shards, so with two
 databases half the writes go to each. Prints a Markdown table of medians and the ratio.
@@ -71,7 +71,7 @@ def writer(number: int, start_at: float, stop_at: float) -> None:
 
     django.setup()
     from notifications.models import Notification
-    from scaling import shards
+    from scaling.sharding import shards
 
     user_ids = [number * 1_000_000 + shard for shard in range(shards.LOGICAL_SHARDS)]
     for alias in shards.shard_aliases():  # connect before the clock starts

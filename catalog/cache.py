@@ -1,9 +1,9 @@
 """What the catalog caches, the one key function of each, and what flushes them.
 
 - ``product_pages``: the product page's assembled data (``selectors.product_page``),
-  cached whole by ``scaling.cache.ObjectCache``; its key is ``product_pages.key(slug)``.
+  cached whole by ``scaling.cache.objects.ObjectCache``; its key is ``product_pages.key(slug)``.
 - The category index and list pages go through the query cache
-  (``scaling.cache.cached_query`` in ``catalog.selectors``), which invalidates itself
+  (``scaling.cache.queries.cached_query`` in ``catalog.selectors``), which invalidates itself
   per table from the SQL the primary runs.
 
 A product page contains its product, its category, the product's first page of
@@ -14,7 +14,7 @@ exactly the pages that contain it, on commit, and a background job rebuilds them
 - per object: the ``post_save``/``post_delete`` receivers below (admin, services,
   ``Model.save``, and ``QuerySet.delete``, which sends them because receivers exist);
 - in bulk: ``QuerySet.update()`` (and ``bulk_update()``) on products, reviews,
-  categories and profiles sends ``scaling.bulk_updates.updating`` before it runs; the
+  categories and profiles sends ``scaling.db.bulk_updates.updating`` before it runs; the
   receivers below flush the pages of the rows it matches (for profiles, only when the
   display name changes);
 - ``COPY`` (``seed_catalog``) flushes nothing per object: it only adds products, and
@@ -38,9 +38,9 @@ from redis.exceptions import RedisError
 from accounts.models import Profile
 from catalog import selectors
 from catalog.models import Category, Product, Review
-from scaling import bulk_updates
-from scaling.cache import ObjectCache
-from scaling.consistency import use_primary
+from scaling.cache.objects import ObjectCache
+from scaling.db import bulk_updates
+from scaling.db.consistency import use_primary
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _REBUILD_BATCH = 200
 
 def anonymous_product_page(slug: str) -> bytes | None:
     """The product page every cookieless visitor gets, while it is cached and current
-    (``scaling.http.AnonymousPageMiddleware`` serves it before the view)."""
+    (``scaling.web.edge.AnonymousPageMiddleware`` serves it before the view)."""
     html = product_pages.cached(slug, ANONYMOUS_HTML)
     if html is not None:
         note_visit(slug)

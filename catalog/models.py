@@ -7,7 +7,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from scaling.bulk_updates import SignallingQuerySet
+from scaling.db.bulk_updates import SignallingQuerySet
 
 MIN_RATING, MAX_RATING = 1, 5
 

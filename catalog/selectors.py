@@ -3,7 +3,7 @@
 Every selector returns plain values (model instances without lazy relations, frozen
 dataclasses, tuples): safe to pickle into a cache, and costing a fixed number of
 queries. The category index and list pages go through the query cache
-(``scaling.cache.cached_query``); the product page is cached whole by
+(``scaling.cache.queries.cached_query``); the product page is cached whole by
 ``catalog.cache.product_page``. Where a query runs (primary or replica) is the
 router's business, never a selector's.
 """
@@ -20,7 +20,7 @@ from typing import Literal
 from django.db.models import F, Q, Subquery
 
 from catalog.models import Category, Product, Review, rating_average
-from scaling.cache import cached_query
+from scaling.cache.queries import cached_query
 
 Sort = Literal["newest", "price"]
 SORTS: tuple[Sort, ...] = ("newest", "price")

@@ -4,7 +4,7 @@ import dramatiq
 
 from catalog.cache import product_pages
 from catalog.models import Product
-from scaling import consistency
+from scaling.db import consistency
 
 
 @dramatiq.actor(max_retries=3, min_backoff=1000)

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST, require_safe
 from catalog import cache, selectors, services
 from catalog.forms import ProductFilterForm, ReviewForm
 from catalog.models import Category, Product
-from scaling.http import anonymous_page, public_when_anonymous
+from scaling.web.edge import anonymous_page, public_when_anonymous
 
 
 @require_safe

@@ -3,7 +3,7 @@
 HTTP goes to Django's *WSGI* handler, run on a small thread pool (a2wsgi): under
 Django's async handler every synchronous middleware costs a thread hop, which made
 pages 3 to 4 times slower here (figures in docs/SERVING.md); health probes are
-answered before that pool (``scaling.health.HealthFront``). WebSockets go to
+answered before that pool (``scaling.ops.health.HealthFront``). WebSockets go to
 Channels, authenticated by the session, from allowed origins only.
 """
 
@@ -23,7 +23,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from notifications.routing import websocket_urlpatterns  # noqa: E402
-from scaling.health import HealthFront  # noqa: E402
+from scaling.ops.health import HealthFront  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "channels",
     "django_dramatiq",
     "scaling",
+    "scaling.sharding",
     "accounts",
     "catalog",
     "jobs",
@@ -66,26 +67,26 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "scaling.middleware.ServedByMiddleware",
-    "scaling.metrics.RequestMetricsMiddleware",
-    "scaling.middleware.PrivateByDefaultMiddleware",
+    "scaling.web.headers.ServedByMiddleware",
+    "scaling.ops.metrics.RequestMetricsMiddleware",
+    "scaling.web.headers.PrivateByDefaultMiddleware",
     "django.middleware.http.ConditionalGetMiddleware",
-    "scaling.health.HealthCheckMiddleware",
+    "scaling.ops.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Outside the early answer below, so a cached page gets the header too.
     "csp.middleware.CSPMiddleware",
-    # Warm anonymous pages, before the session, CSRF and auth middleware (scaling/http.py).
-    "scaling.http.AnonymousPageMiddleware",
+    # Warm anonymous pages, before the session, CSRF and auth middleware (scaling/web/edge.py).
+    "scaling.web.edge.AnonymousPageMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "scaling.consistency.ReadYourWritesMiddleware",
+    "scaling.db.consistency.ReadYourWritesMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    # A RateLimited from a view or from authentication becomes a 429 (scaling/throttle.py).
-    "scaling.throttle.RateLimitedMiddleware",
+    # A RateLimited from a view or from authentication becomes a 429 (scaling/web/throttle.py).
+    "scaling.web.throttle.RateLimitedMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -109,7 +110,7 @@ TEMPLATES = [
 ]
 
 # --- Databases: "default" is the primary; "replica1".."replicaN" are streaming replicas.
-# scaling.router decides which one a query uses; see docs/ARCHITECTURE.md.
+# scaling.db.router decides which one a query uses; see docs/ARCHITECTURE.md.
 _DATABASE_SCHEMES = {"postgres", "postgresql", "pgsql"}
 DATABASE_URL = env.url("DATABASE_URL", "postgres://herd@127.0.0.1:55432/herd", schemes=_DATABASE_SCHEMES)
 DATABASE_REPLICA_URLS = env.url_list(
@@ -153,7 +154,7 @@ for _alias, _url in zip(SHARD_DATABASES, SHARD_DATABASE_URLS, strict=True):
     DATABASES[_alias] = _database(_url, read_only=False)
 # Optional: a streaming replica of each shard database, in the same order
 # ("shard1_replica"..). Shard reads go there as the main database's go to "replica1"
-# (scaling.shards.read_alias); empty: shard reads use the shard databases themselves.
+# (scaling.sharding.shards.read_alias); empty: shard reads use the shard databases themselves.
 SHARD_REPLICA_URLS = env.url_list(
     "SHARD_REPLICA_URLS",
     "postgres://herd@127.0.0.1:55433/herd_shard1,postgres://herd@127.0.0.1:55433/herd_shard2",
@@ -168,15 +169,15 @@ for _alias, _url in zip(SHARD_DATABASES, SHARD_REPLICA_URLS, strict=False):
 HERD_SHARD_MAP = env.shard_map("HERD_SHARD_MAP", SHARD_DATABASES)
 # How old a process's copy of the stored shard map may get (a move waits longer before deleting).
 HERD_SHARD_MAP_SECONDS = env.number("HERD_SHARD_MAP_SECONDS", 1.0)
-DATABASE_ROUTERS = ["scaling.shards.ShardRouter", "scaling.router.PrimaryReplicaRouter"]
+DATABASE_ROUTERS = ["scaling.sharding.shards.ShardRouter", "scaling.db.router.PrimaryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Replica health (scaling.replicas): a replica serves reads while its replay lag is
+# Replica health (scaling.db.replicas): a replica serves reads while its replay lag is
 # small by time *or* by bytes; one that errors is skipped until the next check.
 HERD_REPLICA_MAX_LAG_SECONDS = env.number("HERD_REPLICA_MAX_LAG_SECONDS", 30.0)
 HERD_REPLICA_MAX_LAG_BYTES = env.integer("HERD_REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024)
 HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
-# How long a user's reads must reach the LSN of their last write (scaling.consistency).
+# How long a user's reads must reach the LSN of their last write (scaling.db.consistency).
 HERD_READ_YOUR_WRITES_SECONDS = env.integer("HERD_READ_YOUR_WRITES_SECONDS", 30)
 # How long a cache fill waits for a replica to replay the position it needs before it
 # reads the primary instead (scaling.cache); reads that are not fills never wait.
@@ -190,7 +191,7 @@ HERD_CACHES_ENABLED = env.boolean("HERD_CACHES_ENABLED", default=True)
 # Channels layer; "cache" (volatile-lru, no persistence) holds what may. See
 # docs/ARCHITECTURE.md.
 _REDIS = {"redis", "rediss"}
-REDIS_SESSIONS_URL = env.url("REDIS_SESSIONS_URL", "redis://127.0.0.1:56379/0", schemes=_REDIS)
+REDIS_STATE_URL = env.url("REDIS_STATE_URL", "redis://127.0.0.1:56379/0", schemes=_REDIS)
 REDIS_CHANNELS_URL = env.url("REDIS_CHANNELS_URL", "redis://127.0.0.1:56379/1", schemes=_REDIS)
 REDIS_CACHE_URL = env.url("REDIS_CACHE_URL", "redis://127.0.0.1:56380/0", schemes=_REDIS)
 _REDIS_TIMEOUTS = {
@@ -204,8 +205,8 @@ _REDIS_TIMEOUTS = {
     },
 }
 
-# One redis.Redis per server and process, not one per request (scaling/redis_clients.py).
-DJANGO_REDIS_CONNECTION_FACTORY = "scaling.redis_clients.SharedClientFactory"
+# One redis.Redis per server and process, not one per request (scaling/cache/redis_clients.py).
+DJANGO_REDIS_CONNECTION_FACTORY = "scaling.cache.redis_clients.SharedClientFactory"
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -214,9 +215,9 @@ CACHES = {
         "OPTIONS": {**_REDIS_TIMEOUTS, "IGNORE_EXCEPTIONS": True},
         "KEY_PREFIX": "herd",
     },
-    "sessions": {
+    "state": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_SESSIONS_URL,
+        "LOCATION": REDIS_STATE_URL,
         "OPTIONS": dict(_REDIS_TIMEOUTS),
         "KEY_PREFIX": "herd",
         "TIMEOUT": None,
@@ -226,16 +227,16 @@ CACHES = {
 # default: the primary, read through the router, so meant for a set-up without replicas;
 # make bench measures it as the conventional single-server Django).
 _SESSION_ENGINES = {
-    # Django's cache backend, except that a session Redis that is down is an error (a
+    # Django's cache backend, except that a state Redis that is down is an error (a
     # clean 503), not a logout.
-    "redis": "scaling.sessions",
+    "redis": "scaling.web.sessions",
     "database": "django.contrib.sessions.backends.db",
 }
 HERD_SESSION_ENGINE = env.string("HERD_SESSION_ENGINE", "redis")
 if HERD_SESSION_ENGINE not in _SESSION_ENGINES:
     raise env.ConfigError(f"HERD_SESSION_ENGINE={HERD_SESSION_ENGINE!r} must be redis or database")
 SESSION_ENGINE = _SESSION_ENGINES[HERD_SESSION_ENGINE]
-SESSION_CACHE_ALIAS = "sessions"
+SESSION_CACHE_ALIAS = "state"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
@@ -261,8 +262,8 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Retries",
         "dramatiq.middleware.CurrentMessage",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
-        "scaling.jobs.ReadAtLeastEnqueuerMiddleware",
-        "scaling.jobs.CarryRequestIdMiddleware",
+        "scaling.queue.ReadAtLeastEnqueuerMiddleware",
+        "scaling.queue.CarryRequestIdMiddleware",
     ],
 }
 # Fault injection for tests only (jobs.tasks._hold_after_effect); ignored in production.
@@ -287,7 +288,7 @@ STATIC_ROOT = Path(env.string("DJANGO_STATIC_ROOT", str(BASE_DIR / ".herd" / "st
 # The site's own (base.html's stylesheet); each app's live in its static/ folder.
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-# --- Uploaded files: shared storage, never a replica's disk (scaling.storage).
+# --- Uploaded files: shared storage, never a replica's disk (scaling.web.storage).
 # With S3_BUCKET set, S3-compatible object storage; otherwise PostgreSQL. "default" is
 # public by nature (content-addressed pictures, immutable); "private" holds one user's
 # files (job inputs, exports), handed out only through owner-checked views.
@@ -327,23 +328,23 @@ if S3_BUCKET:
         },
     }
 else:
-    _default_storage = {"BACKEND": "scaling.storage.DatabaseStorage"}
-    _private_storage = {"BACKEND": "scaling.storage.DatabaseStorage", "OPTIONS": {"location": "private"}}
+    _default_storage = {"BACKEND": "scaling.web.storage.DatabaseStorage"}
+    _private_storage = {"BACKEND": "scaling.web.storage.DatabaseStorage", "OPTIONS": {"location": "private"}}
 STORAGES = {
     "default": _default_storage,
     "private": _private_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-# Every upload stays in memory, at most this many bytes of it (scaling.uploads): the
+# Every upload stays in memory, at most this many bytes of it (scaling.web.uploads): the
 # largest any form accepts (a catalog CSV); pictures have a lower limit of their own.
 HERD_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
-FILE_UPLOAD_HANDLERS = ["scaling.uploads.BoundedMemoryUploadHandler"]
+FILE_UPLOAD_HANDLERS = ["scaling.web.uploads.BoundedMemoryUploadHandler"]
 
 # --- Accounts.
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:profile"
 LOGOUT_REDIRECT_URL = "catalog:index"
-# Every password log-in goes through the throttle (accounts.backends, scaling.throttle).
+# Every password log-in goes through the throttle (accounts.backends, scaling.web.throttle).
 AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 # Failures allowed per (account, address) and per address before a lock; each further
 # failure locks for HERD_LOGIN_LOCK_SECONDS, doubled each time, at most the maximum.
@@ -379,14 +380,14 @@ EMAIL_HOST_PASSWORD = env.optional("DJANGO_EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env.boolean("DJANGO_EMAIL_USE_TLS", default=True)
 DEFAULT_FROM_EMAIL = env.string("DJANGO_DEFAULT_FROM_EMAIL", "Herd <no-reply@herd.invalid>")
 
-# --- Serving and draining (the serve command, scaling.health).
+# --- Serving and draining (the serve command, scaling.ops.health).
 HERD_DRAIN_SECONDS = env.number("HERD_DRAIN_SECONDS", 5.0)
 # Threads that run Django's request handler in each replica process (config.asgi).
 HERD_HTTP_THREADS = env.integer("HERD_HTTP_THREADS", 4)
 # Addresses whose X-Forwarded-For/-Proto are believed: the load balancer's.
 HERD_TRUSTED_PROXIES = env.string("HERD_TRUSTED_PROXIES", "127.0.0.1")
 
-# --- Operations view (scaling.metrics): who may read /metrics, besides staff: the
+# --- Operations view (scaling.ops.metrics): who may read /metrics, besides staff: the
 # address the connection came from, or the one a trusted proxy forwarded (uvicorn
 # applies HERD_TRUSTED_PROXIES; docs/CONFIGURATION.md). Loopback and private ranges,
 # where a cluster's Prometheus scrapes from.
@@ -409,7 +410,7 @@ if PRODUCTION:
 
 # --- Content-Security-Policy (django-csp): scripts, styles, frames and forms from this origin
 # only. No template has an inline script, style or style="": a page cached whole for
-# anonymous visitors (scaling.http, HAProxy) is the same bytes under the same header. A
+# anonymous visitors (scaling.web.edge, HAProxy) is the same bytes under the same header. A
 # staff page may use {{ request.csp_nonce }}; a page that does is never marked public.
 # 'self' covers ws:/wss: to this host in CSP3 browsers (Chromium, Firefox, Safari).
 _picture_origins = []
@@ -437,7 +438,7 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Logs: one JSON object per line (scaling.logs) by default in production, where a log
+# Logs: one JSON object per line (scaling.ops.logs) by default in production, where a log
 # collector parses them; readable lines in development. Both carry the request id.
 HERD_LOG_FORMAT = env.string("HERD_LOG_FORMAT", "json" if PRODUCTION else "text")
 if HERD_LOG_FORMAT not in {"json", "text"}:
@@ -445,19 +446,19 @@ if HERD_LOG_FORMAT not in {"json", "text"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "scaling.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "scaling.ops.logs.RequestIdFilter"}},
     "formatters": {
         "text": {
-            "()": "scaling.logs.TextFormatter",
+            "()": "scaling.ops.logs.TextFormatter",
             "format": f"%(asctime)s {HERD_REPLICA_ID} %(levelname)s %(name)s [%(request_id)s] %(message)s",
         },
-        "json": {"()": "scaling.logs.JsonFormatter"},
+        "json": {"()": "scaling.ops.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": HERD_LOG_FORMAT, "filters": ["request_id"]}
     },
     "root": {"handlers": ["console"], "level": env.string("DJANGO_LOG_LEVEL", "INFO")},
     # One line per outgoing request, or per broker connection (the queue depth of
-    # scaling.metrics opens one every few seconds), is noise.
+    # scaling.ops.metrics opens one every few seconds), is noise.
     "loggers": {"httpx": {"level": "WARNING"}, "pika": {"level": "WARNING"}},
 }

@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from scaling.dashboard import ops_data, ops_page
-from scaling.metrics import metrics_view
-from scaling.views import robots_txt, stored_file
+from scaling.ops.dashboard import ops_data, ops_page
+from scaling.ops.metrics import metrics_view
+from scaling.web.views import robots_txt, stored_file
 
 urlpatterns = [
     path("", include("catalog.urls")),
@@ -18,7 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "scaling.views.bad_request"
-handler403 = "scaling.views.permission_denied"
-handler404 = "scaling.views.page_not_found"
-handler500 = "scaling.views.server_error"
+handler400 = "scaling.web.views.bad_request"
+handler403 = "scaling.web.views.permission_denied"
+handler404 = "scaling.web.views.page_not_found"
+handler500 = "scaling.web.views.server_error"

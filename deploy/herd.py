@@ -126,7 +126,7 @@ class Profile:
             "SHARD_REPLICA_URLS": ",".join(
                 f"postgres://herd@127.0.0.1:{pg + 1}/{name}" for name in shard_names(database)
             ),
-            "REDIS_SESSIONS_URL": f"redis://127.0.0.1:{redis_state}/0",
+            "REDIS_STATE_URL": f"redis://127.0.0.1:{redis_state}/0",
             "REDIS_CHANNELS_URL": f"redis://127.0.0.1:{redis_state}/1",
             "REDIS_CACHE_URL": f"redis://127.0.0.1:{redis_cache}/0",
             "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{self.port(55672)}/%2F",

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from jobs.models import Job
-from scaling.shard_admin import ShardedModelAdmin
+from scaling.sharding.admin import ShardedModelAdmin
 
 
 @admin.register(Job)
@@ -9,7 +9,7 @@ class JobAdmin(ShardedModelAdmin):
     """Read-only: jobs change state only through ``jobs.tasks``. Every value is escaped (no ``mark_safe``).
 
     The list fans out over the shard databases and joins owners in one query
-    (``scaling.shard_admin``).
+    (``scaling.sharding.admin``).
     """
 
     list_columns = ("kind", "state", "progress", "attempts", "created_at", "finished_at")

@@ -33,7 +33,7 @@ from catalog.models import Product
 from jobs import catalog_csv
 from jobs.models import Job
 from jobs.progress import Progress
-from scaling.storage import private_name, private_storage
+from scaling.web.storage import private_name, private_storage
 
 DEFAULT_WARM_PRODUCTS = 500
 MAX_WARM_PRODUCTS = 10_000

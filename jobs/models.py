@@ -4,7 +4,7 @@ The row is the truth about a job; the Dramatiq message only carries its id
 (``jobs.tasks``). Input and output files live in the default storage (shared:
 PostgreSQL locally, S3 in production), under names that contain the job id.
 
-Jobs are sharded by owner (``scaling.shards``): the row lives in its owner's shard
+Jobs are sharded by owner (``scaling.sharding.shards``): the row lives in its owner's shard
 database, its id is made there and names that shard, and ``owner_id`` is a plain
 column (the user lives in the main database: no cross-database foreign key).
 """
@@ -15,7 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
-from scaling.shards import ShardedManager
+from scaling.sharding.shards import ShardedManager
 
 
 class Job(models.Model):

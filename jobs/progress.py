@@ -8,7 +8,7 @@ Inside a transaction on the main database (the step that applies a job's effect)
 row is not written: the effect's progress is the last stretch before the final state.
 The push goes out at once there: it describes work in flight, and a rollback is
 followed by the job's failure, which is pushed too. The row lives in its owner's shard
-database, written there under ``scaling.shards.writing``.
+database, written there under ``scaling.sharding.shards.writing``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from django.db import transaction
 
 from jobs.models import Job
 from notifications.push import push, push_on_commit
-from scaling import shards
-from scaling.replicas import PRIMARY
+from scaling.db.replicas import PRIMARY
+from scaling.sharding import shards
 
 
 def progress_event(job_id: str, progress: int, state: str) -> dict:

@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count
 
 from jobs.models import Job
-from scaling import shards
+from scaling.sharding import shards
 
 PAGE_SIZE = 50
 

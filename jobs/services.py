@@ -3,7 +3,7 @@
 Guarantees of :func:`start_job`:
 
 - The job row is written in one transaction on its owner's shard database
-  (``scaling.shards.writing``), and ONE Dramatiq message carrying only the job's id is
+  (``scaling.sharding.shards.writing``), and ONE Dramatiq message carrying only the job's id is
   sent after it commits: the worker never looks for a row that is not there. An input
   file is stored (shared storage, under a name containing the job's id) before that
   commit: a failure leaves at most a file no job names, never a job without its file.
@@ -11,7 +11,7 @@ Guarantees of :func:`start_job`:
   sent again) returns the job the first call made, and sends nothing more.
 - Staff-only kinds are refused to other users here, whatever the view did.
 - With ``limited=True`` (a user's request), a start beyond the owner's unfinished jobs
-  or hourly starts (settings) raises ``scaling.throttle.RateLimited``, a 429.
+  or hourly starts (settings) raises ``scaling.web.throttle.RateLimited``, a 429.
 - If the message cannot be sent (the broker is down), the job ends ``failed`` with a
   reason its owner sees, rather than waiting forever.
 """
@@ -27,8 +27,9 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, connections, transaction
 
 from jobs.models import Job
-from scaling import shards, throttle
-from scaling.storage import private_name, private_storage
+from scaling.sharding import shards
+from scaling.web import throttle
+from scaling.web.storage import private_name, private_storage
 
 logger = logging.getLogger(__name__)
 

@@ -43,8 +43,9 @@ from jobs.selectors import outcome_summary
 from notifications import services as notifications
 from notifications.models import Notification
 from notifications.push import push_on_commit
-from scaling import consistency, shards
-from scaling.replicas import PRIMARY
+from scaling.db import consistency
+from scaling.db.replicas import PRIMARY
+from scaling.sharding import shards
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST, require_safe
 from jobs import selectors, services
 from jobs.forms import CacheWarmForm, CatalogImportForm, StartJobForm
 from jobs.models import Job
-from scaling.storage import private_file_response
+from scaling.web.storage import private_file_response
 
 START_FORMS: dict[str, type[StartJobForm]] = {
     Job.Kind.CATALOG_IMPORT: CatalogImportForm,

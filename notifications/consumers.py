@@ -31,7 +31,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from notifications.push import user_group
-from scaling import metrics
+from scaling.ops import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The WebSocket push (``notifications.push``) is only the fast path: delivery over a
 socket is at most once, so pages always read these rows.
 
-Notifications are sharded by user (``scaling.shards``), on the same shard database as
+Notifications are sharded by user (``scaling.sharding.shards``), on the same shard database as
 the user's jobs, so a job's end and its notification commit together. ``user_id`` and
 ``product_id`` are plain columns: their rows live in the main database, and pages join
 them by id in one batched query (``notifications.selectors``).
@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from scaling.shards import ShardedManager
+from scaling.sharding.shards import ShardedManager
 
 
 class Notification(models.Model):

@@ -2,7 +2,7 @@
 
 A notification may name a catalog product (``product_id``); the product lives in the
 main database, so the page fetches every product it shows in one batched query, through
-the query cache (``scaling.cache.cached_query``), never one query per notification.
+the query cache (``scaling.cache.queries.cached_query``), never one query per notification.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from catalog.models import Product
 from notifications.models import Notification
-from scaling.cache import cached_query
+from scaling.cache.queries import cached_query
 
 PAGE_SIZE = 50
 

@@ -1,7 +1,7 @@
 """Writes of the notifications app. The stored row is the truth; pushes follow commits.
 
 Every function here writes on the user's shard database, inside
-``scaling.shards.writing`` (in the caller's transaction there, or its own), and
+``scaling.sharding.shards.writing`` (in the caller's transaction there, or its own), and
 announces the change to the user's open sockets only after commit
 (``notifications.push``), so a socket never shows what a rollback took back, and a lost
 push loses nothing: the next page load reads the rows.
@@ -16,7 +16,7 @@ from django.utils import timezone
 from notifications import selectors
 from notifications.models import Notification
 from notifications.push import push
-from scaling import shards
+from scaling.sharding import shards
 
 
 def _unread_count_now(user_id: int) -> int:

@@ -1,4 +1,4 @@
-"""The log-in throttle (accounts.backends, scaling.throttle) on the real Redis, through
+"""The log-in throttle (accounts.backends, scaling.web.throttle) on the real Redis, through
 the accounts log-in page and the admin's, from addresses set as uvicorn sets them."""
 
 import time

@@ -28,9 +28,9 @@ from catalog import cache, selectors, services, views
 from catalog.models import Category, Product, Review
 from catalog.tasks import rebuild_product_pages
 from deploy.herd import PROFILES, Postgres
-from scaling.cache import read_versions
-from scaling.consistency import use_primary
-from scaling.replicas import replica_health
+from scaling.cache.versions import read_versions
+from scaling.db.consistency import use_primary
+from scaling.db.replicas import replica_health
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -278,7 +278,7 @@ def test_a_response_that_sets_a_cookie_is_never_public(product):
 
 def test_a_warm_anonymous_page_is_served_before_the_view_with_the_views_exact_response(product, alice, monkeypatch):
     """A cookieless GET of a cached, current page is answered before sessions, CSRF,
-    authentication and the view (scaling.http.AnonymousPageMiddleware), with the same
+    authentication and the view (scaling.web.edge.AnonymousPageMiddleware), with the same
     bytes and headers; a cold page, a stale one, or a visitor with a cookie go the whole way."""
     path = f"/p/{product.slug}/"
     from_view = Client().get(path)  # cold: rendered by the view, then cached

@@ -13,7 +13,7 @@ from django.test import RequestFactory
 
 from catalog import services as catalog_services
 from config.tests.test_settings import manage
-from scaling.http import public_when_anonymous
+from scaling.web.edge import public_when_anonymous
 
 ROOT = Path(settings.BASE_DIR)
 TEMPLATES = sorted(p for p in ROOT.glob("**/templates/**/*.html") if not p.relative_to(ROOT).parts[0].startswith("."))

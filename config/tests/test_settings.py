@@ -77,8 +77,8 @@ def test_a_malformed_setting_is_named_in_one_line(setting, value):
 
 
 def test_a_replica_refuses_to_serve_when_the_session_redis_is_unreachable():
-    result = manage("serve", "--port", "1", REDIS_SESSIONS_URL="redis://127.0.0.1:1/0")
-    assert_one_line_error(result, "REDIS_SESSIONS_URL")
+    result = manage("serve", "--port", "1", REDIS_STATE_URL="redis://127.0.0.1:1/0")
+    assert_one_line_error(result, "REDIS_STATE_URL")
 
 
 STORAGE_OF_UPLOADS = 'from django.core.files.storage import storages; s = storages["default"]; print(type(s).__name__)'

@@ -33,7 +33,7 @@ from jobs.models import Job
 from jobs.tasks import HELD, hold_after_effect_key
 from jobs.tests.conftest import closing_connections, csv_bytes, finished_events
 from notifications.models import Notification
-from scaling.storage import private_storage
+from scaling.web.storage import private_storage
 
 pytestmark = [
     pytest.mark.herd,

@@ -5,7 +5,7 @@ Uses the herd of deploy/tests/conftest.py (web1..web3 behind HAProxy) and delays
 replica's replay (``recovery_min_apply_delay``). The reads checked here are not served by
 a cache: the user's own review that pre-fills the review form (``selectors.review_of``),
 and the user row that the session is checked against. Only the position stored per user
-(``scaling.consistency``) sends them to the primary; each test also checks that the
+(``scaling.db.consistency``) sends them to the primary; each test also checks that the
 database replica really had not replayed the write when it was read back.
 """
 

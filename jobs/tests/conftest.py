@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -12,8 +11,8 @@ from django.db import connections
 
 from jobs.models import Job
 from jobs.tasks import run_job
-from scaling import consistency, shards
-from scaling.replicas import primary_lsn, replica_aliases, replica_has_caught_up
+from scaling.db import consistency, positions
+from scaling.sharding import shards
 
 
 @pytest.fixture
@@ -38,22 +37,17 @@ def all_jobs() -> list[Job]:
 def run(job) -> None:
     """Run the job's actor function here, reading at least what is committed now.
 
-    The worker does the same through ``scaling.jobs.ReadAtLeastEnqueuerMiddleware``;
+    The worker does the same through ``scaling.queue.ReadAtLeastEnqueuerMiddleware``;
     ``run_job.fn`` skips the middleware, so the floor is set here.
     """
-    with consistency.at_least(consistency.current_lsn()):
+    with consistency.at_least(positions.current()):
         run_job.fn(str(job.pk))
     # The test then reads outside any request, where reads may go to the replica: let
     # it replay what the job wrote first, as a user's next request would (read-your-writes).
     # (Inside a test's transaction every read goes to the primary: nothing to wait for.)
     if connections["default"].in_atomic_block:
         return
-    caught_up_lsn = primary_lsn()
-    deadline = time.monotonic() + 10
-    for alias in replica_aliases():
-        while not replica_has_caught_up(alias, caught_up_lsn):
-            assert time.monotonic() < deadline, f"{alias} did not replay the job's writes"
-            time.sleep(0.01)
+    positions.wait_until_replayed()
 
 
 def closing_connections(work: Callable[[], None]) -> None:

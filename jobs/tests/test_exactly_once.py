@@ -27,7 +27,7 @@ from jobs.tasks import HELD, RELEASED, hold_after_effect_key, run_job
 from jobs.tests.conftest import closing_connections, csv_bytes, finished_events
 from notifications.models import Notification
 from notifications.push import user_group
-from scaling import consistency
+from scaling.db import consistency, positions
 
 ROWS = [("Lamp", "lamp", "lamps", "1", "1", ""), ("Shade", "shade", "lamps", "2", "3", "")]
 
@@ -35,7 +35,7 @@ ROWS = [("Lamp", "lamp", "lamps", "1", "1", ""), ("Shade", "shade", "lamps", "2"
 def deliver(job_id: int, errors: list[BaseException]) -> None:
     """One delivery of the job's message, as the worker runs it (in this thread)."""
     try:
-        with consistency.at_least(consistency.current_lsn()):
+        with consistency.at_least(positions.current()):
             run_job.fn(str(job_id))
     except Exception as error:
         errors.append(error)

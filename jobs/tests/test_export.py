@@ -18,7 +18,7 @@ from jobs.models import Job
 from jobs.services import start_job
 from jobs.tests.conftest import run
 from scaling.models import StoredFile
-from scaling.storage import private_storage
+from scaling.web.storage import private_storage
 
 pytestmark = pytest.mark.django_db
 

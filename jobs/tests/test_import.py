@@ -17,7 +17,7 @@ from jobs.models import Job
 from jobs.services import start_job
 from jobs.tests.conftest import all_jobs, csv_bytes, run
 from notifications.models import Notification
-from scaling import shards
+from scaling.sharding import shards
 
 GOOD_ROWS = [
     ("Brass Desk Lamp", "brass-desk-lamp", "lamps", "49.90", "5", "Warm light, heavy base."),

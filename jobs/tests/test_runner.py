@@ -28,8 +28,8 @@ from jobs.services import IdempotencyKeyReused, start_job
 from jobs.tasks import MAX_RETRIES, give_up_job, retry_when, run_job
 from jobs.tests.conftest import all_jobs, csv_bytes, run
 from notifications.models import Notification
-from scaling import shards
-from scaling.storage import private_storage
+from scaling.sharding import shards
+from scaling.web.storage import private_storage
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ from accounts.tests.factories import logged_in_client
 from catalog import services as catalog_services
 from notifications import services
 from notifications.models import Notification
-from scaling import shards
+from scaling.sharding import shards
 
 pytestmark = pytest.mark.django_db
 

@@ -159,7 +159,7 @@ def test_a_socket_whose_session_store_is_down_is_told_to_reconnect_not_that_its_
     [(_, client)] = logged_in("alice")
 
     def store_down(*args, **kwargs):
-        error = redis.exceptions.ConnectionError("Error 111 connecting to the session Redis. Connection refused.")
+        error = redis.exceptions.ConnectionError("Error 111 connecting to the state Redis. Connection refused.")
         raise ConnectionInterrupted(connection=None) from error
 
     async def body():

@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-# In every shard database (hints={"shards": True}; scaling.shards.ShardRouter): row ids
+# In every shard database (hints={"shards": True}; scaling.sharding.shards.ShardRouter): row ids
 # made without a central sequence, Instagram's layout. 41 bits of milliseconds since
 # 2026-01-01 UTC, 13 bits of logical shard, 10 bits of this database's sequence: ids
 # sort by time, and unique while a database makes at most 1024 ids a millisecond.

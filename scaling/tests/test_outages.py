@@ -1,6 +1,6 @@
 """Each data service stopped for real: its process, not a patched client.
 
-The session Redis, the cache Redis and the PostgreSQL replica of the test profile
+The state Redis, the cache Redis and the PostgreSQL replica of the test profile
 (``deploy.herd``) are stopped while pages are asked for through Django's full stack,
 then started again; each test leaves its service answering (the replica caught up).
 The patched-client tests beside these (``test_sessions.py``, ``test_consistency.py``)
@@ -24,7 +24,7 @@ from catalog.models import Review
 from deploy.herd import PROFILES, Postgres, Redis
 from notifications.consumers import CLOSE_TRY_AGAIN
 from notifications.tests.test_socket import scenario, socket
-from scaling.replicas import replica_health
+from scaling.db.replicas import replica_health
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -46,7 +46,7 @@ def products(wait_for_replicas):
 
 @pytest.fixture
 def shopper(products, wait_for_replicas) -> Client:
-    """A visitor logged in through the log-in form (the session is in the session Redis)."""
+    """A visitor logged in through the log-in form (the session is in the state Redis)."""
     make_user("shopper")
     wait_for_replicas()
     client = Client(raise_request_exception=False)
@@ -131,7 +131,7 @@ def test_a_replica_stopped_under_a_get_is_taken_out_and_the_view_run_again_on_th
     with stopped(Postgres(PROFILES["test"], replica=True)):
         # The last check, moments ago, said healthy: the first GET is routed to the replica.
         assert "replica1" in replica_health.healthy_aliases()
-        with caplog.at_level(logging.WARNING, logger="scaling.consistency"):
+        with caplog.at_level(logging.WARNING, logger="scaling.db.consistency"):
             first = anonymous.get(f"/p/{products[0].slug}/")
         assert first.status_code == 200
         assert "replica replica1 failed during" in caplog.text

@@ -16,8 +16,8 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from scaling import health
-from scaling.preflight import check_services
+from scaling.ops import health
+from scaling.ops.preflight import check_services
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,0 +1,163 @@
+"""Versions: what every cached entry depends on, and the one rule that keeps the caches correct.
+
+One version per table (the query cache) or per object key (the object cache): a random
+token and the primary's WAL position when it last changed, kept without a time to live
+beside the entries in the "cache" Redis. A write changes the versions it touched on
+commit; an entry is served only while the versions it was built against are current,
+and a miss is filled only from a database that has replayed their position.
+docs/CACHING.md tells why each rule is there.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import BaseCache, caches
+from django.db import connections, transaction
+from redis.exceptions import RedisError
+
+from scaling.db import positions
+from scaling.db.replicas import PRIMARY
+
+logger = logging.getLogger(__name__)
+
+_VERSION_PREFIX = "herd:version:"
+# "token:lsn" for every version never written since this cache Redis began.
+_EPOCH = "herd:version:epoch"
+
+# Give each key a new token and raise its LSN (never lower it: bumps may arrive out of
+# order). KEYS are version keys, ARGV[1] the LSN, then one token per key. Values are
+# "token:lsn" strings, compared as numbers but written back as they came (Lua's
+# numbers are doubles).
+_BUMP = """
+for i, key in ipairs(KEYS) do
+  local lsn = ARGV[1]
+  local current = redis.call('GET', key)
+  local old = current and string.match(current, ':(%d+)$')
+  if old and tonumber(old) > tonumber(lsn) then
+    lsn = old
+  end
+  redis.call('SET', key, ARGV[i + 1] .. ':' .. lsn)
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Versions:
+    tokens: tuple[str, ...]
+    lsn: int | None  # what a fill must have replayed; None: nothing to wait for
+
+
+# --------------------------------------------------------------------------- versions
+
+
+@functools.cache
+def cache_backend() -> BaseCache:
+    """This process's handle on the cache backend. Django builds a new one for every
+    request context (``caches``), which costs more CPU than a warm page's whole lookup;
+    a django-redis backend is safe to share between threads."""
+    return caches.create_connection("default")
+
+
+@functools.cache
+def _redis():
+    """The cache Redis, raw: versions and entries in one command."""
+    return cache_backend().client.get_client()
+
+
+def lookup(names: Iterable[str], entry_key: str | None = None) -> tuple[Versions, Any]:
+    """The current versions of ``names`` and the cache entry under ``entry_key`` (None
+    when absent), read with one ``MGET``."""
+    keys = [_EPOCH, *(_VERSION_PREFIX + name for name in sorted(set(names)))]
+    cache = cache_backend()
+    if entry_key is not None:
+        keys.append(cache.client.make_key(entry_key))
+    redis = _redis()
+    values = redis.mget(keys)
+    epoch = values[0] or _begin_epoch(redis)
+    raw = values.pop() if entry_key is not None else None
+    tokens, lsns = [], []
+    for value in values[1:]:
+        token, _, lsn = (value or epoch).decode().partition(":")
+        tokens.append(token)
+        lsns.append(int(lsn))
+    entry = cache.client.decode(raw) if raw is not None else None
+    return Versions(tuple(tokens), max(lsns, default=None)), entry
+
+
+def _begin_epoch(redis) -> bytes:
+    # A new or emptied cache Redis: whatever was written before is covered by the
+    # primary's position now. The first process to get here sets it; all read the same.
+    redis.set(_EPOCH, f"{secrets.token_hex(8)}:{positions.current()}", nx=True)
+    return redis.get(_EPOCH)
+
+
+def read_versions(names: Iterable[str]) -> Versions:
+    """The current versions of ``names``."""
+    return lookup(names)[0]
+
+
+def bump_versions(names: Iterable[str]) -> None:
+    """Give ``names`` new versions now, at the primary's current LSN. Call after commit."""
+    names = sorted(set(names))
+    if not names:
+        return
+    lsn = positions.current()
+    try:
+        tokens = [secrets.token_hex(8) for _ in names]
+        keys = [_VERSION_PREFIX + n for n in names]
+        _redis().eval(_BUMP, len(names), *keys, lsn, *tokens)
+    except RedisError:
+        # Stale reads would follow: make it loud. The entries expire with their timeout.
+        logger.exception("could not invalidate %s", names)
+
+
+def bump_on_commit(names: Iterable[str], using: str = PRIMARY) -> None:
+    names = tuple(names)
+
+    def bump() -> None:
+        bump_versions(names)
+
+    bump.version_names = names  # read by written_here while the commit is pending
+    transaction.on_commit(bump, using=using)
+
+
+def written_here(names: Iterable[str]) -> bool:
+    """Whether the transaction open on the primary has written any of ``names``: their
+    versions change only at its commit, so until then the cache holds entries older than
+    this transaction's own writes, and whatever it reads it must not store (a rollback
+    would leave it there). Django's pending commit hooks are the record: a rolled-back
+    savepoint drops its own."""
+    connection = connections[PRIMARY]
+    if not connection.in_atomic_block:
+        return False
+    pending = {name for _, hook, _ in connection.run_on_commit for name in getattr(hook, "version_names", ())}
+    return not pending.isdisjoint(names)
+
+
+def table_version_name(table: str) -> str:
+    return f"table:{table}"
+
+
+def invalidate_tables(tables: Iterable[str]) -> None:
+    """For writes the SQL watcher cannot see (COPY): invalidate on commit."""
+    bump_on_commit([table_version_name(t) for t in tables])
+
+
+_WRITE = re.compile(r'^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def watch_writes(execute, sql, params, many, context):
+    """Execute wrapper on the primary: each statement that writes a table invalidates it on commit."""
+    result = execute(sql, params, many, context)
+    match = _WRITE.match(sql) if sql[:1] in "IUDTiudt " else None
+    if match:
+        bump_on_commit([table_version_name(match.group(1))], using=context["connection"].alias)
+    return result

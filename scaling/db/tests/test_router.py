@@ -1,0 +1,87 @@
+"""The router on the real primary and its real streaming replica."""
+
+import pytest
+from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import User
+from deploy.herd import PROFILES, Postgres
+from scaling.db import positions
+from scaling.db.replicas import replica_health
+from scaling.db.router import PrimaryReplicaRouter
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture(autouse=True)
+def fresh_replica_health():
+    """Each test starts and ends with a current view of the replicas."""
+    replica_health.check("replica1")
+    yield
+    replica_health.check("replica1")
+
+
+def test_writes_go_to_the_primary():
+    assert PrimaryReplicaRouter().db_for_write(User) == "default"
+
+
+def test_reads_outside_a_transaction_run_on_the_replica_and_see_replicated_rows(wait_for_replicas):
+    User.objects.create(username="alice")
+    wait_for_replicas()
+    with (
+        CaptureQueriesContext(connections["default"]) as on_primary,
+        CaptureQueriesContext(connections["replica1"]) as on_replica,
+    ):
+        assert User.objects.filter(username="alice").exists()
+    assert len(on_replica) == 1
+    assert not any("accounts_user" in query["sql"] for query in on_primary.captured_queries)
+
+
+def test_reads_inside_a_transaction_run_on_the_primary_and_see_uncommitted_rows():
+    with transaction.atomic():
+        User.objects.create(username="bob")
+        with CaptureQueriesContext(connections["replica1"]) as on_replica:
+            assert User.objects.filter(username="bob").exists()
+        assert len(on_replica) == 0
+
+
+def test_replica_connections_refuse_writes():
+    with connections["replica1"].cursor() as cursor:
+        cursor.execute("SHOW default_transaction_read_only")
+        assert cursor.fetchone()[0] == "on"
+
+
+def test_reads_fall_back_to_the_primary_while_the_replica_is_down_and_return_after():
+    replica = Postgres(PROFILES["test"], replica=True)
+    User.objects.create(username="carol")
+    replica.stop()
+    try:
+        connections["replica1"].close()
+        assert not replica_health.check("replica1").healthy
+        assert PrimaryReplicaRouter().db_for_read(User) == "default"
+        assert User.objects.filter(username="carol").exists()
+    finally:
+        replica.start()
+    assert replica_health.check("replica1").healthy
+    assert PrimaryReplicaRouter().db_for_read(User) == "replica1"
+
+
+def test_a_replica_lagging_by_time_but_not_by_bytes_stays_in(settings):
+    settings.HERD_REPLICA_MAX_LAG_SECONDS = -1
+    assert replica_health.check("replica1").healthy
+
+
+def test_a_replica_lagging_by_both_time_and_bytes_is_taken_out(settings):
+    settings.HERD_REPLICA_MAX_LAG_SECONDS = -1
+    settings.HERD_REPLICA_MAX_LAG_BYTES = -1
+    assert not replica_health.check("replica1").healthy
+    assert PrimaryReplicaRouter().db_for_read(User) == "default"
+
+
+def test_a_commit_moves_the_primary_position_and_the_replica_replays_it(wait_for_replicas):
+    before = positions.current()
+    User.objects.create(username="moved")
+    after = positions.current()
+    assert after > before
+    wait_for_replicas()
+    assert positions.replayed("replica1") >= after

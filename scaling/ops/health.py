@@ -1,0 +1,147 @@
+"""Liveness, readiness and draining.
+
+``/healthz`` answers 200 while the process can serve at all: the kubelet restarts a
+replica that stops answering it. ``/readyz`` answers 200 while this replica should
+receive traffic, 503 otherwise: the load balancer and Kubernetes route by it.
+
+Readiness requires what no request can do without: the primary and the session
+Redis. Read replicas and the cache Redis are reported but not required, because the
+router falls back to the primary and a cache miss is only slower; failing readiness
+for them would take every replica out of the load balancer at once.
+
+After SIGTERM the replica is *draining*: ``/readyz`` answers 503 so the load balancer
+stops sending new requests, while requests in flight finish (``manage.py serve``).
+
+Both answer before sessions, authentication or host validation run, so a probe may
+come with a pod IP as its Host. In a served replica they do not even reach Django's
+request threads: ``HealthFront`` answers them on the event loop (``/readyz``'s checks
+on a thread of their own), so a probe never queues behind ``HERD_HTTP_THREADS`` busy
+requests, and a replica that is slow but alive is not taken out for it.
+
+What each dependency said is told only to callers that reach the replica directly (the
+load balancer's checks, the kubelet, an operator); a request that came through a proxy
+(it carries ``X-Forwarded-For``: HAProxy, the OpenShift router and ingress controllers
+add it) gets the bare status, so the public entry does not describe the internals.
+
+``/healthz`` touches nothing; ``/readyz`` costs a ``SELECT 1`` on the primary and on
+each shard database (reported, not required: a shard down fails only its users' jobs
+and notifications), a lag check per replica and a PING per Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from scaling.db.replicas import PRIMARY, replica_aliases, replica_health
+
+_draining = threading.Event()
+
+
+def start_draining() -> None:
+    _draining.set()
+
+
+def is_draining() -> bool:
+    return _draining.is_set()
+
+
+def _check_database(alias: str) -> str:
+    try:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except DatabaseError as error:
+        connections[alias].close()
+        return f"error: {str(error).strip().splitlines()[0]}"
+
+
+def _check_redis(cache_alias: str) -> str:
+    try:
+        get_redis_connection(cache_alias).ping()
+        return "ok"
+    except RedisError as error:
+        return f"error: {error}"
+
+
+def readiness() -> tuple[bool, dict[str, str]]:
+    """Whether this replica should take traffic, and what each dependency said."""
+    required = {
+        "database:default": _check_database(PRIMARY),
+        "redis:state": _check_redis("state"),
+    }
+    optional = {"redis:cache": _check_redis("default")}
+    for alias in replica_aliases():
+        status = replica_health.check(alias)
+        optional[f"database:{alias}"] = "ok" if status.healthy else f"error: {status.error or 'lagging'}"
+    # A shard that is down fails its users' jobs and notifications, not the whole replica.
+    for alias in settings.SHARD_DATABASES:
+        optional[f"database:{alias}"] = _check_database(alias)
+    ready = not is_draining() and all(value == "ok" for value in required.values())
+    checks = {"draining": "yes" if is_draining() else "no", **required, **optional}
+    return ready, checks
+
+
+PATHS = ("/healthz", "/readyz")
+
+
+def answer(path: str, detailed: bool = True) -> tuple[int, dict]:
+    """The status and JSON body for one of ``PATHS``; the checks only when ``detailed``."""
+    if path == "/healthz":
+        return 200, {"status": "alive"}
+    ready, checks = readiness()
+    body = {"status": "ready" if ready else "not ready"}
+    return (200 if ready else 503), ({**body, "checks": checks} if detailed else body)
+
+
+class HealthFront:
+    """ASGI: answers ``PATHS`` itself and passes everything else to ``app``.
+
+    ``/healthz`` is answered on the event loop; ``/readyz``'s checks (database and Redis
+    round trips) run on one thread of their own, never on the request threads.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readiness")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] not in PATHS:
+            return await self.app(scope, receive, send)
+        if scope["path"] == "/healthz":
+            status, body = answer("/healthz")
+        else:
+            detailed = not any(name == b"x-forwarded-for" for name, _ in scope.get("headers", ()))
+            status, body = await asyncio.get_running_loop().run_in_executor(self.executor, answer, "/readyz", detailed)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-store"),
+            (b"x-served-by", settings.HERD_REPLICA_ID.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+class HealthCheckMiddleware:
+    """Serves ``PATHS`` ahead of the rest of Django's stack: for Django's own test client
+    and ``runserver``; a served replica answers them in ``HealthFront`` first."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path not in PATHS:
+            return self.get_response(request)
+        status, body = answer(request.path, detailed="HTTP_X_FORWARDED_FOR" not in request.META)
+        response = JsonResponse(body, status=status)
+        response["Cache-Control"] = "no-store"
+        return response

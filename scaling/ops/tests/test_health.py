@@ -1,0 +1,127 @@
+"""/healthz and /readyz: answered before sessions and host checks, 503 while draining."""
+
+import asyncio
+import json
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+
+from deploy.herd import PROFILES, Redis
+from scaling.ops import health
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture
+def draining(monkeypatch):
+    event = health.threading.Event()
+    event.set()
+    monkeypatch.setattr(health, "_draining", event)
+
+
+def test_healthz_answers_for_any_host_without_touching_the_session(client):
+    response = client.get("/healthz", HTTP_HOST="10.1.2.3:8080")
+    assert response.status_code == 200
+    assert response.json() == {"status": "alive"}
+    assert "Set-Cookie" not in response.headers
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_readyz_reports_every_dependency(client):
+    response = client.get("/readyz", HTTP_HOST="10.1.2.3:8080")
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert checks == {
+        "draining": "no",
+        "database:default": "ok",
+        "redis:state": "ok",
+        "redis:cache": "ok",
+        "database:replica1": "ok",
+        "database:shard1": "ok",
+        "database:shard2": "ok",
+    }
+
+
+def test_readyz_asked_through_a_proxy_says_only_ready_or_not(client, draining):
+    """The public entry (it adds X-Forwarded-For) learns nothing of the databases and Redis."""
+    response = client.get("/readyz", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready"}
+
+
+def test_readyz_is_503_while_draining_but_healthz_stays_200(client, draining):
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/readyz").json()["checks"]["draining"] == "yes"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_is_503_while_the_session_redis_is_down_and_200_once_it_is_back(client):
+    redis = Redis(PROFILES["test"], "state")
+    redis.stop()
+    try:
+        response = client.get("/readyz")
+    finally:
+        redis.start()
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis:state"].startswith("error")
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_stays_200_while_the_cache_redis_is_down(client):
+    redis = Redis(PROFILES["test"], "cache")
+    redis.stop()
+    try:
+        response = client.get("/readyz")
+    finally:
+        redis.start()
+    assert response.status_code == 200
+    assert response.json()["checks"]["redis:cache"].startswith("error")
+
+
+def test_every_response_names_its_replica(client, settings):
+    assert client.get("/").headers["X-Served-By"] == settings.HERD_REPLICA_ID
+    assert client.get("/no-such-page/").headers["X-Served-By"] == settings.HERD_REPLICA_ID
+    assert client.get("/healthz").headers["X-Served-By"] == settings.HERD_REPLICA_ID
+
+
+async def _get(app, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    communicator = ApplicationCommunicator(
+        app, {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
+    )
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(timeout=5)
+    body = await communicator.receive_output(timeout=5)
+    return start["status"], dict(start["headers"]), body["body"]
+
+
+def test_probes_are_answered_while_every_request_thread_is_busy(settings):
+    """In a served replica the probes never reach the request threads: with all of them
+    stuck on slow pages, the load balancer still hears that the replica is ready."""
+    asyncio.run(_probe_past_a_stuck_app(settings.HERD_REPLICA_ID))
+
+
+async def _probe_past_a_stuck_app(replica_id: str) -> None:
+    stuck = asyncio.Event()
+    passed = []
+
+    async def every_thread_busy(scope, receive, send):
+        passed.append(scope["path"])
+        await stuck.wait()
+
+    front = health.HealthFront(every_thread_busy)
+    status, headers, body = await _get(front, "/readyz")
+    assert status == 200
+    assert json.loads(body)["checks"]["database:default"] == "ok"
+    assert headers[b"cache-control"] == b"no-store"
+    assert headers[b"x-served-by"] == replica_id.encode()
+    status, _, body = await _get(front, "/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "alive"})
+    assert passed == []
+    page = ApplicationCommunicator(
+        front, {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    )
+    await page.send_input({"type": "http.request", "body": b""})
+    await asyncio.sleep(0.05)
+    assert passed == ["/"]  # everything else goes to the app
+    stuck.set()
+    await page.wait(timeout=1)

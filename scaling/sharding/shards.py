@@ -1,0 +1,428 @@
+"""Sharding per-user data: many logical shards on a few databases, ids that say where a row lives.
+
+Layout (docs/SHARDING.md tells the whole story):
+
+- A sharded model (jobs, notifications: per-user and write-heavy) declares its shard key,
+  the column holding its user's id. A row's *logical shard* is ``user_id % 1024``; the
+  *shard map* places each of the 1024 logical shards on one shard database
+  (``shard1``..``shardN``, from ``SHARD_DATABASE_URLS``). Moving a logical shard to
+  another database changes one entry of the map, never a user's logical shard.
+- Row ids are made in PostgreSQL by ``herd_next_id(logical_shard)`` (Instagram's
+  layout): 41 bits of milliseconds since ``EPOCH_MS``, 13 bits of logical shard, 10 bits
+  of a per-database sequence. Ids need no central sequence, sort by time, and say
+  where their row lives (``shard_of_id``).
+- The map's truth is the ``scaling_shardplacement`` table on the main primary, seeded
+  from ``HERD_SHARD_MAP`` by the first ``migrate``; every process keeps a copy and
+  checks its version at most every ``HERD_SHARD_MAP_SECONDS``.
+
+Guarantees:
+
+- A query on a sharded model names its shard or is refused: ``Model.objects.for_user``
+  or ``for_id`` (or ``.using(alias)``, or an instance that knows its user). Without a
+  shard key the router raises ``ShardKeyMissing``; nothing is scattered or defaulted.
+- Every write runs inside ``writing(logical_shard)``: one transaction on the shard's
+  database that first locks that database's ownership row of the logical shard
+  (``FOR SHARE``). A database that no longer owns the shard refuses the write, and the
+  writer re-reads the map and writes where the shard now lives. A move flips ownership
+  with an ``UPDATE`` that waits for the writers in flight, so no write ever lands on a
+  database after its copy of the shard was made final (``scaling.sharding.moves``).
+- Reads of sharded rows (``for_user``, ``for_id``) go to the shard database's streaming
+  replica (``SHARD_REPLICA_URLS``) when it has replayed every write made to that
+  logical shard, else to the shard database itself: a user reads their own writes at
+  once. Each commit inside ``writing`` raises the logical shard's position (the shard
+  database's WAL position, in the state Redis), which readers compare with the
+  replica's replay position, as ``scaling.db.consistency`` does for the main database.
+  Inside a transaction on the shard, after ``use_primary``, or after a write to the
+  main database in this request, reads stay on the shard database.
+- Cross-shard reads are explicit: ``fan_out(function)`` runs on every shard database
+  and returns the results per database, for the few staff views that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, OperationalError, connections, models, transaction
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from scaling.db import consistency, positions
+from scaling.db.replicas import PRIMARY, replica_health
+
+logger = logging.getLogger(__name__)
+
+LOGICAL_SHARDS = 1024
+EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+SHARD_BITS = 13
+SEQUENCE_BITS = 10
+SHARDED_APPS = frozenset({"jobs", "notifications"})
+# Tables that live in the shard databases besides the sharded models' own.
+# The ownership rows live on every shard; the scaling app made their table before sharding was an app.
+SHARD_SIDE_MODELS = frozenset({("sharding", "shardownership"), ("scaling", "shardownership")})
+
+T = TypeVar("T")
+
+
+class ShardKeyMissing(LookupError):
+    """A query on a sharded model that does not say which user's shard it is for."""
+
+
+class ShardMoved(OperationalError):
+    """The logical shard kept moving while a write looked for it (transient: retry)."""
+
+
+# --------------------------------------------------------------------------- ids and keys
+
+
+def shard_of_user(user_id: int) -> int:
+    """The logical shard of every row of the user ``user_id``."""
+    return int(user_id) % LOGICAL_SHARDS
+
+
+def shard_of_id(row_id: int) -> int:
+    """The logical shard a row id was made for (its middle 13 bits)."""
+    return (int(row_id) >> SEQUENCE_BITS) & ((1 << SHARD_BITS) - 1)
+
+
+def is_row_id(value: int) -> bool:
+    """Whether ``value`` could be a row id (``herd_next_id``): a positive 64-bit integer
+    whose middle bits name a logical shard. Ids from a URL are checked before routing."""
+    return 0 < value < 2**63 and shard_of_id(value) < LOGICAL_SHARDS
+
+
+def time_of_id(row_id: int) -> int:
+    """When the id was made, in milliseconds since the Unix epoch."""
+    return (int(row_id) >> (SHARD_BITS + SEQUENCE_BITS)) + EPOCH_MS
+
+
+def is_sharded(model: type[models.Model]) -> bool:
+    return model._meta.app_label in SHARDED_APPS
+
+
+def shard_key(model: type[models.Model]) -> str:
+    """The column of ``model`` that holds its user's id (``owner_id``, ``user_id``)."""
+    return model.SHARD_KEY
+
+
+def sharded_models() -> list[type[models.Model]]:
+    from django.apps import apps
+
+    return [model for label in sorted(SHARDED_APPS) for model in apps.get_app_config(label).get_models()]
+
+
+def shard_aliases() -> list[str]:
+    return list(settings.SHARD_DATABASES)
+
+
+# --------------------------------------------------------------------------- the map
+
+
+class ShardMap:
+    """This process's copy of the stored map, checked at most every ``HERD_SHARD_MAP_SECONDS``.
+
+    The stored map (``scaling_shardplacement`` on the main primary) is the truth; the
+    configured one (``HERD_SHARD_MAP``) seeds it and stands in until it exists. A copy
+    that cannot be refreshed (the primary is away) is kept: a stale copy can make a
+    write retry, never land in the wrong place (see ``writing``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._placement: dict[int, str] | None = None
+        self._version: tuple[int, int] | None = None
+        self._checked_at = 0.0
+
+    def alias(self, logical_shard: int) -> str:
+        if self._placement is None or time.monotonic() - self._checked_at >= settings.HERD_SHARD_MAP_SECONDS:
+            self.refresh()
+        return self._placement[logical_shard]
+
+    def placement(self) -> dict[int, str]:
+        self.alias(0)
+        return dict(self._placement)
+
+    def refresh(self, force: bool = False) -> None:
+        """Reload the stored map if its version changed (``force``: whatever the version)."""
+        with self._lock:
+            try:
+                with connections[PRIMARY].cursor() as cursor:
+                    cursor.execute("SELECT COALESCE(MAX(version), 0), COUNT(*) FROM scaling_shardplacement")
+                    version = tuple(cursor.fetchone())
+                    if force or version != self._version or self._placement is None:
+                        cursor.execute("SELECT logical_shard, database FROM scaling_shardplacement")
+                        stored = dict(cursor.fetchall())
+                        self._placement = {**settings.HERD_SHARD_MAP, **stored}
+                        self._version = version
+            except DatabaseError:
+                if self._placement is None:
+                    self._placement = dict(settings.HERD_SHARD_MAP)
+            self._checked_at = time.monotonic()
+
+    def version(self) -> int:
+        self.alias(0)
+        return self._version[0] if self._version else 0
+
+
+shard_map = ShardMap()
+
+
+def alias_of_shard(logical_shard: int) -> str:
+    return shard_map.alias(logical_shard)
+
+
+def alias_of_user(user_id: int) -> str:
+    return shard_map.alias(shard_of_user(user_id))
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def _claim(alias: str, logical_shard: int) -> bool:
+    """Lock this database's ownership row of the shard for the transaction; True if it owns it."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT owned FROM scaling_shardownership WHERE logical_shard = %s FOR SHARE", [logical_shard])
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+@contextlib.contextmanager
+def writing(logical_shard: int, *, savepoint: bool = True, attempts: int = 5) -> Iterator[str]:
+    """One transaction on the database that owns ``logical_shard``; yields its alias.
+
+    Its first statement locks the ownership row (``FOR SHARE``): a move waits for it to
+    end, and a database that gave the shard away refuses before anything is written,
+    so the map is re-read and the transaction opened where the shard lives now.
+    ``transaction.on_commit`` callbacks for these writes take ``using=alias``. Nested in
+    another ``writing`` block of the same shard, ``savepoint=False`` makes it part of
+    that transaction: it fails, all fails.
+    """
+    for _attempt in range(attempts):
+        alias = alias_of_shard(logical_shard)
+        block = transaction.atomic(using=alias, savepoint=savepoint)
+        block.__enter__()
+        try:
+            owned = _claim(alias, logical_shard)
+        except BaseException:
+            block.__exit__(*sys.exc_info())
+            raise
+        if owned:
+            # Registered first, so it runs before the block's other callbacks (a socket
+            # push that makes a browser read the new rows).
+            transaction.on_commit(lambda alias=alias: record_write(alias, logical_shard), using=alias)
+            break
+        block.__exit__(None, None, None)
+        shard_map.refresh(force=True)
+    else:
+        raise ShardMoved(f"logical shard {logical_shard} is owned by no database the shard map names")
+    try:
+        yield alias
+    except BaseException:
+        if not block.__exit__(*sys.exc_info()):
+            raise
+    else:
+        block.__exit__(None, None, None)
+
+
+def writing_for_user(user_id: int, *, savepoint: bool = True) -> contextlib.AbstractContextManager[str]:
+    return writing(shard_of_user(user_id), savepoint=savepoint)
+
+
+def _position_key(alias: str, logical_shard: int) -> str:
+    # Per database as well: WAL positions of two database servers cannot be compared.
+    return f"herd:lsn:shard:{alias}:{logical_shard}"
+
+
+def record_write(alias: str, logical_shard: int) -> None:
+    """After a commit on ``alias`` that wrote ``logical_shard``: its replica serves the
+    shard's reads again only once it has replayed this."""
+    if alias in settings.SHARD_REPLICAS and not consistency.raise_position(
+        _position_key(alias, logical_shard), positions.current(alias)
+    ):
+        logger.warning("could not record a write to logical shard %s: reads of it may be stale", logical_shard)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _position(alias: str, logical_shard: int) -> int | None:
+    """The WAL position on ``alias`` a read of ``logical_shard`` must reach; None when it
+    cannot be known (the state Redis is down): then only ``alias`` itself will do."""
+    key = _position_key(alias, logical_shard)
+    try:
+        redis = get_redis_connection("state")
+        value = redis.get(key)
+        if value is None:
+            # No write recorded (a new shard, or a state Redis that lost its data): every
+            # commit so far, once; kept for good (1024 keys per database at most).
+            redis.set(key, positions.current(alias), nx=True)
+            value = redis.get(key)
+    except RedisError:
+        return None
+    return int(value)
+
+
+def read_alias(logical_shard: int) -> str:
+    """Where a read of ``logical_shard`` goes: the replica of its database when that
+    replica is healthy and has replayed every write made to the shard, else the database."""
+    alias = alias_of_shard(logical_shard)
+    replica = settings.SHARD_REPLICAS.get(alias)
+    if replica is None or connections[alias].in_atomic_block or consistency.primary_required():
+        return alias
+    position = _position(alias, logical_shard)
+    if position is None or not replica_health.is_healthy(replica, primary=alias):
+        return alias
+    if not consistency.has_replayed(replica, position, consistency.current_state()):
+        return alias
+    consistency.note_shard_replica_read(replica)
+    return replica
+
+
+class ShardedManager(models.Manager):
+    """The manager of a sharded model: every query starts from a shard key."""
+
+    def for_user(self, user_id: int) -> models.QuerySet:
+        """The user's rows, on their shard: read where ``read_alias`` says, written on
+        the shard's database (the router decides from the ``logical_shard`` hint)."""
+        return self._on(shard_of_user(user_id)).filter(**{shard_key(self.model): user_id})
+
+    def for_id(self, row_id: int) -> models.QuerySet:
+        """The row ``row_id`` (at most one), on the shard its id names; none for a
+        number that is not a row id (a mistyped or forged URL)."""
+        if not is_row_id(row_id):
+            return self._on(0).none()
+        return self._on(shard_of_id(row_id)).filter(pk=row_id)
+
+    def _on(self, logical_shard: int) -> models.QuerySet:
+        return self.db_manager(hints={"logical_shard": logical_shard}).get_queryset()
+
+
+def fan_out(function: Callable[[str], T]) -> dict[str, T]:
+    """``function(alias)`` on every shard database, one after another: the explicit cross-shard read."""
+    return {alias: function(alias) for alias in shard_aliases()}
+
+
+def merged(
+    model: type[models.Model], order_by: tuple[str, ...], limit: int, filters: dict | None = None
+) -> list[models.Model]:
+    """The first ``limit`` rows of ``model`` across every shard in ``order_by`` order (descending fields only)."""
+    per_shard = fan_out(
+        lambda alias: list(model.objects.using(alias).filter(**(filters or {})).order_by(*order_by)[:limit])
+    )
+    rows = [row for shard_rows in per_shard.values() for row in shard_rows]
+    fields = [field.lstrip("-") for field in order_by]
+    rows.sort(key=lambda row: tuple(getattr(row, field) for field in fields), reverse=order_by[0].startswith("-"))
+    return rows[:limit]
+
+
+# --------------------------------------------------------------------------- the router
+
+
+def _alias_from_hints(model: type[models.Model], hints: dict) -> str | None:
+    instance = hints.get("instance")
+    if instance is None or not is_sharded(type(instance)):
+        return None
+    user_id = getattr(instance, shard_key(type(instance)), None)
+    if user_id is not None:
+        return alias_of_user(user_id)
+    return instance._state.db
+
+
+def _database_of(alias: str | None) -> str | None:
+    """The shard database an alias reads: itself, or the one it is a replica of."""
+    replicas = {replica: shard for shard, replica in settings.SHARD_REPLICAS.items()}
+    return replicas.get(alias, alias)
+
+
+class ShardRouter:
+    """Sends sharded models to their shard; refuses them without a shard key.
+
+    Placed before ``scaling.db.router.PrimaryReplicaRouter``, which decides for every
+    other model (it sees no sharded model: this router answers or raises first).
+    Migrations: sharded apps and the ownership table on every shard database and
+    nowhere else; the rest on the main primary only.
+    """
+
+    def _route(self, model: type[models.Model], hints: dict, write: bool) -> str | None:
+        if not is_sharded(model):
+            return None
+        if (logical_shard := hints.get("logical_shard")) is not None:
+            return alias_of_shard(logical_shard) if write else read_alias(logical_shard)
+        alias = _alias_from_hints(model, hints)
+        if alias is None:
+            name = model.__name__
+            raise ShardKeyMissing(
+                f"{name} is sharded by {shard_key(model)}: query it with {name}.objects.for_user(user_id) or "
+                f".for_id(id), or across shards with scaling.sharding.shards.fan_out(); this query named no shard."
+            )
+        return alias
+
+    def db_for_read(self, model, **hints) -> str | None:
+        return self._route(model, hints, write=False)
+
+    def db_for_write(self, model, **hints) -> str | None:
+        return self._route(model, hints, write=True)
+
+    def allow_relation(self, obj1, obj2, **hints) -> bool | None:
+        if is_sharded(type(obj1)) or is_sharded(type(obj2)):
+            return _database_of(obj1._state.db) == _database_of(obj2._state.db)
+        return None
+
+    def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints) -> bool | None:
+        shard_side = app_label in SHARDED_APPS or (app_label, model_name) in SHARD_SIDE_MODELS or hints.get("shards")
+        if db in settings.SHARD_DATABASES:
+            return bool(shard_side)
+        if shard_side:
+            return False
+        return None
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def seed_placement() -> None:
+    """Store the configured map on the main primary, for logical shards it does not place yet."""
+    from scaling.sharding.models import ShardPlacement
+
+    ShardPlacement.objects.using(PRIMARY).bulk_create(
+        [ShardPlacement(logical_shard=s, database=a, version=0) for s, a in settings.HERD_SHARD_MAP.items()],
+        ignore_conflicts=True,
+    )
+    shard_map.refresh(force=True)
+
+
+def seed_ownership(alias: str) -> None:
+    """Give ``alias`` the ownership rows of the logical shards the map places on it."""
+    from scaling.sharding.models import ShardOwnership
+
+    shard_map.refresh(force=True)
+    owned = [s for s, a in shard_map.placement().items() if a == alias]
+    ShardOwnership.objects.using(alias).bulk_create(
+        [ShardOwnership(logical_shard=s, owned=True) for s in owned], ignore_conflicts=True
+    )
+
+
+def seed_after_migrate(sender, using: str, **kwargs) -> None:
+    """``post_migrate`` of the sharding app: the map on the primary, ownership on each shard."""
+    if using == PRIMARY:
+        seed_placement()
+    elif using in settings.SHARD_DATABASES:
+        seed_ownership(using)
+
+
+def forget_user(sender, instance, **kwargs) -> None:
+    """``post_delete`` of a user: once the deletion commits, their sharded rows go too."""
+    user_id = instance.pk
+
+    def delete_rows() -> None:
+        with writing(shard_of_user(user_id)) as alias:
+            for model in sharded_models():
+                model.objects.using(alias).filter(**{shard_key(model): user_id}).delete()
+
+    transaction.on_commit(delete_rows, using=kwargs.get("using") or PRIMARY)

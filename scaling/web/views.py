@@ -1,0 +1,97 @@
+"""Serves public files from the database storage (the local herd; production serves from
+S3), ``robots.txt``, and the error pages.
+
+``/media/<name>`` serves only public, content-addressed files, ``immutable``; a private
+file's name (``scaling.web.storage.is_public_name``) or a name no file can have is a 404.
+
+The error pages are rendered without the request: Django's own run the CSRF check again
+(``requires_csrf_token``), which re-raises on a body that could not be parsed (a form
+declaring ``charset=utf-16``) and turned a 400 into a 500; and the base template would
+read the session, which may be the thing that is down."""
+
+import mimetypes
+import sys
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_safe
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from scaling.web.storage import is_public_name, read_stored_file
+
+# What a replica cannot do without and cannot fix: the state Redis (sessions, the
+# read-your-writes positions, log-in throttles). The cache Redis never raises.
+UNAVAILABLE_ERRORS = (RedisError, ConnectionInterrupted)
+RETRY_AFTER_SECONDS = 5
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@require_safe
+def robots_txt(request: HttpRequest) -> HttpResponse:
+    """The smallest real page: through the whole stack, the same for everyone."""
+    response = HttpResponse("User-agent: *\nDisallow: /accounts/\nDisallow: /admin/\n", content_type="text/plain")
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@require_safe
+def stored_file(request: HttpRequest, name: str) -> HttpResponse:
+    if not is_public_name(name):
+        raise Http404("No such file")
+    etag = f'"{name}"'
+    if request.headers.get("If-None-Match") == etag:
+        # Content-addressed: the name alone says the client's copy is current.
+        response = HttpResponse(status=304)
+    else:
+        content = read_stored_file(name)
+        if content is None:
+            raise Http404("No such file")
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        response = HttpResponse(content, content_type=content_type)
+    response["ETag"] = etag
+    response["Cache-Control"] = IMMUTABLE
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def error_page(status: int, title: str, message: str) -> HttpResponse:
+    return HttpResponse(render_to_string("error.html", {"title": title, "message": message}), status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return error_page(400, "Bad request", "The request could not be understood. Nothing was changed.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return error_page(403, "Forbidden", "You may not see this page.")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return error_page(404, "Not found", "There is nothing at this address.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: a clear 503 page when the session store is unreachable, else a 500.
+
+    A logged-in page cannot be served while its session cannot be read; this is
+    temporary (Redis restarting, a network blip), so the answer says so, asks to retry
+    (``Retry-After``) and shows no traceback.
+    """
+    if not _caused_by(sys.exc_info()[1], UNAVAILABLE_ERRORS):
+        return error_page(500, "Server error", "Something went wrong on our side. Please try again later.")
+    response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    return response
