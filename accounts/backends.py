@@ -1,17 +1,6 @@
-"""Every password log-in (the accounts page, the admin, any later one) goes through here.
-
-``ThrottledModelBackend`` is Django's ModelBackend with the log-in throttle around the
-password check (``scaling.web.throttle.Backoff``, in the state Redis, so it holds across
-replicas):
-
-- failures count per (account, address) and per address across accounts; a locked
-  pair or address is refused (``RateLimited``, a 429) before its password is checked,
-  so even the right password is refused and a lock says nothing about a guess;
-- an account is keyed by its pk, whatever spelling of its name matched it (the form
-  NFKC-normalises; the database compares exactly), an unknown name by the name as given;
-- only a successful password check clears anything, and only its (account, address)
-  pair: the per-address count stays, so logging into one's own account does not buy
-  more guesses at others. The owner, from an address that has not failed, is never locked.
+"""Every password log-in goes through ``ThrottledModelBackend``: Django's ModelBackend with
+the log-in throttle around the password check, per (account, address) and per address,
+in the state Redis. The rules and their tests: docs/SECURITY.md.
 """
 
 from __future__ import annotations

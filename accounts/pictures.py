@@ -1,23 +1,9 @@
-"""Profile pictures: check what was uploaded, then keep only freshly encoded pixels.
+"""Profile pictures: only freshly encoded pixels are kept.
 
-Guarantees of :func:`process_picture`:
-
-* The type is decided by content, never by file name or content type: only data that Pillow's
-  JPEG, PNG or WebP decoders accept gets in, so a script or SVG renamed ``.png`` does not.
-* Size is bounded before work is done: bytes from ``upload.size`` before reading, pixels from the
-  header before decoding (at most ``MAX_PIXELS``, so one decode holds at most about 4 bytes a
-  pixel, 64 MB, plus a copy when the mode must change), so a small "decompression bomb" cannot
-  exhaust memory.
-* At most ``HERD_PICTURE_DECODES`` decodes run at once in a process; a picture that finds no
-  free slot within ``HERD_PICTURE_DECODE_WAIT_SECONDS`` raises ``DecodersBusy`` (not now, try
-  again), so concurrent uploads cannot add up to more than that many decodes' memory.
-* The whole image is decoded, so truncated or corrupt files are refused rather than stored half-grey.
-* What is stored is a new WebP encoding of the pixels alone: EXIF (GPS position, camera serial),
-  ICC and XMP metadata are dropped, after the EXIF orientation has been applied to the pixels.
-* ``digest`` is the SHA-256 of the stored bytes, for content-addressed names: identical pictures
-  share one name, and a name never changes meaning, so it can be cached forever.
-
-Everything happens in memory; nothing is written to disk here.
+``process_picture`` decides the type by content (JPEG, PNG, WebP), bounds bytes and
+pixels before decoding and the decodes running at once (``DecodersBusy``), refuses
+truncated files, and stores a new WebP without metadata under its SHA-256, all in
+memory (docs/SECURITY.md).
 """
 
 import hashlib

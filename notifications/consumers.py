@@ -1,21 +1,9 @@
 """The notifications socket, ``/ws/notifications/``: a user's live events, and only theirs.
 
-Guarantees:
-
-- Only a session-authenticated user gets a socket (``config.asgi`` wraps the routes in
-  ``AllowedHostsOriginValidator(AuthMiddlewareStack(...))``); anyone else is refused
-  before the handshake completes.
-- A socket joins exactly one group, ``user-<id>``, named from the authenticated user's
-  id; the client never names a group, so it cannot listen to anyone else's.
-- The session is checked again every ``recheck_seconds`` and on every client message,
-  against the session store (not the copy loaded at connect): once it no longer maps
-  to the same user (logged out, password changed, expired), the socket is closed with
-  ``CLOSE_SESSION_ENDED`` and the client does not reconnect.
-- A client that sends more than ``HERD_SOCKET_MESSAGES_PER_MINUTE`` messages in a minute
-  (each one costs a session read in Redis) is closed with ``CLOSE_TOO_MANY_MESSAGES``.
-
-Events sent to the client (JSON): ``job.progress`` {job, progress, state},
-``notification`` {id, title, body, link, unread} and ``notification.read`` {unread}.
+Only a session-authenticated user connects; the socket joins only ``user-<id>``; the
+session is re-checked periodically and on every message, and a chatty client is closed.
+Events: ``job.progress`` {job, progress, state}, ``notification`` {id, title, body, link,
+unread}, ``notification.read`` {unread}.
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
-"""Push events to a user's open sockets from synchronous code: workers and WSGI views.
+"""Push events to a user's sockets from synchronous code (workers, WSGI views).
 
-``async_to_sync(channel_layer.group_send)`` from a plain thread makes a new event loop,
-and with it a new Redis connection, on every call. Here each process has ONE event loop,
-running in a daemon thread, and ONE channel layer instance used only from that loop, so
-its Redis connections are opened once and reused by every push.
-
-Guarantees of :func:`push`:
-
-- It never raises: delivery is best effort (Channels delivers at most once, and a full
-  channel drops messages). A push that fails or takes longer than ``PUSH_TIMEOUT_SECONDS``
-  is logged and dropped; the stored rows (``Notification``, ``Job``) stay the truth.
-- Events go to one group per user, ``user-<id>``, named from the user id alone.
-- It is for synchronous code only: it blocks its caller until the send is done.
-
-:func:`push_on_commit` is what write paths use: nothing is announced that a rollback
-could take back.
+One event loop and one channel layer per process, so Redis connections are reused.
+``push`` never raises (best effort: the stored rows are the truth) and blocks its caller;
+``push_on_commit`` announces nothing a rollback could take back.
 """
 
 from __future__ import annotations

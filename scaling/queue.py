@@ -1,17 +1,8 @@
-"""Jobs read at least what the code that enqueued them had written.
+"""The Dramatiq broker, and what every message carries from the code that sent it.
 
-``ReadAtLeastEnqueuerMiddleware`` (a Dramatiq middleware) stamps every message, when
-it is enqueued, with the primary's WAL position (``herd_lsn``); the worker then runs
-the actor inside ``scaling.db.consistency.at_least(herd_lsn)``, so its reads go to a
-replica only once that replica has replayed everything the enqueuer committed, and to
-the primary before. Messages are enqueued in ``transaction.on_commit``, so the stamp
-is taken after the enqueuer's commit.
-
-``CarryRequestIdMiddleware`` stamps each message a request enqueues with that request's
-id (``herd_request_id``, from ``scaling.ops.logs``); the worker runs the message under that
-id (or, for a message no request sent, its own message id), so every line logged while
-it runs carries it, and ends with one ``herd.job`` line: actor, message id, outcome,
-database aliases used, cache hits and misses, duration.
+``ReadAtLeastEnqueuerMiddleware`` stamps the primary's WAL position (``herd_lsn``) and runs
+the actor inside ``at_least`` it; ``CarryRequestIdMiddleware`` carries the request id and
+logs one ``herd.job`` line per message (docs/OPERATIONS.md).
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
 """Read-your-writes: a user never reads data older than their own last write.
 
-Guarantees:
-
-- After a request writes, the primary's WAL position (LSN) is stored for its user in
-  Redis for ``HERD_READ_YOUR_WRITES_SECONDS`` (only ever raised, never lowered).
-  Every later request of that user reads from a replica only if that replica has
-  replayed at least that LSN; otherwise from the primary.
-- Within a request, every read after a write goes to the primary, and so does every
-  read inside a transaction on the primary (``atomic()``, ``select_for_update``).
-- Within a request, reads stay on the replica first chosen (monotonic reads).
-- ``use_primary()`` forces the primary explicitly; ``at_least(lsn)`` makes code
-  outside a request (a job) read data at least as new as ``lsn``, which the request
-  that enqueued it got from ``positions.current()``; ``written_for(user)`` makes a job's
-  writes count as that user's own, so their next page shows the job's result.
-- A replica that fails during a GET is marked down and the view runs again on the
-  primary: the visitor sees a slower page, not an error.
-
-This is GitLab's database load balancing design (sticky by WAL position, not by time).
-The LSN is kept per user id (read from the session, without a database query), so it
-follows the user across replicas of the app and across browser tabs.
+After a request writes, the primary's WAL position is kept for its user; their later
+reads go to a replica only once it has replayed it. ``use_primary()``, ``at_least(lsn)``
+and ``written_for(user)`` are for code that must choose. The rules: docs/READS.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,6 @@
-"""Which read replicas may serve reads right now.
-
-A replica is healthy when it answers and its replay lag is small by time *or* by
-bytes: time alone misleads on an idle primary (nothing to replay, so the last replay
-timestamp ages), bytes alone miss a replica stuck applying one huge record. A replica
-that errors is out until its next check. Checks are cached per process for
-``HERD_REPLICA_CHECK_INTERVAL`` seconds, so routing costs no extra query per request.
+"""Which read replicas may serve reads right now: reachable, and lagging little by time
+*or* by bytes; checked at most every ``HERD_REPLICA_CHECK_INTERVAL`` seconds per process
+(docs/READS.md).
 """
 
 from __future__ import annotations

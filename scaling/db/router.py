@@ -1,10 +1,5 @@
-"""Database routing: writes to the primary; reads where ``scaling.db.consistency`` says.
-
-- every write goes to ``default``, the primary, and pins the rest of the request's
-  reads to it;
-- a read goes to a healthy replica that has replayed the user's last write, else to
-  the primary (the rules and their guarantee: ``scaling.db.consistency``);
-- migrations run on the primary only (replicas receive them by streaming).
+"""Database routing: writes and migrations to the primary, reads where
+``scaling.db.consistency`` says (docs/READS.md).
 """
 
 from __future__ import annotations

@@ -1,31 +1,8 @@
-"""Liveness, readiness and draining.
+"""Liveness (``/healthz``), readiness (``/readyz``) and draining after SIGTERM.
 
-``/healthz`` answers 200 while the process can serve at all: the kubelet restarts a
-replica that stops answering it. ``/readyz`` answers 200 while this replica should
-receive traffic, 503 otherwise: the load balancer and Kubernetes route by it.
-
-Readiness requires what no request can do without: the primary and the session
-Redis. Read replicas and the cache Redis are reported but not required, because the
-router falls back to the primary and a cache miss is only slower; failing readiness
-for them would take every replica out of the load balancer at once.
-
-After SIGTERM the replica is *draining*: ``/readyz`` answers 503 so the load balancer
-stops sending new requests, while requests in flight finish (``manage.py serve``).
-
-Both answer before sessions, authentication or host validation run, so a probe may
-come with a pod IP as its Host. In a served replica they do not even reach Django's
-request threads: ``HealthFront`` answers them on the event loop (``/readyz``'s checks
-on a thread of their own), so a probe never queues behind ``HERD_HTTP_THREADS`` busy
-requests, and a replica that is slow but alive is not taken out for it.
-
-What each dependency said is told only to callers that reach the replica directly (the
-load balancer's checks, the kubelet, an operator); a request that came through a proxy
-(it carries ``X-Forwarded-For``: HAProxy, the OpenShift router and ingress controllers
-add it) gets the bare status, so the public entry does not describe the internals.
-
-``/healthz`` touches nothing; ``/readyz`` costs a ``SELECT 1`` on the primary and on
-each shard database (reported, not required: a shard down fails only its users' jobs
-and notifications), a lag check per replica and a PING per Redis.
+Readiness requires only the primary and the state Redis; replicas, the cache and shards
+are reported, not required. ``HealthFront`` answers probes on the event loop, before
+Django's request threads. The rules and why: docs/OPERATIONS.md.
 """
 
 from __future__ import annotations

@@ -1,24 +1,5 @@
-"""Structured logs: one JSON line per request, the request id carried into jobs.
-
-Guarantees:
-
-- Every request has an id: the incoming ``X-Request-ID`` when it is well-formed (the
-  load balancer sets it: ``unique-id-format`` in ``deploy/haproxy.cfg.template``),
-  else a new UUID. It is echoed in the response's ``X-Request-ID``.
-- Each request (health checks aside) ends with ONE line on the logger ``herd.request``:
-  time, replica, request_id, method, path, status, user_id, the database aliases its
-  statements ran on, its cache hits and misses, duration_ms.
-- Every other line logged while a request or a job runs carries its request id
-  (``current_request_id()``): ``scaling.queue`` stamps the id on the messages a request
-  enqueues, and the worker logs a ``herd.job`` line per message with that id.
-- A record is never more than one line, whatever a client put in a path or header:
-  ``TextFormatter`` escapes control characters (``%0a`` in a path cannot forge a line)
-  and indents a traceback's lines under it; ``JsonFormatter`` writes a line as one JSON
-  object (JSON escapes them); ``LOGGING`` in
-  ``config/settings.py`` picks it (``HERD_LOG_FORMAT``, JSON by default in production).
-
-What a request did is gathered in a ``RequestRecord`` (a context variable) by cheap
-in-process calls from ``scaling.ops.metrics``: no I/O is added to a request.
+"""Structured logs: one line per request with its id, the id carried into jobs, and no
+record ever longer than one line whatever a client sent (docs/OPERATIONS.md).
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
-"""What this replica did, for Prometheus (``/metrics``) and for the operations dashboard.
+"""What this replica did, for Prometheus (``/metrics``) and the operations dashboard.
 
-Each app replica is one process, so the metrics live in ``prometheus_client``'s
-default in-process registry and every series carries ``replica`` (``HERD_REPLICA_ID``,
-the name in ``X-Served-By``):
-
-- ``herd_http_requests_total{view, method, status}`` and
-  ``herd_http_request_duration_seconds{view}``: every request but health checks
-  (``RequestMetricsMiddleware``, which also writes the request's log line: ``scaling.ops.logs``);
-- ``herd_cache_lookups_total{cache, result}``: hits and misses of the query cache and of
-  each object cache (``scaling.cache`` calls ``count_cache``);
-- ``herd_db_statements_total{alias, kind}``: SQL statements per database alias, reads
-  and writes (an execute wrapper on every connection, installed in ``scaling.apps``);
-- ``herd_replica_lag_seconds``, ``herd_replica_lag_bytes``, ``herd_replica_healthy``
-  ``{alias}``: this process's last health check of each read replica (``scaling.db.replicas``);
-- ``herd_queue_messages{queue}``: messages waiting in RabbitMQ, asked at most every
-  ``QUEUE_DEPTH_MAX_AGE`` seconds and only when ``/metrics`` or the dashboard is read;
-- ``herd_websockets_open``: sockets open on this replica (``notifications.consumers``).
-
-Counting is in-process only (a few microseconds a request). ``/metrics`` answers only
-to an address in ``HERD_METRICS_ALLOWED_CIDRS`` (the address the socket came from, or,
-when that is a trusted proxy, the one it forwarded: ``docs/CONFIGURATION.md``) or to a
-logged-in staff member; anyone else gets a 404.
-
-For the dashboard, which must see every replica and not only the one the load balancer
-picked, each replica publishes a small snapshot of its counters to the state Redis at
-most every ``HERD_OPS_PUBLISH_SECONDS`` (from the request path, health checks included,
-so an idle replica keeps publishing), with a time to live of a few intervals so a
-replica that died drops out; ``read_snapshots`` returns them all.
+Series live in ``prometheus_client``'s in-process registry, each labelled ``replica``;
+each replica also publishes a snapshot to the state Redis for ``/ops/``. The series,
+who may scrape them and how the snapshots work: docs/OPERATIONS.md.
 """
 
 from __future__ import annotations

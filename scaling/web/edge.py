@@ -1,18 +1,9 @@
-"""Pages prepared for shared caches and CDNs, without ever sharing a user's page.
+"""Anonymous pages prepared for shared caches, without ever sharing a user's page.
 
-``public_when_anonymous`` marks a view's 200 responses ``public`` with ``s-maxage``
-and ``stale-while-revalidate`` for visitors without a session, so HAProxy, a CDN or
-the OpenShift router may serve them; for a visitor with a session they are
-``private`` (``scaling.web.headers.PrivateByDefaultMiddleware`` enforces it again), and so
-are pages that used a Content-Security-Policy nonce (``request.csp_nonce``).
-Django's ``ConditionalGetMiddleware`` adds an ``ETag`` and answers ``If-None-Match``
-with 304, so a revalidation costs no body.
-
-``AnonymousPageMiddleware`` answers a cookieless GET of a page whose rendered bytes
-are cached and current (``register_anonymous_page``) before sessions, CSRF,
-authentication and the view run: the same response the view would give, for about
-the cost of the one Redis round trip that finds it (docs/CACHING.md). A miss, a
-request with any cookie or credentials, or any other method goes the whole way.
+``public_when_anonymous`` marks a view's 200s ``public`` (``s-maxage``,
+``stale-while-revalidate``) for visitors without a session, ``private`` otherwise;
+``AnonymousPageMiddleware`` answers a cookieless GET of a warm page from its cached
+bytes before sessions and the view run (docs/CACHING.md).
 """
 
 from __future__ import annotations

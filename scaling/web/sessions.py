@@ -1,13 +1,8 @@
 """Sessions in the state Redis that tell "no such session" from "the store is down".
 
-Django's cache session backend reads a session that cannot be fetched as an empty one:
-while the state Redis restarts, every logged-in visitor would silently look logged
-out (redirected to the log-in page, or shown anonymous pages), and a socket's session
-re-check would close the socket for good. This backend raises instead when Redis is
-unreachable: the request ends on the clean 503 page of ``scaling.web.views.server_error``
-("try again in a few seconds"), the socket is closed with "try again", and once Redis
-is back (its append-only file kept every session) the visitor is logged in as before.
-Other errors while reading (a malformed key) still mean an empty session, as in Django.
+Django's cache backend reads an unreachable session as an empty one, a silent logout;
+this one raises, so the request ends on the clean 503 page and the visitor is logged
+in as before once Redis is back.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
-"""Uploaded files in shared storage: never on a replica's disk.
+"""Uploaded files in shared storage, never on a replica's disk (docs/STORAGE.md).
 
-Production stores them in S3-compatible object storage (django-storages, configured
-from the environment: ``config/settings.py``). The local herd and the tests store them
-in PostgreSQL through ``DatabaseStorage``: a service every replica already reaches,
-durable across restarts, and transactional, so a file and the row that names it are
-written together or not at all. docs/STORAGE.md says why this and not a local S3 clone.
-
-Two storages. ``default`` holds what is public by nature (pictures, thumbnails), under
-content-addressed names (``accounts.services``): a stored file never changes, so any
-copy is correct and reads may come from a replica. ``private`` holds what belongs to
-one user (job inputs and exports): keys under ``private/``, names made by
-:func:`private_name` (nobody can guess them), never served by the public ``/media/``
-view; :func:`private_file_response` hands one out, after the caller checked its owner.
+``default`` holds public, content-addressed files; ``private`` holds a user's files under
+unguessable names (``private_name``), handed out only by ``private_file_response`` after
+the caller checked the owner. Locally both live in PostgreSQL (``DatabaseStorage``).
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
-"""Throttles shared by every replica, in the "state" Redis (never evicted), and the 429.
+"""Throttles shared by every replica, in the state Redis, and their 429.
 
-- ``Backoff``: failures per key. The first ``free_failures`` cost nothing; each one from
-  then on locks the key for ``lock_seconds``, doubled per further failure, at most
-  ``max_lock_seconds``. Refused attempts are never counted, so hammering a lock does not
-  renew it; failures are forgotten ``forget_seconds`` after the last one.
-- ``RateLimit``: at most ``limit`` events per key in a window that starts at the first.
-
-Every check and count is one Lua script over all the keys of an attempt, with Redis's
-clock, so attempts on different replicas, or concurrent ones, are all counted. Keys are
-hashed: no name or address is stored in clear. Over a limit, ``RateLimited`` is raised;
-``RateLimitedMiddleware`` answers it with a 429, a ``Retry-After`` and templates/429.html.
-Attempts already in flight when a lock starts still finish (accepted: at most one per
-request thread of the herd).
+``Backoff`` locks a key for a doubling time after its free failures; ``RateLimit`` allows
+``limit`` events per key per window. Each attempt is one Lua script on Redis's clock, so
+concurrent attempts on any replica all count; keys are hashed. The rules and why not
+django-axes: docs/SECURITY.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""Serves public files from the database storage (the local herd; production serves from
-S3), ``robots.txt``, and the error pages.
-
-``/media/<name>`` serves only public, content-addressed files, ``immutable``; a private
-file's name (``scaling.web.storage.is_public_name``) or a name no file can have is a 404.
-
-The error pages are rendered without the request: Django's own run the CSRF check again
-(``requires_csrf_token``), which re-raises on a body that could not be parsed (a form
-declaring ``charset=utf-16``) and turned a 400 into a 500; and the base template would
-read the session, which may be the thing that is down."""
+"""``/media/`` (public, content-addressed files only), ``robots.txt``, and error pages
+rendered without the request (no second CSRF check, no session read).
+"""
 
 import mimetypes
 import sys
