@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-HERD := $(PYTHON) deploy/herd.py
+HERD := $(PYTHON) -m deploy.herd
 
 .PHONY: up down status test lint bench drills clean
 

@@ -1,5 +1,5 @@
 """Shared fixtures. The services these tests use are started by ``make test``
-(``deploy/herd.py test``): a private PostgreSQL primary with a streaming replica,
+(``python3 -m deploy.herd test``): a private PostgreSQL primary with a streaming replica,
 Redis and RabbitMQ, on the test profile's ports."""
 
 import contextlib
@@ -66,7 +66,7 @@ def _wait_until_serving(process, timeout: float = 30.0) -> None:
     import redis
     from django.conf import settings
 
-    from deploy.herd import Postgres, Redis
+    from deploy.herd.services import Postgres, Redis
     from scaling.db.replicas import replica_health
 
     deadline = time.monotonic() + timeout

@@ -53,7 +53,10 @@ import psycopg  # noqa: E402
 
 from bench import probes  # noqa: E402
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk  # noqa: E402
-from deploy.herd import PROFILES, VENV_PYTHON, Herd, HerdError, Postgres, run, shard_names  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
+from deploy.herd.processes import HerdError, run  # noqa: E402
+from deploy.herd.profiles import PROFILES, VENV_PYTHON, shard_names  # noqa: E402
+from deploy.herd.services import Postgres  # noqa: E402
 
 PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", "1000000"))
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "2"))

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import catalog  # noqa: E402
 from bench.wrk import NO_EDGE_CACHE, Run, median_run  # noqa: E402
-from deploy.herd import Herd  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
 
 SMALL_PRODUCTS = int(os.environ.get("BENCH_SMALL_PRODUCTS", "10000"))
 SMALL_DATABASE = "herd_small"

@@ -31,7 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deploy.herd import PROFILES, Herd, Worker  # noqa: E402
+from deploy.herd.app import Worker  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
+from deploy.herd.profiles import PROFILES  # noqa: E402
 
 PROFILE = PROFILES["bench"]
 os.environ.update(PROFILE.django_env())

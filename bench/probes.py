@@ -20,7 +20,9 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from deploy.herd import Herd, Postgres, Redis, read_pid
+from deploy.herd.control import Herd
+from deploy.herd.processes import read_pid
+from deploy.herd.services import Postgres, Redis
 
 TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_GENERATOR = "load generator (wrk)"

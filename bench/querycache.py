@@ -3,7 +3,7 @@
     .venv/bin/python bench/querycache.py
 
 Runs against the data services of the ``test`` profile (started here with
-``deploy/herd.py --profile test services``, left running): a scratch database
+``python3 -m deploy.herd --profile test services``, left running): a scratch database
 ``herd_qcbench`` created on the test primary (it streams to the replica), migrated, and
 loaded with ``seed_catalog --products BENCH_PRODUCTS``. Both systems read the same data
 with the same querysets, each in a subprocess of this script:
@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 
-from deploy.herd import PROFILES, VENV_PYTHON  # noqa: E402
+from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
 
 PROFILE = PROFILES["test"]
 PG = PROFILE.port(55432)
@@ -147,7 +147,7 @@ def _raise_on_sigterm(signum, frame) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    subprocess.run([sys.executable, str(ROOT / "deploy/herd.py"), "--profile", "test", "services"], check=True)
+    subprocess.run([sys.executable, "-m", "deploy.herd", "--profile", "test", "services"], cwd=ROOT, check=True)
     for client in redis_dbs():
         if client.dbsize():
             port = client.connection_pool.connection_kwargs["port"]

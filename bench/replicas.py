@@ -32,7 +32,7 @@ import httpx  # noqa: E402
 
 from bench import catalog, probes  # noqa: E402
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk  # noqa: E402
-from deploy.herd import Herd  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
 
 COUNTS = [int(n) for n in os.environ.get("BENCH_REPLICA_COUNTS", "1,2,3,4").split(",")]
 PREDICT_CORES = (4, 8, 16)

@@ -44,7 +44,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench import catalog, growth, replicas  # noqa: E402
 from bench.wrk import Run, wrk_version  # noqa: E402
 from deploy.doc_blocks import provenance, replace_block  # noqa: E402
-from deploy.herd import Herd, postgres_bindir  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
+from deploy.herd.debian import postgres_bindir  # noqa: E402
 
 try:
     from bench import shards

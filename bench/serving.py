@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.wrk import wrk  # noqa: E402
-from deploy.herd import PROFILES, VENV_PYTHON, Herd, http_status, terminate  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
+from deploy.herd.processes import http_status, terminate  # noqa: E402
+from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 DURATION = os.environ.get("BENCH_DURATION", "8s")

@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deploy.herd import PROFILES, VENV_PYTHON, Herd  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
+from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
 
 PROFILE = PROFILES[os.environ.get("BENCH_PROFILE", "bench")]
 WRITERS = int(os.environ.get("BENCH_WRITERS", "4"))

@@ -59,7 +59,7 @@ def wrk(
 
 def ensure_wrk() -> None:
     if shutil.which("wrk") is None:
-        from deploy.herd import ensure_packages  # installs Debian's wrk when root
+        from deploy.herd.debian import ensure_packages  # installs Debian's wrk when root
 
         ensure_packages(extra={"/usr/bin/wrk": "wrk"})
 

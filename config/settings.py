@@ -1,6 +1,6 @@
 """Herd's settings: one module, every value from the environment (12-factor).
 
-The defaults run the local herd (``deploy/herd.py``) on loopback. With
+The defaults run the local herd (``python3 -m deploy.herd``) on loopback. With
 ``DJANGO_ENV=production`` nothing insecure is defaulted: the secret key must be given,
 ``DEBUG`` must be off, and ``manage.py check --deploy`` is clean. Each variable is
 listed in ``docs/CONFIGURATION.md``.

@@ -5,7 +5,7 @@
 
 The rendered file is committed (compose mounts it); deploy/tests/test_manifests.py
 fails when it drifts from deploy/haproxy.cfg.template or from the web services that
-compose.yaml defines. Standard library only, like deploy/herd.py.
+compose.yaml defines. Standard library only, like deploy/herd/.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploy.herd import render_haproxy_config
+from deploy.herd.haproxy import render_haproxy_config
 
 # Explicit services web1..web3 in compose.yaml, not `deploy.replicas`: HAProxy names
 # each server as the replica names itself (HERD_REPLICA_ID, X-Served-By), so the stats

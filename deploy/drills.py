@@ -47,20 +47,11 @@ from websockets.exceptions import InvalidHandshake  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from deploy.doc_blocks import provenance, replace_block  # noqa: E402
-from deploy.herd import (  # noqa: E402
-    PROFILES,
-    VENV_PYTHON,
-    Herd,
-    HerdError,
-    Postgres,
-    RabbitMQ,
-    Redis,
-    Web,
-    Worker,
-    pid_alive,
-    run,
-    wait_for,
-)
+from deploy.herd.app import Web, Worker  # noqa: E402
+from deploy.herd.control import Herd  # noqa: E402
+from deploy.herd.processes import HerdError, pid_alive, run, wait_for  # noqa: E402
+from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
+from deploy.herd.services import Postgres, RabbitMQ, Redis  # noqa: E402
 from deploy.load import Failure, Load, LoadReport  # noqa: E402
 from deploy.visitor import Visitor  # noqa: E402
 

@@ -27,7 +27,8 @@ from accounts.models import Profile
 from catalog import cache, selectors, services, views
 from catalog.models import Category, Product, Review
 from catalog.tasks import rebuild_product_pages
-from deploy.herd import PROFILES, Postgres
+from deploy.herd.profiles import PROFILES
+from deploy.herd.services import Postgres
 from scaling.cache.versions import read_versions
 from scaling.db.consistency import use_primary
 from scaling.db.replicas import replica_health

@@ -8,7 +8,8 @@ import pytest
 from django.conf import settings
 
 from deploy.drills import REPLICA_HEALTH_ENV
-from deploy.herd import PROFILES, Herd
+from deploy.herd.control import Herd
+from deploy.herd.profiles import PROFILES
 
 
 @pytest.fixture(scope="package")

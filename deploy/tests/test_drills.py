@@ -14,7 +14,8 @@ import pytest
 from django.conf import settings
 
 from deploy import drills
-from deploy.herd import PROFILES, Worker
+from deploy.herd.app import Worker
+from deploy.herd.profiles import PROFILES
 
 pytestmark = [
     pytest.mark.herd,

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from deploy.herd import render_haproxy_config
+from deploy.herd.haproxy import render_haproxy_config
 
 
 def free_port() -> int:

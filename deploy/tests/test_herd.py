@@ -8,7 +8,8 @@ import urllib.request
 import httpx
 import pytest
 
-from deploy.herd import Herd, pid_alive
+from deploy.herd.control import Herd
+from deploy.herd.processes import pid_alive
 
 pytestmark = [pytest.mark.herd, pytest.mark.django_db(transaction=True)]
 

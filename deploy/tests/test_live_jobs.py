@@ -26,7 +26,9 @@ from playwright.sync_api import sync_playwright
 
 from accounts.tests.factories import PASSWORD, make_user
 from catalog.models import Product
-from deploy.herd import PROFILES, Worker, pid_alive
+from deploy.herd.app import Worker
+from deploy.herd.processes import pid_alive
+from deploy.herd.profiles import PROFILES
 from deploy.visitor import Visitor
 from jobs import services as job_services
 from jobs.models import Job

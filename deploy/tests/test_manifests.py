@@ -33,7 +33,8 @@ from deploy.compose_haproxy import (
     COMPOSE_WEB_SERVICES,
     render_compose_haproxy_config,
 )
-from deploy.herd import PROFILES, HAProxy
+from deploy.herd.haproxy import HAProxy
+from deploy.herd.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -323,7 +324,7 @@ def test_build_context_leaves_out_local_state():
 @pytest.mark.parametrize("rendering", ["local-herd", "compose"])
 def test_haproxy_accepts_the_rendered_template(tmp_path, rendering):
     if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed (deploy/herd.py installs it with the herd's services)")
+        pytest.skip("haproxy is not installed (the herd, deploy/herd/, installs it with its services)")
     if rendering == "compose":
         config = render_compose_haproxy_config()
     else:

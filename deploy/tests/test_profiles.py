@@ -1,4 +1,4 @@
-"""Where the herd's processes keep their state: a clone anywhere works (deploy/herd.py)."""
+"""Where the herd's processes keep their state: a clone anywhere works (``deploy.herd.profiles``)."""
 
 import shutil
 import tempfile
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import herd
+from deploy.herd import profiles
+from deploy.herd.services import Postgres, RabbitMQ
 
 
 @pytest.fixture
@@ -20,10 +21,10 @@ def closed_folder():
 def test_a_clone_the_server_users_cannot_enter_keeps_their_data_where_they_can(closed_folder, monkeypatch):
     clone = closed_folder / "herd"
     clone.mkdir()
-    monkeypatch.setattr(herd, "ROOT", clone)
-    monkeypatch.setattr(herd, "IS_ROOT", True)
-    profile = herd.Profile("local", port_offset=0, durable=True)
-    postgres, rabbitmq = herd.Postgres(profile, replica=False), herd.RabbitMQ(profile)
+    monkeypatch.setattr(profiles, "ROOT", clone)
+    monkeypatch.setattr(profiles, "IS_ROOT", True)
+    profile = profiles.Profile("local", port_offset=0, durable=True)
+    postgres, rabbitmq = Postgres(profile, replica=False), RabbitMQ(profile)
     for place in (postgres.data, postgres.log, rabbitmq.home):
         assert not place.is_relative_to(clone), place
         assert place.is_relative_to(profile.service_state)
@@ -31,5 +32,5 @@ def test_a_clone_the_server_users_cannot_enter_keeps_their_data_where_they_can(c
 
     closed_folder.chmod(0o755)  # a clone anyone may enter keeps everything in it
     assert profile.service_state == profile.state
-    postgres, rabbitmq = herd.Postgres(profile, replica=False), herd.RabbitMQ(profile)
+    postgres, rabbitmq = Postgres(profile, replica=False), RabbitMQ(profile)
     assert postgres.data.is_relative_to(clone) and rabbitmq.home.is_relative_to(clone)

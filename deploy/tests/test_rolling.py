@@ -34,7 +34,9 @@ from websockets.sync.client import connect
 from accounts.tests.factories import PASSWORD, make_user
 from catalog import services as catalog_services
 from catalog.models import Review
-from deploy.herd import Herd, Web, pid_alive, port_open
+from deploy.herd.app import Web
+from deploy.herd.control import Herd
+from deploy.herd.processes import pid_alive, port_open
 from deploy.load import CSRF, Browser, Load
 from deploy.visitor import Visitor
 

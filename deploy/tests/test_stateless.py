@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 
 from accounts.tests.factories import PASSWORD
-from deploy.herd import PROFILES, ROOT, Redis, pid_alive
+from deploy.herd.processes import pid_alive
+from deploy.herd.profiles import PROFILES, ROOT
+from deploy.herd.services import Redis
 from deploy.visitor import Visitor
 
 pytestmark = [

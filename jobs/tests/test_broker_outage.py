@@ -1,7 +1,7 @@
 """RabbitMQ stopped for real (its node, not a patched ``enqueue``): a job started meanwhile
 ends failed with a reason its owner sees, other writes are saved, and once the broker is
 back jobs are queued again by the same process. Stops and restarts the test profile's
-RabbitMQ node (``deploy.herd.RabbitMQ``), about 10 s."""
+RabbitMQ node (``deploy.herd.services.RabbitMQ``), about 10 s."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from django.test import Client
 
 from catalog import services as catalog_services
 from catalog.models import Review
-from deploy.herd import PROFILES, RabbitMQ
+from deploy.herd.profiles import PROFILES
+from deploy.herd.services import RabbitMQ
 from jobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

@@ -21,7 +21,8 @@ from django.test.utils import CaptureQueriesContext
 from accounts.tests.factories import PASSWORD, make_user
 from catalog import services as catalog_services
 from catalog.models import Review
-from deploy.herd import PROFILES, Postgres, Redis
+from deploy.herd.profiles import PROFILES
+from deploy.herd.services import Postgres, Redis
 from notifications.consumers import CLOSE_TRY_AGAIN
 from notifications.tests.test_socket import scenario, socket
 from scaling.db.replicas import replica_health

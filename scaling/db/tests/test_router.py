@@ -5,7 +5,8 @@ from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
-from deploy.herd import PROFILES, Postgres
+from deploy.herd.profiles import PROFILES
+from deploy.herd.services import Postgres
 from scaling.db import positions
 from scaling.db.replicas import replica_health
 from scaling.db.router import PrimaryReplicaRouter

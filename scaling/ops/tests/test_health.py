@@ -6,7 +6,8 @@ import json
 import pytest
 from asgiref.testing import ApplicationCommunicator
 
-from deploy.herd import PROFILES, Redis
+from deploy.herd.profiles import PROFILES
+from deploy.herd.services import Redis
 from scaling.ops import health
 
 pytestmark = pytest.mark.django_db(databases="__all__")
