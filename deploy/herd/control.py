@@ -70,8 +70,8 @@ class Herd:
         return [*self.services(), *self.webs(), Worker(self.profile, self.database, self.extra_env), self.haproxy()]
 
     def start_services(self) -> None:
+        reserve_ports(self.replica_count)
         ensure_packages()
-        reserve_ports(self.profile)
         # WhiteNoise expects the static folder to exist even before collectstatic.
         (self.profile.state / "static").mkdir(parents=True, exist_ok=True)
         for process in self.services():
@@ -110,12 +110,14 @@ class Herd:
 
     def start_herd_processes(self) -> None:
         """The app replicas and HAProxy (the services must be up)."""
+        reserve_ports(self.replica_count)
         self.collect_static()
         for web in self.webs():
             web.ensure()
         self.haproxy().ensure()
 
     def start(self, name: str) -> None:
+        reserve_ports(self.replica_count)
         for process in self.processes():
             if process.name == name:
                 say(process, "started" if process.ensure() else "already running")
@@ -205,6 +207,7 @@ class Herd:
         """
         if replicas < 1:
             raise HerdError("the herd needs at least one app replica")
+        reserve_ports(replicas)
         target = HAProxy(self.profile, list(range(1, replicas + 1)))
         # New replicas start side by side (each takes seconds to import Django).
         starting = [web for web in target_webs(self, replicas) if not web.healthy()]

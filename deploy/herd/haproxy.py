@@ -14,7 +14,7 @@ import time
 
 from deploy.herd.app import Web
 from deploy.herd.processes import HerdError, Process, port_open, run, wait_for
-from deploy.herd.profiles import ROOT, Profile
+from deploy.herd.profiles import HAPROXY_STATS_PORT, ROOT, Profile
 
 
 def render_haproxy_config(*, bind: str, stats_bind: str, stats_socket: str, servers: list[tuple[str, str]]) -> str:
@@ -39,7 +39,7 @@ class HAProxy(Process):
         super().__init__(profile)
         self.replicas = replicas
         self.port = profile.lb_port
-        self.stats_port = profile.port(8404)
+        self.stats_port = profile.port(HAPROXY_STATS_PORT)
         self.config = profile.state / "haproxy.cfg"
         self.socket = profile.run / "haproxy.sock"
 

@@ -20,6 +20,30 @@ IS_ROOT = os.geteuid() == 0
 # Shard databases of per-user data each profile runs, in its primary's server (docs/SHARDING.md).
 SHARD_DATABASES = 2
 
+# The local herd's ports; every other profile's are these plus its port_offset.
+POSTGRES_PORT = 55432
+POSTGRES_REPLICA_PORT = 55433
+RABBITMQ_PORT = 55672  # AMQP
+RABBITMQ_DIST_PORT = 55673  # Erlang distribution (epmd's 4369 lies below the ephemeral range)
+REDIS_STATE_PORT = 56379
+REDIS_CACHE_PORT = 56380
+HAPROXY_PORT = 8000  # app replica N listens on HAPROXY_PORT + N
+HAPROXY_STATS_PORT = 8404
+LISTEN_PORTS = (
+    POSTGRES_PORT,
+    POSTGRES_REPLICA_PORT,
+    RABBITMQ_PORT,
+    RABBITMQ_DIST_PORT,
+    REDIS_STATE_PORT,
+    REDIS_CACHE_PORT,
+    HAPROXY_PORT,
+    HAPROXY_STATS_PORT,
+)
+# App replicas whose ports are reserved ahead (``scale`` beyond reserves more).
+RESERVED_REPLICAS = 16
+# HERD_TEST_SLOT 0 to 9: the slots whose ports all lie below 65536.
+TEST_SLOTS = 10
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -56,10 +80,14 @@ class Profile:
 
     @property
     def lb_port(self) -> int:
-        return self.port(8000)
+        return self.port(HAPROXY_PORT)
 
     def web_port(self, number: int) -> int:
-        return self.port(8000) + number
+        return self.lb_port + number
+
+    def ports(self, replicas: int = RESERVED_REPLICAS) -> set[int]:
+        """Every port this profile's processes listen on, with up to ``replicas`` app replicas."""
+        return {*(self.port(base) for base in LISTEN_PORTS), *(self.web_port(n) for n in range(1, replicas + 1))}
 
     @property
     def url(self) -> str:
@@ -67,24 +95,24 @@ class Profile:
 
     def django_env(self, database: str = "herd") -> dict[str, str]:
         """The environment every Django process of this profile runs with."""
-        pg = self.port(55432)
-        redis_state, redis_cache = self.port(56379), self.port(56380)
+        pg, pg_replica = self.port(POSTGRES_PORT), self.port(POSTGRES_REPLICA_PORT)
+        redis_state, redis_cache = self.port(REDIS_STATE_PORT), self.port(REDIS_CACHE_PORT)
         return {
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DJANGO_ENV": "development",
             "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1,[::1]",
             "DJANGO_STATIC_ROOT": str(self.state / "static"),
             "DATABASE_URL": f"postgres://herd@127.0.0.1:{pg}/{database}",
-            "DATABASE_REPLICA_URLS": f"postgres://herd@127.0.0.1:{pg + 1}/{database}",
+            "DATABASE_REPLICA_URLS": f"postgres://herd@127.0.0.1:{pg_replica}/{database}",
             # Per-user data (jobs, notifications) on shard databases in the same server.
             "SHARD_DATABASE_URLS": ",".join(f"postgres://herd@127.0.0.1:{pg}/{name}" for name in shard_names(database)),
             "SHARD_REPLICA_URLS": ",".join(
-                f"postgres://herd@127.0.0.1:{pg + 1}/{name}" for name in shard_names(database)
+                f"postgres://herd@127.0.0.1:{pg_replica}/{name}" for name in shard_names(database)
             ),
             "REDIS_STATE_URL": f"redis://127.0.0.1:{redis_state}/0",
             "REDIS_CHANNELS_URL": f"redis://127.0.0.1:{redis_state}/1",
             "REDIS_CACHE_URL": f"redis://127.0.0.1:{redis_cache}/0",
-            "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{self.port(55672)}/%2F",
+            "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{self.port(RABBITMQ_PORT)}/%2F",
             "HERD_DRAIN_SECONDS": "3",
             "PYTHONUNBUFFERED": "1",
         }
@@ -96,10 +124,9 @@ def shard_names(database: str) -> list[str]:
     return [f"{database}_shard{number}" for number in range(1, SHARD_DATABASES + 1)]
 
 
-def _test_profile() -> Profile:
-    """The test profile; ``HERD_TEST_SLOT=N`` (N >= 1) gives a second, third... test herd on
-    ports and folders of its own, so two suites can run side by side on one machine."""
-    slot = int(os.environ.get("HERD_TEST_SLOT", "0") or 0)
+def test_profile(slot: int) -> Profile:
+    """The test profile of ``HERD_TEST_SLOT=slot``: slots 1, 2... give a second, third... test
+    herd on ports and folders of its own, so suites can run side by side on one machine."""
     if slot == 0:
         return Profile("test", port_offset=100, durable=False)
     return Profile(f"test{slot}", port_offset=1000 * slot, durable=False)
@@ -107,10 +134,15 @@ def _test_profile() -> Profile:
 
 PROFILES = {
     "local": Profile("local", port_offset=0, durable=True),
-    "test": _test_profile(),
+    "test": test_profile(int(os.environ.get("HERD_TEST_SLOT", "0") or 0)),
     "bench": Profile("bench", port_offset=200, durable=False),
     "drills": Profile("drills", port_offset=300, durable=False),
 }
+
+
+def every_profile() -> list[Profile]:
+    """Every profile that may run on this machine: the named ones and each test slot's."""
+    return [*PROFILES.values(), *(test_profile(slot) for slot in range(TEST_SLOTS))]
 
 
 def others_can_enter(path: Path) -> bool:
@@ -118,20 +150,43 @@ def others_can_enter(path: Path) -> bool:
     return all(folder.stat().st_mode & 0o001 for folder in (path, *path.parents))
 
 
-# The services' ports lie inside Linux's ephemeral range (32768-60999), where any
-# outgoing connection may take one as its local port just before a service binds it.
-SERVICE_PORTS = (55432, 55433, 55672, 55673, 56379, 56380)
+# The services' ports lie inside Linux's ephemeral range (32768-60999), where any outgoing
+# connection may take one as its local port (and keep it for hours) before a service binds it.
 RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
 
 
-def reserve_ports(profile: Profile) -> None:
-    """Keep the profile's service ports out of the ephemeral range (as root; else a no-op)."""
+def reserve_ports(replicas: int = RESERVED_REPLICAS) -> None:
+    """Keep every port of every profile out of the ephemeral range, in one write, before a
+    herd starts anything: a profile started later (the bench herd after hours of test suites)
+    finds its ports free. ``replicas``: app replicas per profile, if more than reserved ahead.
+    As root; else a no-op."""
     if not IS_ROOT:
         return
+    replicas = max(replicas, RESERVED_REPLICAS)
+    wanted = set().union(*(profile.ports(replicas) for profile in every_profile()))
     try:
-        current = {part for part in RESERVED_PORTS.read_text().strip().split(",") if part}
-        wanted = current | {str(profile.port(base)) for base in SERVICE_PORTS}
-        if wanted != current:
-            RESERVED_PORTS.write_text(",".join(sorted(wanted)))
-    except OSError:
+        current = port_set(RESERVED_PORTS.read_text())
+        if not wanted <= current:
+            RESERVED_PORTS.write_text(port_ranges(current | wanted))
+    except (OSError, ValueError):
         pass  # a container without a writable /proc/sys: the race stays, rarely lost
+
+
+def port_set(text: str) -> set[int]:
+    """The ports of a list such as ``ip_local_reserved_ports`` holds: ``8000,55432-55433``."""
+    ports: set[int] = set()
+    for part in filter(None, text.strip().split(",")):
+        first, _, last = part.partition("-")
+        ports.update(range(int(first), int(last or first) + 1))
+    return ports
+
+
+def port_ranges(ports: set[int]) -> str:
+    """``ports`` as such a list, consecutive ports as one range (the file takes a page at most)."""
+    ranges: list[list[int]] = []
+    for port in sorted(ports):
+        if ranges and ranges[-1][1] == port - 1:
+            ranges[-1][1] = port
+        else:
+            ranges.append([port, port])
+    return ",".join(str(first) if first == last else f"{first}-{last}" for first, last in ranges)

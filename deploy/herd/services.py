@@ -14,7 +14,17 @@ from pathlib import Path
 
 from deploy.herd.debian import postgres_bindir
 from deploy.herd.processes import Process, pid_alive, port_open, read_pid, run, terminate, wait_for
-from deploy.herd.profiles import IS_ROOT, Profile, shard_names
+from deploy.herd.profiles import (
+    IS_ROOT,
+    POSTGRES_PORT,
+    POSTGRES_REPLICA_PORT,
+    RABBITMQ_DIST_PORT,
+    RABBITMQ_PORT,
+    REDIS_CACHE_PORT,
+    REDIS_STATE_PORT,
+    Profile,
+    shard_names,
+)
 
 
 def as_user(user: str) -> list[str]:
@@ -35,7 +45,7 @@ class Postgres(Process):
         super().__init__(profile)
         self.replica = replica
         self.name = "postgres-replica" if replica else "postgres-primary"
-        self.port = profile.port(55433 if replica else 55432)
+        self.port = profile.port(POSTGRES_REPLICA_PORT if replica else POSTGRES_PORT)
         self.data = profile.service_state / self.name
         self.bindir = postgres_bindir()
 
@@ -161,7 +171,7 @@ class Redis(Process):
         super().__init__(profile)
         self.role = role
         self.name = f"redis-{role}"
-        self.port = profile.port(56379 if role == "state" else 56380)
+        self.port = profile.port(REDIS_STATE_PORT if role == "state" else REDIS_CACHE_PORT)
 
     def start(self) -> None:
         data = self.profile.state / self.name
@@ -209,7 +219,7 @@ class RabbitMQ(Process):
 
     def __init__(self, profile: Profile) -> None:
         super().__init__(profile)
-        self.port = profile.port(55672)
+        self.port = profile.port(RABBITMQ_PORT)
         self.home = profile.service_state / "rabbitmq"
         self.node = f"herd-{profile.name}@localhost"
 
@@ -220,7 +230,7 @@ class RabbitMQ(Process):
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.port + 1),
+            "RABBITMQ_DIST_PORT": str(self.profile.port(RABBITMQ_DIST_PORT)),
             "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.home / "log"),
             "RABBITMQ_PID_FILE": str(self.pidfile),

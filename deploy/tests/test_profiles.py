@@ -1,12 +1,15 @@
-"""Where the herd's processes keep their state: a clone anywhere works (``deploy.herd.profiles``)."""
+"""Where the herd's processes keep their state (a clone anywhere works) and the ports they
+listen on, every one reserved before a herd starts (``deploy.herd.profiles``)."""
 
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from deploy.herd import profiles
+from deploy.herd.control import Herd
 from deploy.herd.services import Postgres, RabbitMQ
 
 
@@ -34,3 +37,39 @@ def test_a_clone_the_server_users_cannot_enter_keeps_their_data_where_they_can(c
     assert profile.service_state == profile.state
     postgres, rabbitmq = Postgres(profile, replica=False), RabbitMQ(profile)
     assert postgres.data.is_relative_to(clone) and rabbitmq.home.is_relative_to(clone)
+
+
+def test_every_port_of_a_profile_is_among_the_ports_reserved_for_it():
+    for profile in profiles.every_profile():
+        herd = Herd(profile, replicas=profiles.RESERVED_REPLICAS)
+        listening = {process.port for process in herd.processes() if process.port}
+        listening |= {herd.haproxy().stats_port, int(RabbitMQ(profile).env()["RABBITMQ_DIST_PORT"])}
+        urls = [url for key, value in profile.django_env().items() if key.endswith("_URL") for url in value.split(",")]
+        listening |= {urlsplit(url).port for url in urls if url}
+        assert listening <= profile.ports(), (profile.name, sorted(listening - profile.ports()))
+
+
+def test_one_write_reserves_every_port_of_every_profile_and_keeps_what_was_reserved(monkeypatch):
+    class ReservedPorts:
+        text, writes = "1000-1002,55432\n", 0
+
+        def read_text(self):
+            return self.text
+
+        def write_text(self, text):
+            self.text, self.writes = text, self.writes + 1
+
+    reserved = ReservedPorts()
+    monkeypatch.setattr(profiles, "RESERVED_PORTS", reserved)
+    monkeypatch.setattr(profiles, "IS_ROOT", True)
+    profiles.reserve_ports()
+    ports = profiles.port_set(reserved.text)
+    assert {1000, 1001, 1002, 55432} <= ports
+    for slot in range(profiles.TEST_SLOTS):
+        assert profiles.test_profile(slot).ports() <= ports
+    for profile in profiles.PROFILES.values():
+        assert profile.ports() <= ports
+    profiles.reserve_ports()
+    assert reserved.writes == 1
+    profiles.reserve_ports(replicas=20)
+    assert profiles.PROFILES["local"].web_port(20) in profiles.port_set(reserved.text)
