@@ -30,10 +30,10 @@ test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Re
 	$(HERD) test $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written into docs/PERFORMANCE.md
-	$(PY) bench/report.py; status=$$?; $(HERD) --profile bench down; exit $$status
+	$(PY) -m bench.report; status=$$?; $(HERD) --profile bench down; exit $$status
 
 drills: $(VENV)/.installed  ## fault drills under load on a herd of their own, written into docs/RELIABILITY.md
-	$(PY) deploy/drills.py; status=$$?; $(HERD) --profile drills down; exit $$status
+	$(PY) -m deploy.drills; status=$$?; $(HERD) --profile drills down; exit $$status
 
 clean: down
 	rm -rf .herd $(VENV)

@@ -37,7 +37,6 @@ import platform
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,18 +44,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import psycopg
+
+from bench import probes
+from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
+from deploy.herd.control import Herd
+from deploy.herd.processes import HerdError, run
+from deploy.herd.profiles import PROFILES, VENV_PYTHON, shard_names
+from deploy.herd.services import Postgres
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
-
-from bench import probes  # noqa: E402
-from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk  # noqa: E402
-from deploy.herd.control import Herd  # noqa: E402
-from deploy.herd.processes import HerdError, run  # noqa: E402
-from deploy.herd.profiles import PROFILES, VENV_PYTHON, shard_names  # noqa: E402
-from deploy.herd.services import Postgres  # noqa: E402
 
 PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", "1000000"))
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "2"))

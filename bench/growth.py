@@ -12,16 +12,11 @@ the size): list pages (``/products/``), product pages (random products), searche
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench import catalog  # noqa: E402
-from bench.wrk import NO_EDGE_CACHE, Run, median_run  # noqa: E402
-from deploy.herd.control import Herd  # noqa: E402
+from bench import catalog
+from bench.wrk import NO_EDGE_CACHE, Run, median_run
+from deploy.herd.control import Herd
 
 SMALL_PRODUCTS = int(os.environ.get("BENCH_SMALL_PRODUCTS", "10000"))
 SMALL_DATABASE = "herd_small"

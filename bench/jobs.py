@@ -22,18 +22,13 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from deploy.herd.app import Worker  # noqa: E402
-from deploy.herd.control import Herd  # noqa: E402
-from deploy.herd.profiles import PROFILES  # noqa: E402
+from deploy.herd.app import Worker
+from deploy.herd.control import Herd
+from deploy.herd.profiles import PROFILES
 
 PROFILE = PROFILES["bench"]
 os.environ.update(PROFILE.django_env())

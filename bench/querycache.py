@@ -1,6 +1,6 @@
 """Herd's query cache against django-cachalot, on the same queries, including stale reads.
 
-    .venv/bin/python bench/querycache.py
+    .venv/bin/python -m bench.querycache
 
 Runs against the data services of the ``test`` profile (started here with
 ``python3 -m deploy.herd --profile test services``, left running): a scratch database
@@ -49,13 +49,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+import redis
+
+from deploy.herd.profiles import PROFILES, VENV_PYTHON
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import psycopg  # noqa: E402
-import redis  # noqa: E402
-
-from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
 
 PROFILE = PROFILES["test"]
 PG = PROFILE.port(55432)
@@ -120,7 +119,7 @@ def run_child(system: str, mode: str, round_number: int = 0) -> dict:
         out = Path(handle.name)
     try:
         subprocess.run(
-            [str(VENV_PYTHON), __file__, "--child", system, mode, str(out), str(round_number)],
+            [str(VENV_PYTHON), "-m", "bench.querycache", "--child", system, mode, str(out), str(round_number)],
             env=child_env(system),
             cwd=ROOT,
             check=True,

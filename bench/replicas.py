@@ -19,20 +19,15 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench import catalog, probes  # noqa: E402
-from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk  # noqa: E402
-from deploy.herd.control import Herd  # noqa: E402
+from bench import catalog, probes
+from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
+from deploy.herd.control import Herd
 
 COUNTS = [int(n) for n in os.environ.get("BENCH_REPLICA_COUNTS", "1,2,3,4").split(",")]
 PREDICT_CORES = (4, 8, 16)

@@ -33,24 +33,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from bench import catalog, growth, replicas  # noqa: E402
-from bench.wrk import Run, wrk_version  # noqa: E402
-from deploy.doc_blocks import provenance, replace_block  # noqa: E402
-from deploy.herd.control import Herd  # noqa: E402
-from deploy.herd.debian import postgres_bindir  # noqa: E402
+from bench import catalog, growth, replicas
+from bench.wrk import Run, wrk_version
+from deploy.doc_blocks import provenance, replace_block
+from deploy.herd.control import Herd
+from deploy.herd.debian import postgres_bindir
 
 try:
     from bench import shards
 except ImportError:
     shards = None
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REPORT = Path(os.environ.get("BENCH_REPORT", ROOT / "docs" / "PERFORMANCE.md"))
 CHARTS = REPORT.parent / "perf"

@@ -15,17 +15,15 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.wrk import wrk
+from deploy.herd.control import Herd
+from deploy.herd.processes import http_status, terminate
+from deploy.herd.profiles import PROFILES, VENV_PYTHON
 
-from bench.wrk import wrk  # noqa: E402
-from deploy.herd.control import Herd  # noqa: E402
-from deploy.herd.processes import http_status, terminate  # noqa: E402
-from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 DURATION = os.environ.get("BENCH_DURATION", "8s")

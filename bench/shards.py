@@ -22,11 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from deploy.herd.control import Herd
+from deploy.herd.profiles import PROFILES, VENV_PYTHON
 
-from deploy.herd.control import Herd  # noqa: E402
-from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PROFILE = PROFILES[os.environ.get("BENCH_PROFILE", "bench")]
 WRITERS = int(os.environ.get("BENCH_WRITERS", "4"))
@@ -95,7 +94,7 @@ def one_round(env: dict[str, str]) -> float:
     stop_at = start_at + SECONDS
     processes = [
         subprocess.Popen(
-            [str(VENV_PYTHON), __file__, "--writer", str(n), str(start_at), str(stop_at)],
+            [str(VENV_PYTHON), "-m", "bench.shards", "--writer", str(n), str(start_at), str(stop_at)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

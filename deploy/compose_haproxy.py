@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HAProxy's configuration for deploy/compose.yaml, from the local herd's template.
 
-    python3 deploy/compose_haproxy.py > deploy/compose/haproxy.cfg
+    python3 -m deploy.compose_haproxy > deploy/compose/haproxy.cfg
 
 The rendered file is committed (compose mounts it); deploy/tests/test_manifests.py
 fails when it drifts from deploy/haproxy.cfg.template or from the web services that
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy.herd.haproxy import render_haproxy_config
 

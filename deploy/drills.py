@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fault drills: break one piece of the herd under a steady load and count the damage.
 
-    python deploy/drills.py [--short] [DRILL ...]     (``make drills``; every drill by default)
+    .venv/bin/python -m deploy.drills [--short] [DRILL ...]     (``make drills``; every drill by default)
 
 Each drill runs the load of ``deploy/load.py`` through HAProxy (logged-in shoppers who
 read pages, check their session and post reviews; anonymous visitors reading the
@@ -37,23 +37,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import psycopg
+from websockets.exceptions import InvalidHandshake
+from websockets.sync.client import connect
+
+from deploy.doc_blocks import provenance, replace_block
+from deploy.herd.app import Web, Worker
+from deploy.herd.control import Herd
+from deploy.herd.processes import HerdError, pid_alive, run, wait_for
+from deploy.herd.profiles import PROFILES, VENV_PYTHON
+from deploy.herd.services import Postgres, RabbitMQ, Redis
+from deploy.load import Failure, Load, LoadReport
+from deploy.visitor import Visitor
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
-from websockets.exceptions import InvalidHandshake  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
-
-from deploy.doc_blocks import provenance, replace_block  # noqa: E402
-from deploy.herd.app import Web, Worker  # noqa: E402
-from deploy.herd.control import Herd  # noqa: E402
-from deploy.herd.processes import HerdError, pid_alive, run, wait_for  # noqa: E402
-from deploy.herd.profiles import PROFILES, VENV_PYTHON  # noqa: E402
-from deploy.herd.services import Postgres, RabbitMQ, Redis  # noqa: E402
-from deploy.load import Failure, Load, LoadReport  # noqa: E402
-from deploy.visitor import Visitor  # noqa: E402
 
 PASSWORD = "drills-password-1234"  # noqa: S105 (the drill accounts of a private herd)
 SHOPPERS = 3
@@ -743,7 +741,9 @@ def prepare(timing: Timing, with_worker: bool) -> Rig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.drills", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--short", action="store_true", help="shorter load and faults")
     parser.add_argument("drills", nargs="*", metavar="DRILL", help=", ".join(DRILLS))
     args = parser.parse_args(argv)

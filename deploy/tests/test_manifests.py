@@ -278,7 +278,7 @@ def test_compose_file_is_valid_against_the_compose_specification():
 
 def test_compose_haproxy_config_is_the_template_rendered():
     assert COMPOSE_HAPROXY_CONFIG.read_text() == render_compose_haproxy_config(), (
-        "deploy/compose/haproxy.cfg drifted: python3 deploy/compose_haproxy.py > deploy/compose/haproxy.cfg"
+        "deploy/compose/haproxy.cfg drifted: python3 -m deploy.compose_haproxy > deploy/compose/haproxy.cfg"
     )
 
 
