@@ -45,9 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import matplotlib.pyplot as plt
 import psycopg
 
 from bench import probes
+from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Part, chart, failed, runs_table
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
 from deploy.herd.control import Herd
 from deploy.herd.processes import HerdError, run
@@ -426,6 +428,128 @@ def table(title: str, rows: list[tuple[str, Run]], extra: list[str]) -> None:
         print(f"| {name} | {result.rps:.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.errors} |")
     for line in extra:
         print(line)
+
+
+def render(part: Part) -> list[str]:
+    """This part's section of the report (bench/report.py): its tables and charts, or why it failed."""
+    lines = ["### Herd against the conventional single-server Django (bench/catalog.py)", ""]
+    if not part.ok:
+        return lines + failed(part)
+    figures: CatalogFigures = part.value
+    herd, conventional = figures.mixes["Herd"], figures.mixes["conventional"]
+    lines += [
+        "The same app replicas, HAProxy and services, configured through the environment only. "
+        "**Herd**: reads on the streaming replica, query and object caches, sessions in Redis, "
+        "HAProxy's edge cache. **Conventional**: one database (`DATABASE_REPLICA_URLS` empty), "
+        "no caches (`HERD_CACHES_ENABLED=false`), sessions in the database "
+        "(`HERD_SESSION_ENGINE=database`), every request past the edge cache. The browse-heavy mix: "
+        f"product pages with Zipf popularity over 5,000 products (rank r viewed in proportion to 1/r), "
+        f"category and list pages, searches; 1 in 5 requests by one of "
+        f"{figures.settings['users']} logged-in shoppers (logged in again under each configuration), "
+        "1 in 50 of those a review post.",
+        "",
+        *runs_table([("mix, Herd", herd), ("mix, conventional", conventional)]),
+        "",
+        f"- Herd / conventional: **{herd.rps / conventional.rps:.2f}x** the requests/s; "
+        f"p50 **{herd.p50_ms / conventional.p50_ms:.2f}x**, p99 **{herd.p99_ms / conventional.p99_ms:.2f}x**",
+        "",
+    ]
+
+    def draw() -> None:
+        _fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        left.bar(["Herd", "conventional"], [herd.rps, conventional.rps], color=[HERD_COLOR, CONVENTIONAL_COLOR])
+        left.set_title("browse-heavy mix: requests/s")
+        xs = range(2)
+        right.bar([x - 0.2 for x in xs], [herd.p50_ms, herd.p99_ms], 0.4, label="Herd", color=HERD_COLOR)
+        right.bar(
+            [x + 0.2 for x in xs],
+            [conventional.p50_ms, conventional.p99_ms],
+            0.4,
+            label="conventional",
+            color=CONVENTIONAL_COLOR,
+        )
+        right.set_xticks(list(xs), ["p50", "p99"])
+        right.set_title("latency, ms")
+        right.legend()
+
+    lines += [chart("herd-vs-conventional.png", draw), ""]
+
+    pages = figures.pages
+    ceiling, cold = pages["minimal view (app)"], pages["product page, conventional (no caches)"]
+    edge, warm = pages["warm product page, edge cache"], pages["warm product page (app)"]
+    lines += [
+        "### The ceiling: a minimal view, and the warm product page against it",
+        "",
+        "`/robots.txt` through the whole middleware stack is the most the stack serves; the warm "
+        "product page (anonymous) is measured as deployed (from HAProxy's edge cache) and from the "
+        "app (`Cache-Control: no-cache` sends it past the edge, to the object cache).",
+        "",
+        *runs_table(list(pages.items())),
+        "",
+        f"- warm product page from the app / minimal view: **{warm.rps / ceiling.rps:.2f}** of the ceiling; "
+        f"/ no caches: **{warm.rps / cold.rps:.2f}x**",
+        f"- warm product page from the edge cache / minimal view: **{edge.rps / ceiling.rps:.2f}**; "
+        f"/ no caches: **{edge.rps / cold.rps:.2f}x**",
+        "",
+    ]
+
+    def draw_pages() -> None:
+        plt.figure(figsize=(8, 2.8))
+        names = list(pages)
+        plt.barh(names[::-1], [pages[n].rps for n in names][::-1], color=HERD_COLOR)
+        plt.xlabel("requests/s")
+        plt.title("pages through HAProxy")
+
+    lines += [chart("pages.png", draw_pages), ""]
+
+    share = "n/a" if figures.replica_share is None else f"{figures.replica_share:.1%}"
+    lines += [
+        "### Replica offload and cache hit ratios during the mix (Herd)",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| SELECTs that ran on the replica (pg_stat_statements; health, LSN and FOR UPDATE reads left out) "
+        f"| {share} |",
+    ]
+    if figures.cache_hits is None:
+        lines.append("| cache hit ratio (`herd_cache_lookups_total` on each replica's /metrics) | n/a |")
+    else:
+        for cache, (ratio, lookups) in figures.cache_hits.items():
+            lines.append(f"| cache hit ratio, {cache} ({lookups:,} lookups in a round) | {ratio:.1%} |")
+    lines.append("")
+    if figures.primary_selects:
+        lines += ["The app's SELECTs still on the primary, most called (last round):", ""]
+        lines += [f"- {calls:,} calls: `{query}`" for calls, query in figures.primary_selects]
+        lines.append("")
+
+    first, deep = figures.keyset.values()
+    targets = [
+        ("warm product page (app) ≥ 80% of the minimal view's req/s", warm.rps / ceiling.rps, 0.8, "{:.0%}"),
+        ("warm product page (app) ≥ 5x the uncached page", warm.rps / cold.rps, 5.0, "{:.2f}x"),
+        ("≥ 95% of SELECTs on the replica in the mix", figures.replica_share, 0.95, "{:.1%}"),
+    ]
+    lines += [
+        "### Keyset pagination at depth (wrk -c4, from the app)",
+        "",
+        *runs_table(list(figures.keyset.items())),
+        "",
+        f"- p50 at page {figures.deep_page:,} / p50 at page 1: **{deep.p50_ms / first.p50_ms:.2f}**",
+        "",
+        "### Targets from the catalog issue",
+        "",
+        "| target | measured | met |",
+        "|---|---:|---|",
+    ]
+    for name, value, goal, shown in targets:
+        met = "n/a" if value is None else ("yes" if value >= goal else "no")
+        lines.append(f"| {name} | {'n/a' if value is None else shown.format(value)} | {met} |")
+    ratio = deep.p50_ms / first.p50_ms
+    lines += [
+        f"| list page {figures.deep_page:,} p50 within 1.5x of page 1 | {ratio:.2f}x "
+        f"| {'yes' if ratio <= 1.5 else 'no'} |",
+        "",
+    ]
+    return lines
 
 
 def main() -> None:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
+
 from bench import catalog
+from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Part, chart, failed
 from bench.wrk import NO_EDGE_CACHE, Run, median_run
 from deploy.herd.control import Herd
 
@@ -58,6 +61,45 @@ def measure(herd: Herd | None = None, rounds: int = catalog.ROUNDS) -> GrowthFig
         herd.database = big
     catalog.configure(herd, catalog.HERD)
     return GrowthFigures(products, {db: {k: median_run(r) for k, r in kinds.items()} for db, kinds in runs.items()})
+
+
+def render(part: Part) -> list[str]:
+    """This part's section of the report (bench/report.py): its tables and charts, or why it failed."""
+    lines = ["### Cost growth with data (bench/growth.py)", ""]
+    if not part.ok:
+        return lines + failed(part)
+    figures: GrowthFigures = part.value
+    small, big = list(figures.runs)
+    lines += [
+        "The same requests against two databases of the same herd, with the query and object caches "
+        "off and past the edge cache, so each request runs its queries (a warm cached page runs "
+        f"none at any size); wrk -c{CONNECTIONS}.",
+        "",
+        f"| request | p50 ms, {figures.products[small]:,} | p99 ms, {figures.products[small]:,} "
+        f"| p50 ms, {figures.products[big]:,} | p99 ms, {figures.products[big]:,} | p50 growth |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    kinds = list(figures.runs[small])
+    for kind in kinds:
+        a, b = figures.runs[small][kind], figures.runs[big][kind]
+        lines.append(
+            f"| {kind} | {a.p50_ms:.2f} | {a.p99_ms:.2f} | {b.p50_ms:.2f} | {b.p99_ms:.2f} "
+            f"| {b.p50_ms / a.p50_ms:.2f}x |"
+        )
+    lines.append("")
+
+    def draw() -> None:
+        _fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        xs = range(len(kinds))
+        for ax, label in zip(axes, ("p50_ms", "p99_ms"), strict=True):
+            for offset, db, color in ((-0.2, small, CONVENTIONAL_COLOR), (0.2, big, HERD_COLOR)):
+                values = [getattr(figures.runs[db][k], label) for k in kinds]
+                ax.bar([x + offset for x in xs], values, 0.4, label=f"{figures.products[db]:,} products", color=color)
+            ax.set_xticks(list(xs), kinds)
+            ax.set_title(label.replace("_ms", ", ms"))
+        axes[0].legend(fontsize=8)
+
+    return [*lines, chart("data-growth.png", draw), ""]
 
 
 def main() -> None:

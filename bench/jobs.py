@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from bench.rendering import Part, failed
 from deploy.herd.app import Worker
 from deploy.herd.control import Herd
 from deploy.herd.profiles import PROFILES
@@ -193,6 +194,36 @@ def measure(herd: Herd | None = None) -> JobsFigures:
         latency_p99_ms=statistics.quantiles(latencies, n=100)[98],
         sockets=held,
     )
+
+
+def render(part: Part) -> list[str]:
+    """This part's section of the report (bench/report.py): its table, or why it failed."""
+    lines = ["### Jobs and sockets (bench/jobs.py)", ""]
+    if not part.ok:
+        return lines + failed(part)
+    figures = part.value
+    lines += [
+        "| measure | value |",
+        "|---|---:|",
+        f"| no-op jobs per second through RabbitMQ and the worker (1 process x 4 threads; "
+        f"median of 3 x {figures.pings}) | {figures.pings_per_second:.0f} |",
+        f"| job completion commit to the browser's socket, p50 ({figures.jobs} jobs) "
+        f"| {figures.latency_p50_ms:.0f} ms |",
+        f"| job completion commit to the browser's socket, p99 | {figures.latency_p99_ms:.0f} ms |",
+    ]
+    for count, seconds in figures.sockets:
+        shown = "failed" if seconds is None else f"{seconds * 1000:.0f} ms"
+        lines.append(f"| one event to {count:,} sockets held by one replica | {shown} |")
+    held = [count for count, seconds in figures.sockets if seconds is not None and seconds <= 1.0]
+    lines += [
+        "",
+        f"- sockets one replica holds while one event still reaches all of them within 1 s: "
+        f"**{max(held):,}**{' or more' if held and held[-1] == figures.sockets[-1][0] else ''}"
+        if held
+        else "- sockets per replica: no step delivered within 1 s",
+        "",
+    ]
+    return lines
 
 
 def main() -> None:

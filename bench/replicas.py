@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from functools import partial
 
 import httpx
+import matplotlib.pyplot as plt
 
 from bench import catalog, probes
+from bench.rendering import HERD_COLOR, Part, chart, failed
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
 from deploy.herd.control import Herd
 
@@ -112,6 +114,103 @@ def measure(
     }
     points = [CurvePoint(n, {case: median_run(r) for case, r in runs[n].items()}) for n in counts]
     return ReplicaFigures(os.cpu_count() or 1, points, models)
+
+
+def render(part: Part) -> list[str]:
+    """This part's section of the report (bench/report.py): its tables and charts, or why it failed."""
+    cores = os.cpu_count() or 1
+    lines = [f"### Throughput by app replicas ({cores} cores, os.cpu_count()) (bench/replicas.py)", ""]
+    if not part.ok:
+        return lines + failed(part)
+    figures: ReplicaFigures = part.value
+    cases = CASES
+    lines += [
+        "| app replicas | " + " | ".join(f"{c}: req/s | p99 ms" for c in cases) + " |",
+        "|---:|" + "---:|---:|" * len(cases),
+    ]
+    for point in figures.points:
+        cells = " | ".join(f"{point.runs[c].rps:.0f} | {point.runs[c].p99_ms:.1f}" for c in cases)
+        lines.append(f"| {point.replicas} | {cells} |")
+    lines.append("")
+
+    def draw() -> None:
+        plt.figure(figsize=(7, 3.6))
+        counts = [p.replicas for p in figures.points]
+        for case, color in zip(cases, (HERD_COLOR, "#dd6b20"), strict=True):
+            plt.plot(counts, [p.runs[case].rps for p in figures.points], "o-", label=case, color=color)
+            model = figures.models[case]
+            plt.axhline(
+                model.predicted_rps(figures.cores, with_load_generator=True),
+                linestyle="--",
+                color=color,
+                linewidth=1,
+                label=f"model, {figures.cores} cores shared with wrk",
+            )
+        plt.xticks(counts)
+        plt.xlabel("app replicas")
+        plt.ylabel("requests/s")
+        plt.ylim(bottom=0)
+        plt.title(f"throughput by app replicas ({figures.cores} cores)")
+        plt.legend(fontsize=7)
+
+    lines += [chart("replicas.png", draw), ""]
+    components = list(next(iter(figures.models.values())).cpu_ms)
+    lines += [
+        "#### The per-request cost model",
+        "",
+        "CPU-ms per request in each component, from `/proc/<pid>/stat` (user + system time) before "
+        "and after every run, divided by the requests served; medians over every replica count and round:",
+        "",
+        "| component | " + " | ".join(cases) + " |",
+        "|---|" + "---:|" * len(cases),
+    ]
+    for name in components:
+        lines.append(f"| {name} | " + " | ".join(f"{figures.models[c].cpu_ms[name]:.2f}" for c in cases) + " |")
+    lines.append(
+        "| **server side (all but the load generator)** | "
+        + " | ".join(f"**{figures.models[c].server_ms:.2f}**" for c in cases)
+        + " |"
+    )
+    peak = {c: max(p.runs[c].rps for p in figures.points) for c in cases}
+    lines += [
+        "",
+        "Throughput ~ cores x 1000 / (server-side CPU-ms per request); one replica, one Python "
+        "process, uses about one core at most, so about cores x (app CPU-ms / server-side CPU-ms) "
+        "replicas keep the cores busy. On this machine the load generator shares the cores, so its "
+        "cost joins the sum:",
+        "",
+        "| case | predicted here (with wrk) | measured peak | "
+        + " | ".join(f"{n} cores: req/s (replicas)" for n in PREDICT_CORES)
+        + " |",
+        "|---|---:|---:|" + "---:|" * len(PREDICT_CORES),
+    ]
+    for case in cases:
+        model = figures.models[case]
+        predictions = " | ".join(f"{model.predicted_rps(n):.0f} ({model.replicas_for(n)})" for n in PREDICT_CORES)
+        lines.append(f"| {case} | {model.predicted_rps(figures.cores, True):.0f} | {peak[case]:.0f} | {predictions} |")
+    lines += [
+        "",
+        f"On {figures.cores} cores the curve flattens as soon as the replicas, PostgreSQL, Redis, HAProxy "
+        "and wrk together use every core: past that point another replica only adds contention. "
+        "The predictions for more cores assume PostgreSQL and HAProxy use the added cores, "
+        "bound the result by each Redis (single-threaded: at most 1000 / its CPU-ms requests/s), "
+        "and assume the load comes from elsewhere.",
+        "",
+    ]
+
+    def draw_costs() -> None:
+        plt.figure(figsize=(8, 2.8))
+        left = [0.0] * len(cases)
+        for name in components:
+            widths = [figures.models[c].cpu_ms[name] for c in cases]
+            plt.barh(list(cases), widths, left=left, label=name)
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        plt.xlabel("CPU-ms per request")
+        plt.legend(fontsize=7, loc="lower right")
+        plt.title("where a request's CPU goes")
+
+    lines += [chart("cost-model.png", draw_costs), ""]
+    return lines
 
 
 def main() -> None:

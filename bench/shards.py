@@ -19,9 +19,10 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
+from bench.rendering import Part, failed
 from deploy.herd.control import Herd
 from deploy.herd.profiles import PROFILES, VENV_PYTHON
 
@@ -132,6 +133,29 @@ def measure() -> ShardFigures:
         print(f"  {label}: {', '.join(f'{rate:,.0f}' for rate in values)} writes/s", file=sys.stderr, flush=True)
     one, two = (statistics.median(rates[label]) for label in LAYOUTS)
     return ShardFigures(WRITERS, SECONDS, ROUNDS, one, two)
+
+
+def render(part: Part) -> list[str]:
+    """This part's section of the report (bench/report.py): its table, or why it failed."""
+    lines = ["### Shards (bench/shards.py)", ""]
+    if not part.ok:
+        return lines + failed(part)
+    value = part.value
+    if is_dataclass(value):
+        value = asdict(value)
+    if not isinstance(value, dict):
+        return [*lines, f"{value}", ""]
+    lines += [
+        f"{value['writers']} writer processes, {value['seconds']:g} s per round, median of {value['rounds']} rounds;"
+        " both layouts are databases in the bench primary's one PostgreSQL server (see the notes below).",
+        "",
+        "| layout | notification writes/s |",
+        "|---|---:|",
+        f"| one shard database | {value['one_database']:,.0f} |",
+        f"| two shard databases | {value['two_databases']:,.0f} |",
+        f"| two / one | {value['two_databases'] / value['one_database']:.2f} |",
+    ]
+    return [*lines, ""]
 
 
 def main() -> None:
