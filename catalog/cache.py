@@ -1,7 +1,8 @@
 """What the catalog caches, the one key function of each, and what flushes them.
 
-- ``product_pages``: the product page's assembled data (``selectors.product_page``),
-  cached whole by ``scaling.cache.objects.ObjectCache``; its key is ``product_pages.key(slug)``.
+- ``catalog.pages.product_pages``: the product page's assembled data
+  (``selectors.product_page``), cached whole by ``scaling.cache.objects.ObjectCache``;
+  its key is ``product_pages.key(slug)``.
 - The category index and list pages go through the query cache
   (``scaling.cache.queries.cached_query`` in ``catalog.selectors``), which invalidates itself
   per table from the SQL the primary runs.
@@ -38,13 +39,12 @@ from redis.exceptions import RedisError
 from accounts.models import Profile
 from catalog import selectors
 from catalog.models import Category, Product, Review
-from scaling.cache.objects import ObjectCache
+from catalog.pages import product_pages
+from catalog.tasks import rebuild_product_pages
 from scaling.db import bulk_updates
 from scaling.db.consistency import use_primary
 
 logger = logging.getLogger(__name__)
-
-product_pages = ObjectCache("product-page", selectors.ProductPageData, selectors.product_page, fresh_seconds=600)
 
 ANONYMOUS_HTML = "anonymous-html"
 _VISITS = "herd:visits:product"
@@ -101,8 +101,6 @@ def flush_product_pages(slugs: Iterable[str]) -> None:
 
 
 def _enqueue_rebuild(slugs: list[str]) -> None:
-    from catalog.tasks import rebuild_product_pages
-
     for start in range(0, len(slugs), _REBUILD_BATCH):
         try:
             rebuild_product_pages.send(slugs[start : start + _REBUILD_BATCH])

@@ -6,6 +6,8 @@
    *target* (``COPY`` out, ``COPY`` into a temporary table, upsert), without locks:
    writers go on writing to the source meanwhile. The target's ownership row of the
    shard exists and says *not owned*, so nothing else writes it there.
+   Tables go parents first (``copy_order``: from the foreign keys between the sharded
+   models), and step 5 deletes children first.
 2. **Catch up, under the lock.** The mover locks the source's ownership row ``FOR
    UPDATE``: that waits for every write transaction in flight on the shard (they hold
    it ``FOR SHARE``) and holds every new one back. The shard is copied again whole
@@ -29,6 +31,7 @@ the switch takes longer than one).
 
 from __future__ import annotations
 
+import graphlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,16 +58,30 @@ class MoveReport:
     deleted: dict[str, int]
 
 
+def copy_order() -> list[type[models.Model]]:
+    """Every sharded model, each after the sharded models its foreign keys point to
+    (parents before children): the order of copying; deleting goes the other way."""
+    sharded = shards.sharded_models()
+    graph = graphlib.TopologicalSorter()
+    for model in sharded:
+        parents = {
+            field.related_model
+            for field in model._meta.concrete_fields
+            if field.is_relation and field.related_model in sharded and field.related_model is not model
+        }
+        graph.add(model, *sorted(parents, key=lambda parent: parent._meta.label_lower))
+    return list(graph.static_order())
+
+
 def _tables() -> list[tuple[str, str, list[str]]]:
     """(table, shard key column, columns) of every sharded model, parents before children."""
-    ordered = sorted(shards.sharded_models(), key=lambda model: model._meta.label != "jobs.Job")
     return [
         (
             model._meta.db_table,
             model._meta.get_field(shards.shard_key(model)).column,
             [field.column for field in model._meta.concrete_fields],
         )
-        for model in ordered
+        for model in copy_order()
     ]
 
 
