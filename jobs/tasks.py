@@ -1,25 +1,13 @@
-"""The job runner: one Dramatiq actor for every kind of job, safe to deliver twice.
+"""The job runner: one Dramatiq actor for every registered kind, safe to deliver twice
+(the flow: docs/ARCHITECTURE.md; why it spans two databases safely: docs/SHARDING.md).
 
-``run_job(job_id)`` carries only the id; the row is the truth. Guarantees:
-
-- Idempotent. The row is locked and a finished job returns at once. The kind's effect
-  (its handler's ``apply``, registered in ``jobs.kinds``, idempotent itself) commits
-  first, on the main database; then the final state and result and the owner's
-  completion notification commit in ONE transaction on the owner's shard database (a
-  job and its owner's notifications share a shard), which re-locks the row and
-  re-checks that the job is unfinished; a unique (job, kind) constraint on
-  notifications is the last guard. A redelivered message
-  (RabbitMQ redelivers a dead worker's messages) may apply the effect again, to the
-  same result, and the owner is told exactly once: one notification, and one final
-  push, sent on the commit of the transaction that actually finished the job.
-- Transient errors (a database, Redis or broker connection) are retried with exponential
-  backoff, at most ``MAX_RETRIES`` times (``retry_when``), and so are the errors a kind
-  declares transient. A job refused by its handler (``JobRefused``: a bad file, a missing
-  picture), or of a staff-only kind whose owner is no longer staff, fails at once with a
-  reason. When Dramatiq gives up (retries spent, or an error that is not transient), it sends
-  ``give_up_job``, which marks the job failed with a reason its owner can read.
-- Progress is stored and pushed only when the whole percentage changes; every push
-  follows a commit (``notifications.push``).
+- ``run_job(job_id)``: the kind's effect (its handler's idempotent ``apply``) commits on
+  the main database, then the job's end and its owner's one notification commit together
+  on the owner's shard, only if the job is still unfinished: a redelivery changes nothing
+  more and tells no one again.
+- Transient errors (connections, and those a kind declares) are retried with backoff,
+  ``MAX_RETRIES`` times at most; ``JobRefused``, a staff-only kind whose owner is no longer
+  staff, any other error or spent retries end the job ``failed`` with a reason its owner sees.
 """
 
 from __future__ import annotations

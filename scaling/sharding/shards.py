@@ -1,42 +1,17 @@
-"""Sharding per-user data: many logical shards on a few databases, ids that say where a row lives.
+"""Per-user data on shard databases: the sharded models, the shard map, row ids, the shard
+router, writes and fan-out (the story: docs/SHARDING.md).
 
-Layout (docs/SHARDING.md tells the whole story):
-
-- A sharded model declares its shard key, the column holding its user's id, as a class
-  attribute (``SHARD_KEY = "owner_id"``); the router finds such models in the app
-  registry (``sharded_models``), so no app is named here. A row's *logical shard* is ``user_id % 1024``; the
-  *shard map* places each of the 1024 logical shards on one shard database
-  (``shard1``..``shardN``, from ``SHARD_DATABASE_URLS``). Moving a logical shard to
-  another database changes one entry of the map, never a user's logical shard.
-- Row ids are made in PostgreSQL by ``herd_next_id(logical_shard)`` (Instagram's
-  layout): 41 bits of milliseconds since ``EPOCH_MS``, 13 bits of logical shard, 10 bits
-  of a per-database sequence. Ids need no central sequence, sort by time, and say
-  where their row lives (``shard_of_id``).
-- The map's truth is the ``scaling_shardplacement`` table on the main primary, seeded
-  from ``HERD_SHARD_MAP`` by the first ``migrate``; every process keeps a copy and
-  checks its version at most every ``HERD_SHARD_MAP_SECONDS``.
-
-Guarantees:
-
-- A query on a sharded model names its shard or is refused: ``Model.objects.for_user``
-  or ``for_id`` (or ``.using(alias)``, or an instance that knows its user). Without a
-  shard key the router raises ``ShardKeyMissing``; nothing is scattered or defaulted.
-- Every write runs inside ``writing(logical_shard)``: one transaction on the shard's
-  database that first locks that database's ownership row of the logical shard
-  (``FOR SHARE``). A database that no longer owns the shard refuses the write, and the
-  writer re-reads the map and writes where the shard now lives. A move flips ownership
-  with an ``UPDATE`` that waits for the writers in flight, so no write ever lands on a
-  database after its copy of the shard was made final (``scaling.sharding.moves``).
-- Reads of sharded rows (``for_user``, ``for_id``) go to the shard database's streaming
-  replica (``SHARD_REPLICA_URLS``) when it has replayed every write made to that
-  logical shard, else to the shard database itself: a user reads their own writes at
-  once. Each commit inside ``writing`` raises the logical shard's position (the shard
-  database's WAL position, in the state Redis), which readers compare with the
-  replica's replay position, as ``scaling.db.consistency`` does for the main database.
-  Inside a transaction on the shard, after ``use_primary``, or after a write to the
-  main database in this request, reads stay on the shard database.
-- Cross-shard reads are explicit: ``fan_out(function)`` runs on every shard database
-  and returns the results per database, for the few staff views that need them.
+- A model is sharded when it declares ``SHARD_KEY``, the column holding its user's id;
+  ``sharded_models`` finds such models in the app registry. A row lives on logical shard
+  ``user_id % LOGICAL_SHARDS``, which the stored map places on one shard database.
+- A query on a sharded model names its shard (``for_user``, ``for_id``, ``.using``, an
+  instance that knows its user) or the router raises ``ShardKeyMissing``; reading across
+  shards is explicit (``fan_out``, ``merged``).
+- Every write runs in ``writing(logical_shard)``, which holds its database's ownership row
+  of the shard: a database that gave the shard away refuses, and the write goes where the
+  map now says.
+- A read goes to the shard database's replica only once it has replayed every write to
+  that logical shard, else to the shard database.
 """
 
 from __future__ import annotations
