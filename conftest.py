@@ -32,6 +32,11 @@ def bob(make_user):
 
 
 @pytest.fixture
+def shopper(make_user):
+    return make_user("shopper")
+
+
+@pytest.fixture
 def staff(make_user):
     return make_user("staffer", is_staff=True)
 

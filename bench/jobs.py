@@ -104,7 +104,7 @@ async def completions(user: User, cookie: str) -> tuple[dict[str, float], list[J
         def start_jobs() -> list[Job]:
             jobs = []
             for _ in range(JOBS):
-                jobs.append(job_services.start_job(user, Job.Kind.PICTURE_THUMBNAIL, idempotency_key=uuid.uuid4().hex))
+                jobs.append(job_services.start_job(user, "picture_thumbnail", idempotency_key=uuid.uuid4().hex))
                 time.sleep(0.05)
             return jobs
 

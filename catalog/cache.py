@@ -1,24 +1,10 @@
-"""What the catalog caches, the one key function of each, and what flushes them.
+"""What flushes the product page cache (``catalog.pages``), and the reads of it.
 
-- ``product_pages``: the product page's assembled data (``selectors.product_page``),
-  cached whole by ``scaling.cache.objects.ObjectCache``; its key is ``product_pages.key(slug)``.
-- The category index and list pages go through the query cache
-  (``scaling.cache.queries.cached_query`` in ``catalog.selectors``), which invalidates itself
-  per table from the SQL the primary runs.
-
-A product page contains its product, its category, the product's first page of
-reviews and their authors' display names. Saving or deleting any of those flushes
-exactly the pages that contain it, on commit, and a background job rebuilds them
-(content prepared ahead, so the next reader finds it warm):
-
-- per object: the ``post_save``/``post_delete`` receivers below (admin, services,
-  ``Model.save``, and ``QuerySet.delete``, which sends them because receivers exist);
-- in bulk: ``QuerySet.update()`` (and ``bulk_update()``) on products, reviews,
-  categories and profiles sends ``scaling.db.bulk_updates.updating`` before it runs; the
-  receivers below flush the pages of the rows it matches (for profiles, only when the
-  display name changes);
-- ``COPY`` (``seed_catalog``) flushes nothing per object: it only adds products, and
-  the reviews it adds belong to products it adds.
+A product page shows its product, its category, the first reviews and their authors'
+display names. Saving or deleting any of those, one by one (``post_save``,
+``post_delete``) or in bulk (``scaling.db.bulk_updates.updating``), flushes exactly the
+pages that show it, on commit, and enqueues their rebuild (``catalog.tasks``). ``COPY``
+(``seed_catalog``) flushes nothing: it only adds products and their reviews (docs/CACHING.md).
 """
 
 from __future__ import annotations
@@ -38,13 +24,12 @@ from redis.exceptions import RedisError
 from accounts.models import Profile
 from catalog import selectors
 from catalog.models import Category, Product, Review
-from scaling.cache.objects import ObjectCache
+from catalog.pages import product_pages
+from catalog.tasks import rebuild_product_pages
 from scaling.db import bulk_updates
 from scaling.db.consistency import use_primary
 
 logger = logging.getLogger(__name__)
-
-product_pages = ObjectCache("product-page", selectors.ProductPageData, selectors.product_page, fresh_seconds=600)
 
 ANONYMOUS_HTML = "anonymous-html"
 _VISITS = "herd:visits:product"
@@ -101,8 +86,6 @@ def flush_product_pages(slugs: Iterable[str]) -> None:
 
 
 def _enqueue_rebuild(slugs: list[str]) -> None:
-    from catalog.tasks import rebuild_product_pages
-
     for start in range(0, len(slugs), _REBUILD_BATCH):
         try:
             rebuild_product_pages.send(slugs[start : start + _REBUILD_BATCH])

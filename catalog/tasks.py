@@ -2,8 +2,8 @@
 
 import dramatiq
 
-from catalog.cache import product_pages
 from catalog.models import Product
+from catalog.pages import product_pages
 from scaling.db import consistency
 
 

@@ -1,3 +1,6 @@
+"""The catalog pages: the index, product lists and a product page (served warm from the
+product page cache, ``catalog.pages``), and writing a review."""
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -7,6 +10,7 @@ from django.views.decorators.http import require_POST, require_safe
 from catalog import cache, selectors, services
 from catalog.forms import ProductFilterForm, ReviewForm
 from catalog.models import Category, Product
+from catalog.pages import product_pages
 from scaling.web.edge import anonymous_page, public_when_anonymous
 
 
@@ -76,7 +80,7 @@ def product(request: HttpRequest, slug: str) -> HttpResponse:
         # Every visitor without cookies (no session, no messages) gets the same bytes:
         # serve them rendered, cached under the product page's version.
         # A warm one is served before the view (catalog.cache.anonymous_product_page).
-        html = cache.product_pages.derived(slug, cache.ANONYMOUS_HTML, lambda: _product_page(request, slug).content)
+        html = product_pages.derived(slug, cache.ANONYMOUS_HTML, lambda: _product_page(request, slug).content)
         return anonymous_page(html)
     return _product_page(request, slug)
 

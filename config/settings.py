@@ -344,6 +344,8 @@ FILE_UPLOAD_HANDLERS = ["scaling.web.uploads.BoundedMemoryUploadHandler"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:profile"
 LOGOUT_REDIRECT_URL = "catalog:index"
+# robots.txt (scaling.web.views.robots_txt): the paths crawlers are asked to leave alone.
+ROBOTS_DISALLOW = ["/accounts/", "/admin/"]
 # Every password log-in goes through the throttle (accounts.backends, scaling.web.throttle).
 AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
 # Failures allowed per (account, address) and per address before a lock; each further

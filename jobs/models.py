@@ -2,7 +2,8 @@
 
 The row is the truth about a job; the Dramatiq message only carries its id
 (``jobs.tasks``). Input and output files live in the default storage (shared:
-PostgreSQL locally, S3 in production), under names that contain the job id.
+PostgreSQL locally, S3 in production), under names that contain the job id. What a
+kind does is registered by the app that owns it (``jobs.kinds``).
 
 Jobs are sharded by owner (``scaling.sharding.shards``): the row lives in its owner's shard
 database, its id is made there and names that shard, and ``owner_id`` is a plain
@@ -15,16 +16,11 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
+from jobs import kinds
 from scaling.sharding.shards import ShardedManager
 
 
 class Job(models.Model):
-    class Kind(models.TextChoices):
-        CATALOG_IMPORT = "catalog_import", "Catalog import"
-        CATALOG_EXPORT = "catalog_export", "Catalog export"
-        PICTURE_THUMBNAIL = "picture_thumbnail", "Picture thumbnail"
-        CACHE_WARM = "cache_warm", "Cache warming"
-
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -32,7 +28,6 @@ class Job(models.Model):
         FAILED = "failed", "Failed"
 
     FINISHED = (State.SUCCEEDED, State.FAILED)
-    STAFF_ONLY_KINDS = (Kind.CATALOG_IMPORT, Kind.CACHE_WARM)
 
     SHARD_KEY = "owner_id"
 
@@ -40,7 +35,8 @@ class Job(models.Model):
     # URLs can be guessed: every view checks the owner (jobs.selectors.job_of).
     id = models.BigIntegerField(primary_key=True, db_default=0, editable=False)
     owner_id = models.BigIntegerField(help_text="The user's id (accounts.User, in the main database).")
-    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # A name registered by the app that owns the kind (jobs.kinds).
+    kind = models.CharField(max_length=32)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
     params = models.JSONField(default=dict, blank=True)
@@ -69,10 +65,14 @@ class Job(models.Model):
         indexes = [models.Index(fields=["owner_id", "-created_at"], name="jobs_job_owner_newest")]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.id}"
+        return f"{self.kind_label} {self.id}"
 
     def get_absolute_url(self) -> str:
         return reverse("jobs:detail", args=[self.id])
+
+    @property
+    def kind_label(self) -> str:
+        return kinds.label_of(self.kind)
 
     @property
     def is_finished(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count
 
+from jobs import kinds
 from jobs.models import Job
 from scaling.sharding import shards
 
@@ -47,17 +48,5 @@ def outcome_summary(job: Job) -> str:
     """One sentence on how a finished job ended, for its owner."""
     if job.state == Job.State.FAILED:
         return job.error
-    result = job.result
-    match job.kind:
-        case Job.Kind.CATALOG_IMPORT:
-            return (
-                f"{result.get('rows', 0)} products imported: {result.get('created', 0)} new, "
-                f"{result.get('updated', 0)} updated."
-            )
-        case Job.Kind.CATALOG_EXPORT:
-            return f"{result.get('products', 0)} products exported; download the file from the job's page."
-        case Job.Kind.PICTURE_THUMBNAIL:
-            return "Your thumbnail was made again from your picture."
-        case Job.Kind.CACHE_WARM:
-            return f"Warmed {result.get('product_pages', 0)} product pages and {result.get('list_pages', 0)} lists."
-    return ""
+    kind = kinds.find(job.kind)
+    return kind.summary(job.result) if kind else ""

@@ -9,7 +9,8 @@ Guarantees of :func:`start_job`:
   commit: a failure leaves at most a file no job names, never a job without its file.
 - With an ``idempotency_key``, starting the same thing twice (a double click, a form
   sent again) returns the job the first call made, and sends nothing more.
-- Staff-only kinds are refused to other users here, whatever the view did.
+- Only a registered kind starts (``jobs.kinds``); staff-only kinds are refused to
+  other users here, whatever the view did.
 - With ``limited=True`` (a user's request), a start beyond the owner's unfinished jobs
   or hourly starts (settings) raises ``scaling.web.throttle.RateLimited``, a 429.
 - If the message cannot be sent (the broker is down), the job ends ``failed`` with a
@@ -26,14 +27,13 @@ from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connections, transaction
 
+from jobs import kinds
 from jobs.models import Job
 from scaling.sharding import shards
 from scaling.web import throttle
 from scaling.web.storage import private_name, private_storage
 
 logger = logging.getLogger(__name__)
-
-INPUT_SUFFIX = {Job.Kind.CATALOG_IMPORT: ".csv"}
 
 
 class IdempotencyKeyReused(ValueError):
@@ -45,7 +45,7 @@ def _existing(owner: AbstractBaseUser, kind: str, idempotency_key: str) -> Job |
     # the first call's row is there.
     job = Job.objects.for_user(owner.pk).filter(idempotency_key=idempotency_key).first()
     if job is not None and job.kind != kind:
-        raise IdempotencyKeyReused(f"The key {idempotency_key!r} already started a {job.get_kind_display()}.")
+        raise IdempotencyKeyReused(f"The key {idempotency_key!r} already started a {job.kind_label}.")
     return job
 
 
@@ -59,10 +59,12 @@ def start_job(
     limited: bool = False,
 ) -> Job:
     """Create a job for ``owner`` and enqueue it once committed; see the module's guarantees."""
-    if kind not in Job.Kind.values:
-        raise ValueError(f"Unknown kind of job {kind!r}; expected one of {', '.join(Job.Kind.values)}.")
-    if kind in Job.STAFF_ONLY_KINDS and not owner.is_staff:
-        raise PermissionDenied(f"Only staff can start a {Job.Kind(kind).label.lower()}.")
+    registered = kinds.find(kind)
+    if registered is None:
+        names = ", ".join(known.name for known in kinds.all_kinds())
+        raise ValueError(f"Unknown kind of job {kind!r}; expected one of {names}.")
+    if registered.staff_only and not owner.is_staff:
+        raise PermissionDenied(f"Only staff can start a {registered.label.lower()}.")
     if idempotency_key:
         existing = _existing(owner, kind, idempotency_key)
         if existing is not None:
@@ -75,7 +77,7 @@ def start_job(
                 owner_id=owner.pk, kind=kind, params=params or {}, idempotency_key=idempotency_key or ""
             )
             if input_bytes is not None:
-                name = private_name("job-inputs", INPUT_SUFFIX.get(kind, ""))
+                name = private_name("job-inputs", registered.input_suffix)
                 job.input_name = private_storage().save(name, ContentFile(input_bytes))
                 job.save(update_fields=["input_name"])
             transaction.on_commit(lambda: _enqueue(job), using=alias)

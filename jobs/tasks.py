@@ -1,23 +1,13 @@
-"""The job runner: one Dramatiq actor for every kind of job, safe to deliver twice.
+"""The job runner: one Dramatiq actor for every registered kind, safe to deliver twice
+(the flow: docs/ARCHITECTURE.md; why it spans two databases safely: docs/SHARDING.md).
 
-``run_job(job_id)`` carries only the id; the row is the truth. Guarantees:
-
-- Idempotent. The row is locked and a finished job returns at once. The kind's effect
-  (``jobs.handlers``, idempotent itself) commits first, on the main database; then the
-  final state and result and the owner's completion notification commit in ONE
-  transaction on the owner's shard database (a job and its owner's notifications share
-  a shard), which re-locks the row and re-checks that the job is unfinished; a unique
-  (job, kind) constraint on notifications is the last guard. A redelivered message
-  (RabbitMQ redelivers a dead worker's messages) may apply the effect again, to the
-  same result, and the owner is told exactly once: one notification, and one final
-  push, sent on the commit of the transaction that actually finished the job.
-- Transient errors (a database, Redis or broker connection) are retried with exponential
-  backoff, at most ``MAX_RETRIES`` times (``retry_when``). A job refused by its handler
-  (``JobRefused``: a bad file, a missing picture) fails at once with the handler's reason.
-  When Dramatiq gives up (retries spent, or an error that is not transient), it sends
-  ``give_up_job``, which marks the job failed with a reason its owner can read.
-- Progress is stored and pushed only when the whole percentage changes; every push
-  follows a commit (``notifications.push``).
+- ``run_job(job_id)``: the kind's effect (its handler's idempotent ``apply``) commits on
+  the main database, then the job's end and its owner's one notification commit together
+  on the owner's shard, only if the job is still unfinished: a redelivery changes nothing
+  more and tells no one again.
+- Transient errors (connections, and those a kind declares) are retried with backoff,
+  ``MAX_RETRIES`` times at most; ``JobRefused``, a staff-only kind whose owner is no longer
+  staff, any other error or spent retries end the job ``failed`` with a reason its owner sees.
 """
 
 from __future__ import annotations
@@ -27,6 +17,7 @@ import time
 
 import dramatiq
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from django_redis import get_redis_connection
@@ -35,8 +26,8 @@ from dramatiq.errors import BrokerConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from accounts.pictures import DecodersBusy
-from jobs.handlers import HANDLERS, Apply, JobRefused
+from jobs import kinds
+from jobs.kinds import Apply, JobRefused
 from jobs.models import Job
 from jobs.progress import Progress, progress_event
 from jobs.selectors import outcome_summary
@@ -65,12 +56,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     shards.ShardMoved,
-    DecodersBusy,  # every picture decode slot of this worker process was taken
 )
 
 
 def is_transient(exception: BaseException) -> bool:
-    return isinstance(exception, TRANSIENT_ERRORS)
+    """One of ``TRANSIENT_ERRORS``, or of the errors a registered kind declares transient."""
+    return isinstance(exception, TRANSIENT_ERRORS + kinds.transient_errors())
 
 
 def retry_when(retries: int, exception: BaseException) -> bool:
@@ -95,7 +86,10 @@ def run_job(job_id: str) -> None:
     if job is None:
         return
     try:
-        apply = HANDLERS[job.kind](job, Progress(job))
+        kind = kinds.get(job.kind)
+        if kind.staff_only:
+            _require_staff(job, kind)
+        apply = kind.handler(job, Progress(job))
         _succeed(job, apply)
     except JobRefused as refusal:
         fail_job(job.pk, refusal.reason, refusal.result)
@@ -131,6 +125,13 @@ def fail_job(job_id: str | int, reason: str, result: dict | None = None) -> bool
         job.save(update_fields=["state", "error", "result", "finished_at"])
         _announce(job, alias)
     return True
+
+
+def _require_staff(job: Job, kind: kinds.Kind) -> None:
+    # Checked again when the job runs: the owner may have lost the right since starting it.
+    # The owner lives in the main database: an application-side join by id.
+    if not get_user_model().objects.filter(pk=job.owner_id, is_staff=True).exists():
+        raise JobRefused(f"Only staff can run a {kind.label.lower()}.")
 
 
 def _job_pk(job_id: str | int | None) -> int | None:
@@ -193,7 +194,7 @@ def _announce(job: Job, alias: str) -> None:
     notifications.notify(
         job.owner_id,
         kind=Notification.Kind.JOB_FINISHED,
-        title=f"{job.get_kind_display()} {'finished' if succeeded else 'failed'}",
+        title=f"{job.kind_label} {'finished' if succeeded else 'failed'}",
         body=outcome_summary(job),
         link=job.get_absolute_url(),
         job=job,

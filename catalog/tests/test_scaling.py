@@ -26,6 +26,7 @@ from accounts import services as accounts_services
 from accounts.models import Profile
 from catalog import cache, selectors, services, views
 from catalog.models import Category, Product, Review
+from catalog.pages import product_pages
 from catalog.tasks import rebuild_product_pages
 from deploy.herd.profiles import PROFILES
 from deploy.herd.services import Postgres
@@ -139,7 +140,7 @@ def test_a_warm_product_page_runs_no_sql_and_a_cold_one_a_bounded_number(product
         while Review.objects.filter(product=product).count() < reviews:
             services.post_review(user=make_user(), product=product, rating=3, text="ok")
         wait_for_replicas()
-        cache.product_pages.invalidate_on_commit([product.slug])
+        product_pages.invalidate_on_commit([product.slug])
         with Queries() as cold:
             assert anonymous.get(url).status_code == 200
         counts.append(cold.data_count)

@@ -195,7 +195,7 @@ def start_export(visitor: Visitor, port: int):
 
 def test_a_job_whose_worker_is_killed_is_redelivered_and_finishes_once(worker, shopper, wait_for_replicas):
     seed_products(150_000, wait_for_replicas)
-    job = job_services.start_job(shopper, Job.Kind.CATALOG_EXPORT, idempotency_key="kill-test")
+    job = job_services.start_job(shopper, "catalog_export", idempotency_key="kill-test")
     deadline = time.monotonic() + 60
     while Job.objects.for_id(job.pk).get().progress < 5:
         assert time.monotonic() < deadline, "the job never started"
@@ -244,7 +244,7 @@ def test_a_worker_killed_after_the_effect_committed_imports_once_and_tells_the_o
     jobs = []
 
     def import_kill_and_restart() -> None:
-        job = job_services.start_job(staff, Job.Kind.CATALOG_IMPORT, input_bytes=csv_bytes(rows))
+        job = job_services.start_job(staff, "catalog_import", input_bytes=csv_bytes(rows))
         jobs.append(job)
         wait_until(lambda: redis.get(hold_after_effect_key(job.pk)) == HELD, 60, "the worker never reached the gap")
         assert Product.objects.using("default").count() == 500  # the effect committed

@@ -6,18 +6,12 @@ import csv
 import io
 from collections.abc import Callable, Iterable
 
-import pytest
 from django.db import connections
 
 from jobs.models import Job
 from jobs.tasks import run_job
 from scaling.db import consistency, positions
 from scaling.sharding import shards
-
-
-@pytest.fixture
-def shopper(make_user):
-    return make_user("shopper")
 
 
 def csv_bytes(rows: Iterable[Iterable[object]], header: Iterable[str] | None = None) -> bytes:

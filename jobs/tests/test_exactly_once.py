@@ -64,7 +64,7 @@ async def pushes_to(user_id: int, while_running: Callable[[], None]) -> list[dic
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_a_delivery_resuming_after_another_finished_the_job_changes_nothing_and_tells_no_one(staff, settings):
     settings.HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS = 30
-    job = start_job(staff, Job.Kind.CATALOG_IMPORT, input_bytes=csv_bytes(ROWS))
+    job = start_job(staff, "catalog_import", input_bytes=csv_bytes(ROWS))
     redis = get_redis_connection("default")
     key = hold_after_effect_key(job.pk)
     first_errors: list[BaseException] = []

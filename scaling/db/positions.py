@@ -1,8 +1,8 @@
 """WAL positions, read in one place: a position is an int, bytes into PostgreSQL's WAL.
 
 ``current(alias)`` is what a reader must reach to see every commit so far on that primary;
-``replayed(alias)`` is what a replica has applied. Read-your-writes, the caches, jobs and
-shard moves compare the two; ``wait_until_replayed`` is for code outside requests (tests,
+``replayed(alias)`` is what a replica has applied. Read-your-writes, the caches, queued work
+and shard moves compare the two; ``wait_until_replayed`` is for code outside requests (tests,
 benchmarks) that reads its own writes back from the replicas.
 """
 

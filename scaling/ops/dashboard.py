@@ -3,36 +3,71 @@
 The page polls ``/ops/data.json`` every 2 seconds and draws it (``static/scaling/ops.js``,
 no third-party code). The JSON merges the snapshots every replica published to the
 state Redis (``scaling.ops.metrics.read_snapshots``), so it shows the whole herd whichever
-replica answers; the queue depth and the count of unfinished jobs are asked by the
-replica that answers, at most every few seconds.
+replica answers; the queue depth and the registered panels are asked by the replica that
+answers, the panels at most every ``PANEL_MAX_AGE`` seconds.
+
+Apps add panels with ``register_panel(name, provider, title)`` in their ``AppConfig.ready``:
+``provider()`` returns a number per label, shown under ``name`` in ``/ops/data.json`` and
+drawn as one line per label (the dashboard names no app).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from jobs.selectors import unfinished_job_counts
 from scaling.ops import metrics
 
-JOB_COUNTS_MAX_AGE = 2.0
-_jobs_lock = threading.Lock()
-_job_counts: tuple[float, dict[str, int]] = (float("-inf"), {})
+PANEL_MAX_AGE = 2.0
+# The keys of /ops/data.json that the dashboard fills itself.
+BUILT_IN = frozenset({"replicas", "caches", "statements", "replica_lag", "sockets", "queues", "time"})
 
 
-def _cached_job_counts() -> dict[str, int]:
-    global _job_counts
-    with _jobs_lock:
-        fetched_at, counts = _job_counts
-        if time.monotonic() - fetched_at >= JOB_COUNTS_MAX_AGE:
-            counts = unfinished_job_counts()
-            _job_counts = (time.monotonic(), counts)
-        return counts
+@dataclass(frozen=True)
+class Panel:
+    name: str
+    title: str
+    provider: Callable[[], dict[str, float]]
+
+
+_panels_lock = threading.Lock()
+_panels: dict[str, Panel] = {}
+_fetched: dict[str, tuple[float, object]] = {}
+
+
+def register_panel(name: str, provider: Callable[[], dict[str, float]], title: str | None = None) -> None:
+    """Draw ``provider()`` (a number per label, one line each) under ``title`` on the
+    dashboard, and show it under ``name`` in ``/ops/data.json``."""
+    if name in BUILT_IN or not name.replace("_", "").isalnum():
+        raise ValueError(f"{name!r} cannot name a dashboard panel")
+    with _panels_lock:
+        _panels[name] = Panel(name, title or name.capitalize(), provider)
+        _fetched.pop(name, None)
+
+
+def panels() -> list[Panel]:
+    with _panels_lock:
+        return list(_panels.values())
+
+
+def _panel_data() -> dict[str, object]:
+    """Each panel's data, asked again once it is ``PANEL_MAX_AGE`` seconds old."""
+    with _panels_lock:
+        data = {}
+        for name, panel in _panels.items():
+            fetched_at, value = _fetched.get(name, (float("-inf"), None))
+            if time.monotonic() - fetched_at >= PANEL_MAX_AGE:
+                value = panel.provider()
+                _fetched[name] = (time.monotonic(), value)
+            data[name] = value
+        return data
 
 
 def merge(snapshots: list[dict]) -> dict:
@@ -84,7 +119,7 @@ def merge(snapshots: list[dict]) -> dict:
 @never_cache
 @staff_member_required
 def ops_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "scaling/ops.html")
+    return render(request, "scaling/ops.html", {"panels": panels()})
 
 
 @never_cache
@@ -93,6 +128,6 @@ def ops_data(request: HttpRequest) -> JsonResponse:
     metrics.maybe_publish_snapshot()
     data = merge(metrics.read_snapshots())
     data["queues"] = metrics.queue_depths()
-    data["jobs"] = _cached_job_counts()
+    data.update(_panel_data())
     data["time"] = time.time()
     return JsonResponse(data)

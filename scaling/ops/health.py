@@ -60,7 +60,7 @@ def readiness() -> tuple[bool, dict[str, str]]:
     for alias in replica_aliases():
         status = replica_health.check(alias)
         optional[f"database:{alias}"] = "ok" if status.healthy else f"error: {status.error or 'lagging'}"
-    # A shard that is down fails its users' jobs and notifications, not the whole replica.
+    # A shard that is down fails only its users' sharded rows, not the whole replica.
     for alias in settings.SHARD_DATABASES:
         optional[f"database:{alias}"] = _check_database(alias)
     ready = not is_draining() and all(value == "ok" for value in required.values())

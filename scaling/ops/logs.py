@@ -1,4 +1,4 @@
-"""Structured logs: one line per request with its id, the id carried into jobs, and no
+"""Structured logs: one line per request with its id, the id carried into queued work, and no
 record ever longer than one line whatever a client sent (docs/OPERATIONS.md).
 """
 
@@ -67,7 +67,7 @@ _SECRET_URL_PARTS = frozenset({"uidb64", "token"})
 
 def loggable_path(request) -> str:
     """The request's path, unless it carries a secret: then its route, such as
-    ``/accounts/password/reset/<uidb64>/<token>/``."""
+    ``.../password/reset/<uidb64>/<token>/``."""
     match = getattr(request, "resolver_match", None)
     if match is not None and _SECRET_URL_PARTS & match.kwargs.keys():
         return "/" + match.route

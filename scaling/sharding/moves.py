@@ -1,34 +1,17 @@
-"""Moving one logical shard to another database while the herd serves and writes.
+"""Moving one logical shard to another database while the herd serves and writes
+(``manage.py shards move``; the five steps: docs/SHARDING.md).
 
-``move(logical_shard, target)`` (``manage.py shards move``), in five steps:
-
-1. **Copy.** Every row of the logical shard is copied from its database (*source*) to
-   *target* (``COPY`` out, ``COPY`` into a temporary table, upsert), without locks:
-   writers go on writing to the source meanwhile. The target's ownership row of the
-   shard exists and says *not owned*, so nothing else writes it there.
-2. **Catch up, under the lock.** The mover locks the source's ownership row ``FOR
-   UPDATE``: that waits for every write transaction in flight on the shard (they hold
-   it ``FOR SHARE``) and holds every new one back. The shard is copied again whole
-   (inserts, updates and deletes since step 1 all carried: a logical shard is small),
-   and the two copies are compared (row count and a checksum of every row, per table).
-3. **Switch.** In this order: the target takes ownership (commit); the stored map
-   names the target, with a higher version (commit, on the main primary); the source
-   gives ownership up and releases the lock (commit). Writers held back at the lock
-   now see *not owned*, re-read the map and write to the target; none writes to the
-   source after its copy became final. Readers follow the map, which only ever names
-   a database holding every committed row.
-4. **Verify** that the target still holds every row the source held at the switch.
-5. **Delete** the shard's rows from the source, after every process has re-read the map
-   (``HERD_SHARD_MAP_SECONDS``, twice over, plus a second).
-
-A mover that dies before step 3 leaves the source owning the shard and the map
-unchanged: run the move again (the copy is an upsert). Ids need no care: the target
-makes ids for the shard only after the source stopped (ids carry milliseconds, and
-the switch takes longer than one).
+``move`` loses and duplicates no committed write, and readers that follow the map always
+find every committed row. A mover that dies before the switch leaves the source in
+charge: run it again (the copy is an upsert). Tables are copied in ``copy_order``
+(parents before children, by the foreign keys between the sharded models) and deleted
+from the source in the reverse order. Ids need no care: the target makes ids for the
+shard only after the source stopped, and ids carry milliseconds.
 """
 
 from __future__ import annotations
 
+import graphlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,16 +38,30 @@ class MoveReport:
     deleted: dict[str, int]
 
 
+def copy_order() -> list[type[models.Model]]:
+    """Every sharded model, each after the sharded models its foreign keys point to
+    (parents before children): the order of copying; deleting goes the other way."""
+    sharded = shards.sharded_models()
+    graph = graphlib.TopologicalSorter()
+    for model in sharded:
+        parents = {
+            field.related_model
+            for field in model._meta.concrete_fields
+            if field.is_relation and field.related_model in sharded and field.related_model is not model
+        }
+        graph.add(model, *sorted(parents, key=lambda parent: parent._meta.label_lower))
+    return list(graph.static_order())
+
+
 def _tables() -> list[tuple[str, str, list[str]]]:
     """(table, shard key column, columns) of every sharded model, parents before children."""
-    ordered = sorted(shards.sharded_models(), key=lambda model: model._meta.label != "jobs.Job")
     return [
         (
             model._meta.db_table,
             model._meta.get_field(shards.shard_key(model)).column,
             [field.column for field in model._meta.concrete_fields],
         )
-        for model in ordered
+        for model in copy_order()
     ]
 
 

@@ -1,46 +1,24 @@
-"""Sharding per-user data: many logical shards on a few databases, ids that say where a row lives.
+"""Per-user data on shard databases: the sharded models, the shard map, row ids, the shard
+router, writes and fan-out (the story: docs/SHARDING.md).
 
-Layout (docs/SHARDING.md tells the whole story):
-
-- A sharded model (jobs, notifications: per-user and write-heavy) declares its shard key,
-  the column holding its user's id. A row's *logical shard* is ``user_id % 1024``; the
-  *shard map* places each of the 1024 logical shards on one shard database
-  (``shard1``..``shardN``, from ``SHARD_DATABASE_URLS``). Moving a logical shard to
-  another database changes one entry of the map, never a user's logical shard.
-- Row ids are made in PostgreSQL by ``herd_next_id(logical_shard)`` (Instagram's
-  layout): 41 bits of milliseconds since ``EPOCH_MS``, 13 bits of logical shard, 10 bits
-  of a per-database sequence. Ids need no central sequence, sort by time, and say
-  where their row lives (``shard_of_id``).
-- The map's truth is the ``scaling_shardplacement`` table on the main primary, seeded
-  from ``HERD_SHARD_MAP`` by the first ``migrate``; every process keeps a copy and
-  checks its version at most every ``HERD_SHARD_MAP_SECONDS``.
-
-Guarantees:
-
-- A query on a sharded model names its shard or is refused: ``Model.objects.for_user``
-  or ``for_id`` (or ``.using(alias)``, or an instance that knows its user). Without a
-  shard key the router raises ``ShardKeyMissing``; nothing is scattered or defaulted.
-- Every write runs inside ``writing(logical_shard)``: one transaction on the shard's
-  database that first locks that database's ownership row of the logical shard
-  (``FOR SHARE``). A database that no longer owns the shard refuses the write, and the
-  writer re-reads the map and writes where the shard now lives. A move flips ownership
-  with an ``UPDATE`` that waits for the writers in flight, so no write ever lands on a
-  database after its copy of the shard was made final (``scaling.sharding.moves``).
-- Reads of sharded rows (``for_user``, ``for_id``) go to the shard database's streaming
-  replica (``SHARD_REPLICA_URLS``) when it has replayed every write made to that
-  logical shard, else to the shard database itself: a user reads their own writes at
-  once. Each commit inside ``writing`` raises the logical shard's position (the shard
-  database's WAL position, in the state Redis), which readers compare with the
-  replica's replay position, as ``scaling.db.consistency`` does for the main database.
-  Inside a transaction on the shard, after ``use_primary``, or after a write to the
-  main database in this request, reads stay on the shard database.
-- Cross-shard reads are explicit: ``fan_out(function)`` runs on every shard database
-  and returns the results per database, for the few staff views that need them.
+- A model is sharded when it declares ``SHARD_KEY``, the column holding its user's id;
+  ``sharded_models`` finds such models in the app registry. A row lives on logical shard
+  ``user_id % LOGICAL_SHARDS``, which the stored map places on one shard database.
+- A query on a sharded model names its shard (``for_user``, ``for_id``, ``.using``, an
+  instance that knows its user) or the router raises ``ShardKeyMissing``; reading across
+  shards is explicit (``fan_out``, ``merged``).
+- Every write runs in ``writing(logical_shard)``, which holds its database's ownership row
+  of the shard: a database that gave the shard away refuses, and the write goes where the
+  map now says.
+- A read goes to the shard database's replica only once it has replayed every write to
+  that logical shard, else to the shard database.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import sys
 import threading
@@ -48,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError, OperationalError, connections, models, transaction
 from django_redis import get_redis_connection
@@ -62,7 +41,6 @@ LOGICAL_SHARDS = 1024
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SHARD_BITS = 13
 SEQUENCE_BITS = 10
-SHARDED_APPS = frozenset({"jobs", "notifications"})
 # Tables that live in the shard databases besides the sharded models' own.
 # The ownership rows live on every shard; the scaling app made their table before sharding was an app.
 SHARD_SIDE_MODELS = frozenset({("sharding", "shardownership"), ("scaling", "shardownership")})
@@ -102,19 +80,59 @@ def time_of_id(row_id: int) -> int:
     return (int(row_id) >> (SHARD_BITS + SEQUENCE_BITS)) + EPOCH_MS
 
 
+@dataclasses.dataclass(frozen=True)
+class _Discovered:
+    """The sharded models of the app registry, and what the router asks about them."""
+
+    models: tuple[type[models.Model], ...]
+    labels: frozenset[str]  # "app_label.modelname" of each sharded model
+    known: frozenset[tuple[str, str]]  # (app_label, model_name) of every installed model
+    app_labels: frozenset[str]  # apps with a sharded model
+
+
+@functools.cache
+def _discovered() -> _Discovered:
+    apps.check_models_ready()
+    found = tuple(
+        sorted(
+            (model for model in apps.get_models() if getattr(model, "SHARD_KEY", None)),
+            key=lambda model: model._meta.label_lower,
+        )
+    )
+    return _Discovered(
+        models=found,
+        labels=frozenset(model._meta.label_lower for model in found),
+        known=frozenset((model._meta.app_label, model._meta.model_name) for model in apps.get_models()),
+        app_labels=frozenset(model._meta.app_label for model in found),
+    )
+
+
 def is_sharded(model: type[models.Model]) -> bool:
-    return model._meta.app_label in SHARDED_APPS
+    """Whether ``model`` declares a ``SHARD_KEY`` (checked by label, so the historical
+    models of migrations count too)."""
+    return model._meta.label_lower in _discovered().labels
 
 
 def shard_key(model: type[models.Model]) -> str:
     """The column of ``model`` that holds its user's id (``owner_id``, ``user_id``)."""
-    return model.SHARD_KEY
+    return getattr(model, "SHARD_KEY", None) or apps.get_model(model._meta.label).SHARD_KEY
 
 
 def sharded_models() -> list[type[models.Model]]:
-    from django.apps import apps
+    """Every installed model that declares a ``SHARD_KEY``, by label."""
+    return list(_discovered().models)
 
-    return [model for label in sorted(SHARDED_APPS) for model in apps.get_app_config(label).get_models()]
+
+def on_shards(app_label: str, model_name: str | None) -> bool:
+    """Whether a migration of ``model_name`` (None: an operation naming no model, such as
+    ``RunSQL``) of ``app_label`` runs on the shard databases: a sharded model's, an
+    ownership table's, or, naming no installed model, one of an app with sharded models."""
+    if (app_label, model_name) in SHARD_SIDE_MODELS:
+        return True
+    found = _discovered()
+    if model_name is not None and (app_label, model_name) in found.known:
+        return f"{app_label}.{model_name}" in found.labels
+    return app_label in found.app_labels
 
 
 def shard_aliases() -> list[str]:
@@ -345,8 +363,8 @@ class ShardRouter:
 
     Placed before ``scaling.db.router.PrimaryReplicaRouter``, which decides for every
     other model (it sees no sharded model: this router answers or raises first).
-    Migrations: sharded apps and the ownership table on every shard database and
-    nowhere else; the rest on the main primary only.
+    Migrations: sharded models (``on_shards``) and the ownership table on every shard
+    database and nowhere else; the rest on the main primary only.
     """
 
     def _route(self, model: type[models.Model], hints: dict, write: bool) -> str | None:
@@ -375,7 +393,7 @@ class ShardRouter:
         return None
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints) -> bool | None:
-        shard_side = app_label in SHARDED_APPS or (app_label, model_name) in SHARD_SIDE_MODELS or hints.get("shards")
+        shard_side = on_shards(app_label, model_name) or hints.get("shards")
         if db in settings.SHARD_DATABASES:
             return bool(shard_side)
         if shard_side:

@@ -5,6 +5,7 @@ rendered without the request (no second CSRF check, no session read).
 import mimetypes
 import sys
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_safe
@@ -23,8 +24,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 @require_safe
 def robots_txt(request: HttpRequest) -> HttpResponse:
-    """The smallest real page: through the whole stack, the same for everyone."""
-    response = HttpResponse("User-agent: *\nDisallow: /accounts/\nDisallow: /admin/\n", content_type="text/plain")
+    """The smallest real page: through the whole stack, the same for everyone
+    (``settings.ROBOTS_DISALLOW``: the paths crawlers are asked to leave alone)."""
+    body = "User-agent: *\n" + "".join(f"Disallow: {path}\n" for path in settings.ROBOTS_DISALLOW)
+    response = HttpResponse(body, content_type="text/plain")
     response["Cache-Control"] = "public, max-age=3600"
     return response
 

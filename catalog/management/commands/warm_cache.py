@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand
 
 from catalog import cache, selectors
 from catalog.models import Product
+from catalog.pages import product_pages
 
 
 class Command(BaseCommand):
@@ -20,7 +21,7 @@ class Command(BaseCommand):
         warmed = 0
         for slug in cache.most_visited(products):
             try:
-                cache.product_pages.warm(slug)
+                product_pages.warm(slug)
                 warmed += 1
             except Product.DoesNotExist:
                 continue

@@ -97,9 +97,21 @@ def test_the_serving_replica_publishes_its_own_snapshot(settings):
 
 
 def test_jobs_in_progress_are_counted(monkeypatch):
-    monkeypatch.setattr(dashboard, "JOB_COUNTS_MAX_AGE", 0.0)
+    monkeypatch.setattr(dashboard, "PANEL_MAX_AGE", 0.0)
     owner, staff = logged_in("operator", staff=True)
     with shards.writing_for_user(owner.pk) as alias:
         for state in (Job.State.RUNNING, Job.State.QUEUED, Job.State.QUEUED, Job.State.SUCCEEDED):
-            Job.objects.using(alias).create(owner_id=owner.pk, kind=Job.Kind.CATALOG_EXPORT, state=state)
+            Job.objects.using(alias).create(owner_id=owner.pk, kind="catalog_export", state=state)
     assert staff.get("/ops/data.json").json()["jobs"] == {"queued": 2, "running": 1}
+
+
+def test_a_registered_panel_is_drawn_and_served(monkeypatch):
+    monkeypatch.setattr(dashboard, "_panels", {})
+    monkeypatch.setattr(dashboard, "_fetched", {})
+    dashboard.register_panel("widgets", lambda: {"blue": 3}, "Widgets made")
+    with pytest.raises(ValueError):
+        dashboard.register_panel("replicas", dict)
+    _, staff = logged_in("operator", staff=True)
+    page = staff.get("/ops/").content.decode()
+    assert 'data-panel="widgets"' in page and "Widgets made" in page
+    assert staff.get("/ops/data.json").json()["widgets"] == {"blue": 3}

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 import pytest
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import Client
@@ -47,7 +48,7 @@ def test_rows_of_users_on_different_logical_shards_land_in_their_mapped_database
     assert len(users) == 2, "the test herd runs two shard databases"
     for alias, user in users.items():
         note = notifications.notify(user.pk, title="hello")
-        job = start_job(user, Job.Kind.CATALOG_EXPORT)
+        job = start_job(user, "catalog_export")
         logical = shards.shard_of_user(user.pk)
         assert shards.shard_map.placement()[logical] == alias
         assert rows_everywhere(Notification, user_id=user.pk) == {alias: 1}
@@ -55,6 +56,22 @@ def test_rows_of_users_on_different_logical_shards_land_in_their_mapped_database
         # The id alone says where the row lives.
         assert shards.shard_of_id(note.pk) == shards.shard_of_id(job.pk) == logical
         assert Notification.objects.for_id(note.pk).get().title == "hello"
+
+
+def test_the_sharded_models_are_found_by_their_shard_key_and_moved_parents_first():
+    declared = {model for model in apps.get_models() if getattr(model, "SHARD_KEY", None)}
+    assert set(shards.sharded_models()) == declared == {Job, Notification}
+    order = shard_moves.copy_order()
+    assert set(order) == declared
+    for model in order:
+        for field in model._meta.concrete_fields:
+            if field.is_relation and field.related_model in declared and field.related_model is not model:
+                assert order.index(field.related_model) < order.index(model), (model, field.name)
+    # Migrations: the sharded models' tables (and their apps' model-less operations) on the shards.
+    for model in declared:
+        assert shards.on_shards(model._meta.app_label, model._meta.model_name)
+        assert shards.on_shards(model._meta.app_label, None)
+    assert not shards.on_shards(get_user_model()._meta.app_label, get_user_model()._meta.model_name)
 
 
 @pytest.mark.django_db
@@ -115,7 +132,7 @@ def test_ids_made_concurrently_on_every_shard_are_unique_and_ordered_by_time():
 @pytest.mark.django_db
 def test_deleting_a_user_deletes_their_rows_on_their_shard(django_capture_on_commit_callbacks):
     user = make_user("leaving")
-    start_job(user, Job.Kind.CATALOG_EXPORT)
+    start_job(user, "catalog_export")
     notifications.notify(user.pk, title="bye")
     user_id = user.pk
     with django_capture_on_commit_callbacks(execute=True):  # the rows go once the deletion commits
@@ -139,7 +156,7 @@ def test_the_deletion_waits_for_the_users_commit_and_happens_once_it_commits():
 @pytest.mark.django_db
 def test_staff_see_every_shards_jobs_merged_in_the_admin_with_their_owners(client):
     users = users_on_every_shard_database("admin")
-    jobs = [start_job(user, Job.Kind.CATALOG_EXPORT) for user in users.values()]
+    jobs = [start_job(user, "catalog_export") for user in users.values()]
     staff = make_user("boss")
     staff.is_staff = staff.is_superuser = True
     staff.save()
@@ -164,7 +181,7 @@ def test_moving_a_logical_shard_under_writes_loses_and_duplicates_nothing(settin
     bystander = next(u for u in (make_user(f"bystander{n}") for n in range(8)) if shards.alias_of_user(u.pk) == source)
     for number in range(50):
         notifications.notify(user.pk, title=f"before-{number}")
-    start_job(user, Job.Kind.CATALOG_EXPORT)
+    start_job(user, "catalog_export")
 
     stop = threading.Event()
     committed: Counter[str] = Counter()

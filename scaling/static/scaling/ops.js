@@ -10,7 +10,11 @@
   var COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"];
   var SVG = "http://www.w3.org/2000/svg";
   var W = 360, H = 150, LEFT = 90, TOP = 8, BOTTOM = 18;
-  var history = {lag: [], queue: [], jobs: [], rates: []};
+  var history = {lag: [], queue: [], rates: []};
+  // The panels apps registered (scaling.ops.dashboard.register_panel): one line chart each.
+  var panels = Array.prototype.slice.call(root.querySelectorAll("svg[data-panel]"));
+  var panelHistory = {};
+  panels.forEach(function (svg) { panelHistory[svg.dataset.panel] = []; });
   var previous = null;
 
   function el(name, attrs, text) {
@@ -126,8 +130,11 @@
     lines("ops-lag", history.lag);
     push(history.queue, {values: data.queues});
     lines("ops-queue", history.queue);
-    push(history.jobs, {values: data.jobs});
-    lines("ops-jobs", history.jobs);
+    panels.forEach(function (svg) {
+      var name = svg.dataset.panel;
+      push(panelHistory[name], {values: data[name] || {}});
+      lines(svg.id, panelHistory[name]);
+    });
 
     tableRows("ops-replicas", data.replicas.map(function (r) {
       return [r.replica, format(r.requests), format(rates[r.replica]), format(r.errors), format(r.mean_ms),

@@ -2,8 +2,8 @@
 
 With ``--database ALIAS`` only that one, as Django does (the test runner migrates each
 test database so). ``scaling.sharding.shards.ShardRouter.allow_migrate`` decides which models a
-database gets: jobs, notifications and the ownership table on shards, the rest on the
-main primary.
+database gets: the sharded models (those declaring ``SHARD_KEY``) and the ownership table
+on shards, the rest on the main primary.
 """
 
 from django.conf import settings

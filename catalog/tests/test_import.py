@@ -10,9 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 
+from catalog import csv_format
 from catalog import services as catalog_services
 from catalog.models import Category, Product
-from jobs import catalog_csv
 from jobs.models import Job
 from jobs.services import start_job
 from jobs.tests.conftest import all_jobs, csv_bytes, run
@@ -27,7 +27,7 @@ GOOD_ROWS = [
 
 
 def import_job(owner, data: bytes) -> Job:
-    job = start_job(owner, Job.Kind.CATALOG_IMPORT, input_bytes=data)
+    job = start_job(owner, "catalog_import", input_bytes=data)
     run(job)
     job.refresh_from_db()
     return job
@@ -247,13 +247,13 @@ def test_someone_who_is_not_staff_cannot_start_an_import(shopper, client):
     assert client.post("/jobs/start/cache_warm/", {"products": 5}).status_code == 403
     assert "Import products" not in client.get("/jobs/").content.decode()
     with pytest.raises(PermissionDenied):
-        start_job(shopper, Job.Kind.CATALOG_IMPORT, input_bytes=csv_bytes(GOOD_ROWS))
+        start_job(shopper, "catalog_import", input_bytes=csv_bytes(GOOD_ROWS))
     assert not all_jobs()
 
 
 @pytest.mark.django_db
 def test_an_import_whose_owner_lost_staff_rights_before_it_ran_fails(staff):
-    job = start_job(staff, Job.Kind.CATALOG_IMPORT, input_bytes=csv_bytes(GOOD_ROWS))
+    job = start_job(staff, "catalog_import", input_bytes=csv_bytes(GOOD_ROWS))
     staff.is_staff = False
     staff.save(update_fields=["is_staff"])
     run(job)
@@ -264,8 +264,8 @@ def test_an_import_whose_owner_lost_staff_rights_before_it_ran_fails(staff):
 
 def test_a_file_with_many_bad_rows_lists_the_first_thousand_and_counts_all():
     data = csv_bytes([("Lamp", f"lamp-{n}", "lamps", "x", "1", "") for n in range(1500)])
-    with pytest.raises(catalog_csv.FileRefused) as refused:
-        catalog_csv.parse(data)
+    with pytest.raises(csv_format.FileRefused) as refused:
+        csv_format.parse(data)
     assert refused.value.bad_row_count == 1500
-    assert len(refused.value.bad_rows) == catalog_csv.MAX_LISTED_ERRORS
+    assert len(refused.value.bad_rows) == csv_format.MAX_LISTED_ERRORS
     assert refused.value.bad_rows[-1]["line"] == 1001

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs import catalog_csv
+from catalog import csv_format
 from jobs.tests.conftest import csv_bytes
 
 # Text a spreadsheet could hold: any characters but NUL (line breaks too), without blanks at the ends.
@@ -37,7 +37,7 @@ def product_rows(text: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple]]
 
 def as_exported(rows: list[tuple]) -> list[tuple]:
     """The rows with their text cells as the export writes them (formulas neutralised)."""
-    n = catalog_csv.neutralise
+    n = csv_format.neutralise
     return [
         (n(name), n(slug), n(category), price, stock, n(description))
         for name, slug, category, price, stock, description in rows
@@ -46,7 +46,7 @@ def as_exported(rows: list[tuple]) -> list[tuple]:
 
 @given(product_rows(text))
 def test_every_valid_row_is_read_back_as_written(written):
-    parsed = catalog_csv.parse(csv_bytes(as_exported(written)))
+    parsed = csv_format.parse(csv_bytes(as_exported(written)))
     assert [(r.name, r.slug, r.category, r.price, r.stock, r.description) for r in parsed] == written
 
 
@@ -56,9 +56,9 @@ formula_like = st.builds(str.__add__, FORMULA_STARTS, st.text(max_size=20))
 
 @given(formula_like | st.text(max_size=20))
 def test_no_exported_cell_starts_a_formula_and_the_import_takes_off_exactly_the_added_quote(value):
-    exported = catalog_csv.neutralise(value)
+    exported = csv_format.neutralise(value)
     assert not exported.startswith(("=", "+", "-", "@", "\t", "\r"))
-    assert catalog_csv.restore(exported) == value
+    assert csv_format.restore(exported) == value
 
 
 BAD_VALUES = {
@@ -69,7 +69,7 @@ BAD_VALUES = {
     "stock": ["-1", "1.5", "lots", "2147483648"],
     "description": ["d" * 10_001],
 }
-COLUMN = {name: index for index, name in enumerate(catalog_csv.COLUMNS)}
+COLUMN = {name: index for index, name in enumerate(csv_format.COLUMNS)}
 
 
 @given(product_rows(one_line), st.data())
@@ -82,8 +82,8 @@ def test_one_bad_value_anywhere_refuses_the_whole_file_and_names_its_line(writte
     if column == "slug" and value:
         assert value not in {row[1] for row in written}
     rows_with_bad = [*written[:position], tuple(bad), *written[position + 1 :]]
-    with pytest.raises(catalog_csv.FileRefused) as refused:
-        catalog_csv.parse(csv_bytes(rows_with_bad))
+    with pytest.raises(csv_format.FileRefused) as refused:
+        csv_format.parse(csv_bytes(rows_with_bad))
     assert refused.value.bad_row_count == 1
     (listed,) = refused.value.bad_rows
     assert listed["line"] == position + 2  # after the header, one line per record
@@ -93,8 +93,8 @@ def test_one_bad_value_anywhere_refuses_the_whole_file_and_names_its_line(writte
 @given(st.binary(min_size=1, max_size=200))
 def test_any_bytes_are_either_parsed_or_refused_with_a_message(data):
     try:
-        catalog_csv.parse(b"name,slug,category,price,stock,description\n" + data)
-    except catalog_csv.FileRefused as refused:
+        csv_format.parse(b"name,slug,category,price,stock,description\n" + data)
+    except csv_format.FileRefused as refused:
         assert refused.message
 
 
@@ -106,8 +106,8 @@ def lines_spanned(row: tuple) -> int:
 def test_bad_rows_are_named_by_the_line_they_start_on_after_records_that_span_lines(written, data):
     bad_positions = sorted(data.draw(st.sets(st.integers(0, len(written) - 1), min_size=1)))
     rows = [(*row[:3], "cheap", *row[4:]) if n in bad_positions else row for n, row in enumerate(written)]
-    with pytest.raises(catalog_csv.FileRefused) as refused:
-        catalog_csv.parse(csv_bytes(rows))
+    with pytest.raises(csv_format.FileRefused) as refused:
+        csv_format.parse(csv_bytes(rows))
     first_lines = [2 + sum(lines_spanned(row) for row in written[:n]) for n in bad_positions]
     assert [listed["line"] for listed in refused.value.bad_rows] == first_lines
 
@@ -120,8 +120,8 @@ def test_a_record_that_spans_lines_is_reported_on_its_first_line_and_the_rows_af
         b'Rug,rug,rugs,10,1,"Soft\nand warm"\r\n'  # lines 6 and 7
         b"Mat,mat,mats,10,lots,\r\n"  # line 8
     )
-    with pytest.raises(catalog_csv.FileRefused) as refused:
-        catalog_csv.parse(data)
+    with pytest.raises(csv_format.FileRefused) as refused:
+        csv_format.parse(data)
     assert [listed["line"] for listed in refused.value.bad_rows] == [2, 8]
 
 
@@ -129,9 +129,9 @@ def test_lines_ended_by_a_lone_carriage_return_count_as_lines_everywhere():
     header = "name,slug,category,price,stock,description\r"
     rows = "".join(f"Lamp {n},lamp-{n},lamps,1,1,\r" for n in range(2500))
     reports = []
-    catalog_csv.parse((header + rows).encode(), report=lambda done, total: reports.append((done, total)))
+    csv_format.parse((header + rows).encode(), report=lambda done, total: reports.append((done, total)))
     assert reports and all(done <= total == 2502 for done, total in reports)
 
-    with pytest.raises(catalog_csv.FileRefused) as refused:
-        catalog_csv.parse((header + "Lamp,lamp,lamps,1,1,\r").encode() + b"Bad \xff byte,bad,lamps,1,1,\r")
+    with pytest.raises(csv_format.FileRefused) as refused:
+        csv_format.parse((header + "Lamp,lamp,lamps,1,1,\r").encode() + b"Bad \xff byte,bad,lamps,1,1,\r")
     assert "line 3 " in refused.value.message
