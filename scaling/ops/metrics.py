@@ -9,6 +9,9 @@ the name in ``X-Served-By``):
   (``RequestMetricsMiddleware``, which also writes the request's log line: ``scaling.ops.logs``);
 - ``herd_cache_lookups_total{cache, result}``: hits and misses of the query cache and of
   each object cache (``scaling.cache`` calls ``count_cache``);
+- ``herd_cache_redis_calls_total{outcome}``: calls to the cache Redis ``sent`` (of which
+  ``failed``, after redis-py's retries) and ``skipped`` by its circuit breaker, and
+  ``herd_cache_breaker_open``: 1 while this process skips it (``scaling.cache.breaker``);
 - ``herd_db_statements_total{alias, kind}``: SQL statements per database alias, reads
   and writes (an execute wrapper on every connection, installed in ``scaling.apps``);
 - ``herd_replica_lag_seconds``, ``herd_replica_lag_bytes``, ``herd_replica_healthy``
@@ -68,6 +71,10 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 CACHE_LOOKUPS = Counter("herd_cache_lookups", "Query and object cache lookups.", ["replica", "cache", "result"])
+CACHE_REDIS_CALLS = Counter(
+    "herd_cache_redis_calls", "Calls to the cache Redis: sent, failed (of those sent), skipped.", ["replica", "outcome"]
+)
+CACHE_BREAKER_OPEN = Gauge("herd_cache_breaker_open", "1 while this process skips the cache Redis.", ["replica"])
 DB_STATEMENTS = Counter("herd_db_statements", "SQL statements run.", ["replica", "alias", "kind"])
 SOCKETS = Gauge("herd_websockets_open", "WebSockets open on this replica.", ["replica"])
 
@@ -95,6 +102,15 @@ def count_cache(cache: str, hit: bool) -> None:
             record.cache_hits += 1
         else:
             record.cache_misses += 1
+
+
+def count_cache_redis_call(outcome: str) -> None:
+    """``sent``, ``failed`` or ``skipped``: called by ``scaling.cache.breaker``."""
+    _child(CACHE_REDIS_CALLS, outcome).inc()
+
+
+def cache_breaker_open(is_open: bool) -> None:
+    _child(CACHE_BREAKER_OPEN).set(1.0 if is_open else 0.0)
 
 
 def count_statements(execute, sql, params, many, context):
