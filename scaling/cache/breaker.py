@@ -1,19 +1,16 @@
-"""A circuit breaker for the cache Redis: per process, after a call fails, skip it for a while.
+"""A circuit breaker for the cache Redis: after a call fails, each process skips it a while.
 
-A call that fails with a connection error or a timeout *after redis-py's own retries*
-opens the breaker: for ``HERD_CACHE_BREAKER_SECONDS`` (read at each call) every call
-raises ``CacheRedisSkipped`` at once, a ``ConnectionError``, so callers answer as they
-do for a cache that is down (django-redis's ``IGNORE_EXCEPTIONS``: a miss, a no-op;
-``scaling.cache``: read the database). Then one call goes through as a probe: success
-closes the breaker, failure opens it again. A pooled connection that a restart broke is
-retried by redis-py first, so it never opens the breaker.
+A call refused or timed out *after redis-py's own retries* (so not a pooled connection
+that a restart broke) opens it: for ``HERD_CACHE_BREAKER_SECONDS`` (read at each call)
+every call raises ``CacheRedisSkipped``, a ``ConnectionError``, at once, which callers
+answer as a miss (django-redis's ``IGNORE_EXCEPTIONS``; ``scaling.cache`` reads the
+database). Then one call goes through as a probe: an answer closes it, a failure opens it.
 
-It sits in the ``redis.Redis`` client (django-redis's ``REDIS_CLIENT_CLASS``, set on the
-cache alias only, so the state Redis keeps the stock client): ``scaling.cache``'s own hot
-path (``MGET`` of entry and versions, the bump ``EVAL``) and the visit counter's pipeline
-use the raw client, which a django-redis ``CLIENT_CLASS`` or the cache backend never see,
-and every call to this Redis, django-redis's or raw, passes through it. The client is one
-per process (``redis_clients.SharedClientFactory``), so is its breaker.
+Why in the ``redis.Redis`` client (django-redis's ``REDIS_CLIENT_CLASS``, set on the
+cache alias only) rather than a ``CLIENT_CLASS`` or the cache backend: ``scaling.cache``'s
+hot path (the ``MGET``, the bump ``EVAL``) and pipelines use the raw client, which those
+never see; every call to this Redis passes here. The client is one per process
+(``redis_clients.SharedClientFactory``), and so is its breaker.
 """
 
 from __future__ import annotations
