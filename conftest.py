@@ -121,9 +121,12 @@ def collected_static_files():
 
 @pytest.fixture(autouse=True)
 def empty_cache():
-    """Each test starts with an empty cache Redis: entries of earlier tests' rows are gone."""
+    """Each test starts with an empty cache Redis, entries of earlier tests' rows gone, and
+    talks to it: a breaker an earlier test's outage opened is closed (``scaling.cache.breaker``)."""
     from django.core.cache import caches
+    from django_redis import get_redis_connection
 
+    get_redis_connection("default").breaker.reset()
     caches["default"].clear()
 
 

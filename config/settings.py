@@ -205,14 +205,36 @@ _REDIS_TIMEOUTS = {
     },
 }
 
+# The cache Redis: a cache that is down or hangs makes pages slower, not broken.
+_CACHE_REDIS_OPTIONS = {
+    **_REDIS_TIMEOUTS,
+    # A loopback or in-cluster Redis accepts a connection (TLS included) in a few
+    # milliseconds at most; one that has not in 0.5 s is away (its host down, or cut
+    # off), and the page is better served from the database than after waiting longer.
+    "SOCKET_CONNECT_TIMEOUT": 0.5,
+    # A broken pooled connection is retried as above, but not a timeout (redis-py's
+    # Retry retries those too unless told not to): a Redis that did not answer within
+    # the socket timeout would not answer a retry either.
+    "CONNECTION_POOL_KWARGS": {
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    },
+    # A call that failed even so makes this process skip the cache Redis for
+    # HERD_CACHE_BREAKER_SECONDS (scaling/cache/breaker.py), every call a miss.
+    "REDIS_CLIENT_CLASS": "scaling.cache.breaker.BreakerRedis",
+    "IGNORE_EXCEPTIONS": True,
+}
+# How long a process skips the cache Redis after a call to it failed, before it lets one
+# call through to see whether it answers again.
+HERD_CACHE_BREAKER_SECONDS = env.number("HERD_CACHE_BREAKER_SECONDS", 5.0)
+
 # One redis.Redis per server and process, not one per request (scaling/cache/redis_clients.py).
 DJANGO_REDIS_CONNECTION_FACTORY = "scaling.cache.redis_clients.SharedClientFactory"
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_CACHE_URL,
-        # A cache that is down makes pages slower, not broken.
-        "OPTIONS": {**_REDIS_TIMEOUTS, "IGNORE_EXCEPTIONS": True},
+        "OPTIONS": _CACHE_REDIS_OPTIONS,
         "KEY_PREFIX": "herd",
     },
     "state": {

@@ -44,6 +44,10 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 CACHE_LOOKUPS = Counter("herd_cache_lookups", "Query and object cache lookups.", ["replica", "cache", "result"])
+CACHE_REDIS_CALLS = Counter(
+    "herd_cache_redis_calls", "Calls to the cache Redis: sent, failed (of those sent), skipped.", ["replica", "outcome"]
+)
+CACHE_BREAKER_OPEN = Gauge("herd_cache_breaker_open", "1 while this process skips the cache Redis.", ["replica"])
 DB_STATEMENTS = Counter("herd_db_statements", "SQL statements run.", ["replica", "alias", "kind"])
 SOCKETS = Gauge("herd_websockets_open", "WebSockets open on this replica.", ["replica"])
 
@@ -71,6 +75,15 @@ def count_cache(cache: str, hit: bool) -> None:
             record.cache_hits += 1
         else:
             record.cache_misses += 1
+
+
+def count_cache_redis_call(outcome: str) -> None:
+    """``sent``, ``failed`` or ``skipped``: called by ``scaling.cache.breaker``."""
+    _child(CACHE_REDIS_CALLS, outcome).inc()
+
+
+def cache_breaker_open(is_open: bool) -> None:
+    _child(CACHE_BREAKER_OPEN).set(1.0 if is_open else 0.0)
 
 
 def count_statements(execute, sql, params, many, context):
