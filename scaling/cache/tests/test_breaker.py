@@ -17,7 +17,8 @@ from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from catalog import services as catalog_services
-from deploy.herd import PROFILES, Redis
+from deploy.herd.profiles import PROFILES
+from deploy.herd.services import Redis
 from scaling.cache import versions
 from scaling.cache.breaker import CacheRedisSkipped
 from scaling.ops.metrics import REPLICA
