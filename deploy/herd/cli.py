@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("services", help="start only the data services")
     test = commands.add_parser("test", help="services up, pytest, services down")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    # Everything after `test` is pytest's, options first included (`test -k router`):
+    # argparse's REMAINDER refuses a leading option, so those are parsed here.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
 
     profile = PROFILES[args.profile]
     herd = Herd(profile, args.replicas if args.command == "up" else None)
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "services":
             herd.start_services()
         elif args.command == "test":
-            return run_tests(args.pytest_args)
+            return run_tests([*unknown, *args.pytest_args] if unknown else args.pytest_args)
     except HerdError as error:
         print(f"herd: {error}", file=sys.stderr)
         return 1
