@@ -151,3 +151,26 @@ def test_a_replica_stopped_under_a_get_is_taken_out_and_the_view_run_again_on_th
         assert anonymous.get("/readyz").status_code == 200  # readiness ignores replicas
     assert replica_health.check("replica1").healthy
     assert "Written without a replica." in anonymous.get(f"/p/{products[2].slug}/").content.decode()
+
+
+# --------------------------------------------------------------------------- PostgreSQL primary
+
+
+def test_with_the_primary_stopped_the_site_reads_from_the_replica_and_writes_get_the_clean_503(
+    shopper, products, stopped, wait_for_replicas
+):
+    anonymous = Client(raise_request_exception=False)
+    wait_for_replicas()  # the shopper's log-in (last_login) is on the replica too
+    with stopped(Postgres(PROFILES["test"], replica=False)):
+        for client in (anonymous, shopper):
+            for path in catalog_paths(products):
+                response = client.get(f"{path}?fresh=1")
+                assert response.status_code == 200, (path, response.content[:300])
+        assert logged_in_as(shopper) == "shopper"
+        refused = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 4, "text": "Written while read-only."})
+        assert refused.status_code == 503
+        assert refused["Retry-After"]
+        assert anonymous.get("/readyz").status_code == 200  # the replicas stay in the load balancer
+    assert not Review.objects.using("default").filter(text="Written while read-only.").exists()
+    saved = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 4, "text": "Written once it is back."})
+    assert saved.status_code == 302
