@@ -51,8 +51,9 @@ def wait_for_replicas():
 @pytest.fixture
 def stopped():
     """``with stopped(process):`` the real service process (``deploy.herd``'s Redis, RabbitMQ,
-    Postgres replica) is stopped for the block, then started again and waited for: answering,
-    and a replica caught up with the primary and seen healthy, so later tests are unaffected."""
+    Postgres primary or replica) is stopped for the block, then started again and waited for:
+    answering, this process's connections to it renewed, every replica caught up with its
+    primary and seen healthy, so later tests are unaffected."""
     return _stopped
 
 
@@ -72,7 +73,7 @@ def _wait_until_serving(process, timeout: float = 30.0) -> None:
     from django.conf import settings
 
     from deploy.herd.services import Postgres, Redis
-    from scaling.db.replicas import replica_health
+    from scaling.db.replicas import primary_aliases, primary_health, replica_health
 
     deadline = time.monotonic() + timeout
     if isinstance(process, Redis):
@@ -84,7 +85,16 @@ def _wait_until_serving(process, timeout: float = 30.0) -> None:
             assert time.monotonic() < deadline, f"{process.name} did not answer PING"
             time.sleep(0.05)
         client.close()
-    if isinstance(process, Postgres) and process.replica:
+    if isinstance(process, Postgres) and not process.replica:
+        # The main database and the shard databases live in this server: drop the
+        # connections it broke, and wait until each answers a new one.
+        for alias in primary_aliases():
+            connections[alias].close()
+            while not primary_health.check(alias):
+                assert time.monotonic() < deadline, f"{alias} did not accept connections within {timeout}s"
+                time.sleep(0.05)
+    if isinstance(process, Postgres):
+        # A restarted replica, or the replicas of a restarted primary (they reconnect to it).
         replicas = [(alias, "default") for alias in replica_aliases()]
         replicas += [(replica, shard) for shard, replica in settings.SHARD_REPLICAS.items()]
         for alias, primary in replicas:

@@ -19,7 +19,15 @@ from typing import Any
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from scaling.cache.versions import Versions, bump_on_commit, cache_backend, lookup, read_versions, written_here
+from scaling.cache.versions import (
+    Versions,
+    bump_on_commit,
+    cache_backend,
+    lookup,
+    may_fill,
+    read_versions,
+    written_here,
+)
 from scaling.db import consistency
 from scaling.ops import metrics
 
@@ -65,14 +73,18 @@ class ObjectCache:
             versions, entry = lookup([self._version_name(ident)], key)
         except RedisError:
             return self.build(ident)
+        filling = may_fill()
         if entry is not None and entry["version"] == versions.tokens:
-            if entry["fresh_until"] > time.time() or self._lock(key) is False:
+            if entry["fresh_until"] > time.time() or not filling or self._lock(key) is False:
                 metrics.count_cache(self.kind, hit=True)
                 return entry["value"]
             # Past freshness and we hold the lock: rebuild once, others keep serving.
             metrics.count_cache(self.kind, hit=False)
             return self._rebuild(ident, key, versions)
         metrics.count_cache(self.kind, hit=False)
+        if not filling:
+            with consistency.at_least(versions.lsn):
+                return self.build(ident)
         locked = self._lock(key)
         if locked is False:
             return self._wait_for(ident, key, versions)
@@ -89,11 +101,12 @@ class ObjectCache:
             with consistency.at_least(versions.lsn):
                 consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
                 value = self.build(ident)
-            cache.set(
-                key,
-                {"version": versions.tokens, "fresh_until": time.time() + self.fresh_seconds, "value": value},
-                self.fresh_seconds + self.keep_seconds,
-            )
+            if may_fill():
+                cache.set(
+                    key,
+                    {"version": versions.tokens, "fresh_until": time.time() + self.fresh_seconds, "value": value},
+                    self.fresh_seconds + self.keep_seconds,
+                )
             return value
         finally:
             cache.delete(f"{key}:lock")
@@ -123,7 +136,10 @@ class ObjectCache:
         if value is not None:
             return value
         value = make()
-        cache_backend().set(key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds)
+        if may_fill():
+            cache_backend().set(
+                key, {"version": versions.tokens, "value": value}, self.fresh_seconds + self.keep_seconds
+            )
         return value
 
     def cached(self, ident: str, name: str) -> Any | None:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from redis.exceptions import RedisError
 
-from scaling.cache.versions import cache_backend, lookup, table_version_name, written_here
+from scaling.cache.versions import cache_backend, lookup, may_fill, table_version_name, written_here
 from scaling.db import consistency
 from scaling.db.replicas import PRIMARY
 from scaling.ops import metrics
@@ -53,5 +53,6 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     with consistency.at_least(versions.lsn):
         consistency.wait_for_replica(settings.HERD_FILL_WAIT_SECONDS)
         rows = list(queryset.using(consistency.read_alias()))
-    cache_backend().set(key, {"versions": versions.tokens, "rows": rows}, timeout)
+    if may_fill():
+        cache_backend().set(key, {"versions": versions.tokens, "rows": rows}, timeout)
     return rows

@@ -4,8 +4,9 @@ One version per table (the query cache) or per object key (the object cache): a 
 token and the primary's WAL position when it last changed, kept without a time to live
 beside the entries in the "cache" Redis. A write changes the versions it touched on
 commit; an entry is served only while the versions it was built against are current,
-and a miss is filled only from a database that has replayed their position.
-docs/CACHING.md tells why each rule is there.
+and a miss is filled only from a database that has replayed their position, so never
+while the main primary is unreachable (``may_fill``: reads then come from a replica
+whatever it has replayed). docs/CACHING.md tells why each rule is there.
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from django.db import connections, transaction
 from redis.exceptions import RedisError
 
 from scaling.db import positions
-from scaling.db.replicas import PRIMARY
+from scaling.db.consistency import UNKNOWN_LSN
+from scaling.db.replicas import PRIMARY, primary_health
 
 logger = logging.getLogger(__name__)
 
 _VERSION_PREFIX = "herd:version:"
 # "token:lsn" for every version never written since this cache Redis began.
 _EPOCH = "herd:version:epoch"
+# The epoch while the primary cannot say its position: stored nowhere; filled entries never
+# carry it (``may_fill``), and its position sends the reads of a miss to the primary or,
+# in read-only mode, to a replica.
+_NO_EPOCH = f"read-only:{UNKNOWN_LSN}".encode()
 
 # Give each key a new token and raise its LSN (never lower it: bumps may arrive out of
 # order). KEYS are version keys, ARGV[1] the LSN, then one token per key. Values are
@@ -95,8 +101,16 @@ def lookup(names: Iterable[str], entry_key: str | None = None) -> tuple[Versions
 def _begin_epoch(redis) -> bytes:
     # A new or emptied cache Redis: whatever was written before is covered by the
     # primary's position now. The first process to get here sets it; all read the same.
-    redis.set(_EPOCH, f"{secrets.token_hex(8)}:{positions.current()}", nx=True)
+    if (lsn := primary_health.position()) is None:
+        return _NO_EPOCH
+    redis.set(_EPOCH, f"{secrets.token_hex(8)}:{lsn}", nx=True)
     return redis.get(_EPOCH)
+
+
+def may_fill() -> bool:
+    """Whether a miss may be stored: not in read-only mode (the main primary unreachable),
+    where a fill may come from a replica behind the versions it would be stored under."""
+    return primary_health.is_up()
 
 
 def read_versions(names: Iterable[str]) -> Versions:

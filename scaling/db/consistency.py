@@ -2,7 +2,10 @@
 
 After a request writes, the primary's WAL position is kept for its user; their later
 reads go to a replica only once it has replayed it. ``use_primary()``, ``at_least(lsn)``
-and ``written_for(user)`` are for code that must choose. The rules: docs/READS.md.
+and ``written_for(user)`` are for code that must choose. While the primary is unreachable
+(read-only mode, ``read_only_replica``), reads go to a healthy replica whatever it has
+replayed, and a GET that met the primary's failure runs again there. The rules:
+docs/READS.md.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
-from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from scaling.db import positions
-from scaling.db.replicas import PRIMARY, replica_health
+from scaling.db.replicas import CONNECTION_ERRORS, PRIMARY, primary_health, replica_aliases, replica_health
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +169,8 @@ def wait_for_replica(timeout: float, interval: float = 0.005) -> bool:
     required = _required_position()
     if required is None:
         return True
-    if required >= UNKNOWN_LSN:
-        return False
+    if required >= UNKNOWN_LSN or not primary_health.is_up():
+        return False  # read-only mode: nothing new to wait for, reads go to a replica anyway
     state = _state.get()
     deadline = time.monotonic() + timeout
     while True:
@@ -205,16 +208,43 @@ def has_replayed(alias: str, lsn: int, state: ReadState | None = None) -> bool:
     return answer
 
 
+def read_only_replica(primary: str = PRIMARY, replicas: list[str] | None = None) -> str | None:
+    """Read-only mode, the one rule for every primary (the main one, each shard database):
+    while ``primary`` is unreachable, a healthy replica of it (one of ``replicas``, by
+    default the main database's) serves every read, whatever it has replayed. None while
+    the primary is up, inside a transaction on it, or with no healthy replica.
+
+    The price (docs/READS.md): until the primary is back or replaced, a user may not see
+    their last moments of writes; nothing acknowledged is lost, a write being
+    acknowledged only once the primary committed it.
+    """
+    if primary_health.is_up(primary) or connections[primary].in_atomic_block:
+        return None
+    candidates = replica_aliases() if replicas is None else replicas
+    healthy = [alias for alias in candidates if replica_health.is_healthy(alias, primary)]
+    if not healthy:
+        return None
+    state = _state.get()
+    if state is not None and state.replica in healthy:
+        return state.replica
+    return replica_health.spread(healthy)[0]
+
+
 def read_alias(min_lsn: int | None = None) -> str:
-    """The database a read should use now: a fresh-enough healthy replica, else the primary.
+    """The database a read should use now: a fresh-enough healthy replica, else the primary;
+    while the primary is unreachable, any healthy replica (``read_only_replica``).
 
     ``min_lsn`` adds a position the read must reach (the query cache passes the
     position of the last write to the tables it reads).
     """
+    state = _state.get()
+    if (stand_in := read_only_replica()) is not None:
+        if state is not None:
+            state.replica = stand_in
+        return stand_in
     required = _required_position(min_lsn)
     if required is not None and required >= UNKNOWN_LSN:
         return PRIMARY
-    state = _state.get()
     healthy = replica_health.healthy_aliases()
     if not healthy:
         return PRIMARY
@@ -258,34 +288,45 @@ class ReadYourWritesMiddleware:
         token = _state.set(state)
         try:
             response = self.get_response(request)
-            if state.wrote:
-                user_id = _session_user_id(request)
-                if user_id:
-                    remember_lsn(user_id, positions.current())
+            # No position: the primary is away, and whatever this request wrote was not committed.
+            if (
+                state.wrote
+                and (user_id := _session_user_id(request))
+                and (lsn := primary_health.position()) is not None
+            ):
+                remember_lsn(user_id, lsn)
             return response
         finally:
             _state.reset(token)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        """A replica failed under a GET: take it out and run the view again on the primary."""
+        """A database failed under a GET: run the view once more without it. A primary that
+        does not answer puts reads in read-only mode (``read_only_replica``); else each
+        replica this request read is taken out and the view runs on the primary."""
         state = _state.get()
-        used = [] if state is None else [alias for alias in (state.replica, *sorted(state.shard_replicas)) if alias]
-        if (
-            not used
-            or request.method not in ("GET", "HEAD")
-            or not isinstance(exception, OperationalError | InterfaceError)
-        ):
+        if state is None or request.method not in ("GET", "HEAD") or not isinstance(exception, CONNECTION_ERRORS):
             return None
-        logger.warning(
-            "replica %s failed during %s; retrying on the primary: %s", ", ".join(used), request.path, exception
-        )
-        # Which one failed is not in the error: each replica this request read is taken out
-        # until its next health check (a healthy one costs reads on the primary that long).
-        for alias in used:
-            replica_health.mark_down(alias)
-            connections[alias].close()
-        state.replica = None
-        state.shard_replicas.clear()
-        state.pinned = True
+        if down := primary_health.unreachable():
+            logger.warning(
+                "primary %s unreachable during %s; read-only, reading from the replicas: %s",
+                ", ".join(down),
+                request.path,
+                exception,
+            )
+        else:
+            used = [alias for alias in (state.replica, *sorted(state.shard_replicas)) if alias]
+            if not used:
+                return None
+            logger.warning(
+                "replica %s failed during %s; retrying on the primary: %s", ", ".join(used), request.path, exception
+            )
+            # Which one failed is not in the error: each replica this request read is taken out
+            # until its next health check (a healthy one costs reads on the primary that long).
+            for alias in used:
+                replica_health.mark_down(alias)
+                connections[alias].close()
+            state.replica = None
+            state.shard_replicas.clear()
+            state.pinned = True
         match = request.resolver_match
         return match.func(request, *match.args, **match.kwargs)

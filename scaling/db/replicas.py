@@ -1,6 +1,11 @@
-"""Which read replicas may serve reads right now: reachable, and lagging little by time
-*or* by bytes; checked at most every ``HERD_REPLICA_CHECK_INTERVAL`` seconds per process
-(docs/READS.md).
+"""Which databases may serve reads right now, checked at most every
+``HERD_REPLICA_CHECK_INTERVAL`` seconds per process (docs/READS.md):
+
+- ``replica_health``: a read replica is reachable and lags little by time *or* by bytes;
+  while its primary is unreachable, reachable is enough.
+- ``primary_health``: a primary (the main one, each shard database) is reachable; marked
+  down on a connection failure. While it is down, its replicas serve every read
+  (read-only mode) and writes end on the 503 page.
 """
 
 from __future__ import annotations
@@ -10,12 +15,20 @@ import threading
 import time
 from dataclasses import dataclass
 
+import psycopg
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from scaling.db import positions
 
 PRIMARY = "default"
+# What a query raises when its server cannot be reached (or went away under it).
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+
+def primary_aliases() -> list[str]:
+    """The databases that take writes: the main primary and every shard database."""
+    return [PRIMARY, *getattr(settings, "SHARD_DATABASES", ())]
 
 
 def replica_aliases() -> list[str]:
@@ -82,24 +95,112 @@ class ReplicaHealth:
                     "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())"
                 )
                 in_recovery, lag_seconds = cursor.fetchone()
+            replay_lsn = positions.replayed(alias) if in_recovery else 0
+        except DatabaseError as error:
+            connections[alias].close()
+            status = ReplicaStatus(alias, False, now, error=_first_line(error))
+        else:
             if not in_recovery:
                 # Not a standby (a development URL pointing at the primary): no lag.
                 status = ReplicaStatus(alias, True, now, 0.0, 0)
+            elif (current := primary_health.position(primary)) is None:
+                # Its primary is away: the replica is the newest copy there is (read-only mode).
+                status = ReplicaStatus(alias, True, now, float(lag_seconds or 0.0), None, replay_lsn=replay_lsn)
             else:
-                replay_lsn = positions.replayed(alias)
-                lag_bytes = max(0, positions.current(primary) - replay_lsn)
+                lag_bytes = max(0, current - replay_lsn)
                 lag_seconds = float(lag_seconds or 0.0)
                 healthy = (
                     lag_bytes <= settings.HERD_REPLICA_MAX_LAG_BYTES
                     or lag_seconds <= settings.HERD_REPLICA_MAX_LAG_SECONDS
                 )
                 status = ReplicaStatus(alias, healthy, now, lag_seconds, lag_bytes, replay_lsn=replay_lsn)
-        except DatabaseError as error:
-            connections[alias].close()
-            status = ReplicaStatus(alias, False, now, error=str(error).strip().splitlines()[0])
         with self._lock:
             self._statuses[alias] = status
         return status
 
 
 replica_health = ReplicaHealth()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class PrimaryHealth:
+    """Process-wide: which primaries were found unreachable, and when.
+
+    Nothing is asked while a primary works: it is marked down when a connection to it
+    fails (``mark_down``, ``position``, ``unreachable``) and asked again, with a connection
+    of its own, at most every ``HERD_REPLICA_CHECK_INTERVAL`` seconds after that.
+    """
+
+    def __init__(self) -> None:
+        self._down: dict[str, tuple[float, str]] = {}  # alias -> (checked at, error)
+        self._lock = threading.Lock()
+
+    def is_up(self, alias: str = PRIMARY) -> bool:
+        down = self._down.get(alias)
+        if down is None:
+            return True
+        if time.monotonic() - down[0] < settings.HERD_REPLICA_CHECK_INTERVAL:
+            return False
+        return self.check(alias)
+
+    def down(self) -> dict[str, str]:
+        """The primaries marked down now, with the error that took each out (no check)."""
+        return {alias: error for alias, (_, error) in self._down.items()}
+
+    def mark_down(self, alias: str, error: str = "connection failed") -> None:
+        """Take ``alias`` out until its next check; its connection in this thread is closed."""
+        with self._lock:
+            self._down[alias] = (time.monotonic(), error)
+        connections[alias].close()
+
+    def mark_up(self, alias: str) -> None:
+        with self._lock:
+            self._down.pop(alias, None)
+
+    def check(self, alias: str) -> bool:
+        """Whether ``alias`` accepts a connection now (a new one: whatever state this
+        thread's connection is in); remembered."""
+        params = {**connections[alias].get_connection_params(), "autocommit": True}
+        try:
+            with psycopg.connect(**params) as probe:
+                probe.execute("SELECT 1")
+        except psycopg.Error as error:
+            self.mark_down(alias, _first_line(error))
+            return False
+        self.mark_up(alias)
+        return True
+
+    def failed(self, alias: str) -> bool:
+        """After a connection error on ``alias``: close this thread's connection and ask the
+        server; True (marked down) when it does not answer, False when only the connection
+        had gone stale (the next query opens a new one)."""
+        connections[alias].close()
+        return not self.check(alias)
+
+    def unreachable(self) -> list[str]:
+        """The primaries that do not answer: those marked down, and any other that fails a
+        connection attempt now. For after a connection error: which server was it?"""
+        # One marked down is asked again only once its interval has passed (``is_up``).
+        down = []
+        for alias in primary_aliases():
+            if not (self.is_up(alias) if alias in self._down else self.check(alias)):
+                down.append(alias)
+        return down
+
+    def position(self, alias: str = PRIMARY) -> int | None:
+        """``positions.current(alias)``, or None when the primary is unreachable (marked down)."""
+        if not self.is_up(alias):
+            return None
+        try:
+            return positions.current(alias)
+        except CONNECTION_ERRORS:
+            if self.failed(alias):
+                return None
+            return positions.current(alias)
+
+
+primary_health = PrimaryHealth()

@@ -1,8 +1,10 @@
 """Liveness (``/healthz``), readiness (``/readyz``) and draining after SIGTERM.
 
-Readiness requires only the primary and the state Redis; replicas, the cache and shards
-are reported, not required. ``HealthFront`` answers probes on the event loop, before
-Django's request threads. The rules and why: docs/OPERATIONS.md.
+Readiness requires the state Redis and a database to read: the primary, or, while it is
+unreachable, a healthy replica (read-only mode). The cache, shards and the replicas
+otherwise are reported, not required: a store every web replica shares never takes
+them all out. ``HealthFront`` answers probes on the event loop, before Django's request
+threads. The rules and why: docs/OPERATIONS.md.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
-from scaling.db.replicas import PRIMARY, replica_aliases, replica_health
+from scaling.db.replicas import PRIMARY, primary_health, replica_aliases, replica_health
 
 _draining = threading.Event()
 
@@ -50,21 +52,38 @@ def _check_redis(cache_alias: str) -> str:
         return f"error: {error}"
 
 
+def _check_primary(alias: str) -> str:
+    """``_check_database``, and what it found told to ``primary_health`` (an error on this
+    thread's connection is confirmed with a new one: it may only have gone stale)."""
+    answer = _check_database(alias)
+    if answer == "ok":
+        primary_health.mark_up(alias)
+    elif primary_health.check(alias):
+        answer = "ok"
+    return answer
+
+
 def readiness() -> tuple[bool, dict[str, str]]:
     """Whether this replica should take traffic, and what each dependency said."""
-    required = {
-        "database:default": _check_database(PRIMARY),
-        "redis:state": _check_redis("state"),
-    }
+    state = _check_redis("state")
+    primary = _check_primary(PRIMARY)
     optional = {"redis:cache": _check_redis("default")}
     for alias in replica_aliases():
         status = replica_health.check(alias)
         optional[f"database:{alias}"] = "ok" if status.healthy else f"error: {status.error or 'lagging'}"
-    # A shard that is down fails only its users' sharded rows, not the whole replica.
+    # A shard that is down fails its users' writes (jobs, notifications), not the whole replica.
     for alias in settings.SHARD_DATABASES:
-        optional[f"database:{alias}"] = _check_database(alias)
-    ready = not is_draining() and all(value == "ok" for value in required.values())
-    checks = {"draining": "yes" if is_draining() else "no", **required, **optional}
+        optional[f"database:{alias}"] = _check_primary(alias)
+    # Without the primary, a healthy replica serves reads (read-only mode): the primary is
+    # shared by every web replica, and failing them all for it would turn reads away too.
+    readable = primary == "ok" or any(optional[f"database:{alias}"] == "ok" for alias in replica_aliases())
+    ready = not is_draining() and state == "ok" and readable
+    checks = {
+        "draining": "yes" if is_draining() else "no",
+        "database:default": primary,
+        "redis:state": state,
+        **optional,
+    }
     return ready, checks
 
 

@@ -33,7 +33,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from scaling.db import consistency, positions
-from scaling.db.replicas import PRIMARY, replica_health
+from scaling.db.replicas import CONNECTION_ERRORS, PRIMARY, primary_health, replica_health
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,9 @@ class ShardMap:
     """This process's copy of the stored map, checked at most every ``HERD_SHARD_MAP_SECONDS``.
 
     The stored map (``scaling_shardplacement`` on the main primary) is the truth; the
-    configured one (``HERD_SHARD_MAP``) seeds it and stands in until it exists. A copy
-    that cannot be refreshed (the primary is away) is kept: a stale copy can make a
-    write retry, never land in the wrong place (see ``writing``).
+    configured one (``HERD_SHARD_MAP``) seeds it and stands in until it exists. While the
+    primary is away the copy is refreshed from a replica, or kept when none answers: a
+    stale copy can make a write retry, never land in the wrong place (see ``writing``).
     """
 
     def __init__(self) -> None:
@@ -167,10 +167,12 @@ class ShardMap:
         return dict(self._placement)
 
     def refresh(self, force: bool = False) -> None:
-        """Reload the stored map if its version changed (``force``: whatever the version)."""
+        """Reload the stored map if its version changed (``force``: whatever the version),
+        from the main primary, or from a replica while the primary is unreachable."""
         with self._lock:
+            source = consistency.read_only_replica() or PRIMARY
             try:
-                with connections[PRIMARY].cursor() as cursor:
+                with connections[source].cursor() as cursor:
                     cursor.execute("SELECT COALESCE(MAX(version), 0), COUNT(*) FROM scaling_shardplacement")
                     version = tuple(cursor.fetchone())
                     if force or version != self._version or self._placement is None:
@@ -178,7 +180,9 @@ class ShardMap:
                         stored = dict(cursor.fetchall())
                         self._placement = {**settings.HERD_SHARD_MAP, **stored}
                         self._version = version
-            except DatabaseError:
+            except DatabaseError as error:
+                if source == PRIMARY and isinstance(error, CONNECTION_ERRORS):
+                    primary_health.failed(PRIMARY)  # the next refresh reads a replica if it is away
                 if self._placement is None:
                     self._placement = dict(settings.HERD_SHARD_MAP)
             self._checked_at = time.monotonic()
@@ -271,7 +275,8 @@ def record_write(alias: str, logical_shard: int) -> None:
 
 def _position(alias: str, logical_shard: int) -> int | None:
     """The WAL position on ``alias`` a read of ``logical_shard`` must reach; None when it
-    cannot be known (the state Redis is down): then only ``alias`` itself will do."""
+    cannot be known (the state Redis, or ``alias`` itself, is down): then only ``alias``
+    will do."""
     key = _position_key(alias, logical_shard)
     try:
         redis = get_redis_connection("state")
@@ -279,7 +284,9 @@ def _position(alias: str, logical_shard: int) -> int | None:
         if value is None:
             # No write recorded (a new shard, or a state Redis that lost its data): every
             # commit so far, once; kept for good (1024 keys per database at most).
-            redis.set(key, positions.current(alias), nx=True)
+            if (current := primary_health.position(alias)) is None:
+                return None
+            redis.set(key, current, nx=True)
             value = redis.get(key)
     except RedisError:
         return None
@@ -288,9 +295,13 @@ def _position(alias: str, logical_shard: int) -> int | None:
 
 def read_alias(logical_shard: int) -> str:
     """Where a read of ``logical_shard`` goes: the replica of its database when that
-    replica is healthy and has replayed every write made to the shard, else the database."""
+    replica is healthy and has replayed every write made to the shard, else the database;
+    while the database is unreachable, its replica if healthy (read-only mode)."""
     alias = alias_of_shard(logical_shard)
     replica = settings.SHARD_REPLICAS.get(alias)
+    if replica is not None and consistency.read_only_replica(alias, [replica]) is not None:
+        consistency.note_shard_replica_read(replica)
+        return replica
     if replica is None or connections[alias].in_atomic_block or consistency.primary_required():
         return alias
     position = _position(alias, logical_shard)

@@ -1,8 +1,8 @@
 """Each data service stopped for real: its process, not a patched client.
 
-The state Redis, the cache Redis and the PostgreSQL replica of the test profile
-(``deploy.herd``) are stopped while pages are asked for through Django's full stack,
-then started again; each test leaves its service answering (the replica caught up).
+The state Redis, the cache Redis and the PostgreSQL replica and primary of the test
+profile (``deploy.herd``) are stopped while pages are asked for through Django's full
+stack, then started again; each test leaves its service answering (the replicas caught up).
 The patched-client tests beside these (``test_sessions.py``, ``test_consistency.py``)
 pin the details; these prove the claims of docs/RELIABILITY.md on the real thing.
 """
@@ -14,18 +14,21 @@ import re
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from accounts.models import User
 from accounts.tests.factories import PASSWORD, make_user
 from catalog import services as catalog_services
 from catalog.models import Review
 from deploy.herd.profiles import PROFILES
 from deploy.herd.services import Postgres, Redis
+from notifications import services as notification_services
 from notifications.consumers import CLOSE_TRY_AGAIN
 from notifications.tests.test_socket import scenario, socket
-from scaling.db.replicas import replica_health
+from scaling.db.replicas import primary_health, replica_health
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -152,3 +155,44 @@ def test_a_replica_stopped_under_a_get_is_taken_out_and_the_view_run_again_on_th
         assert anonymous.get("/readyz").status_code == 200  # readiness ignores replicas
     assert replica_health.check("replica1").healthy
     assert "Written without a replica." in anonymous.get(f"/p/{products[2].slug}/").content.decode()
+
+
+# --------------------------------------------------------------------------- PostgreSQL primary
+
+
+def test_with_the_primary_stopped_the_site_reads_from_the_replica_and_writes_get_the_clean_503(
+    shopper, products, stopped, wait_for_replicas, replica_delay
+):
+    anonymous = Client(raise_request_exception=False)
+    notification_services.notify(User.objects.get(username="shopper").pk, title="Sent before the outage")
+    wait_for_replicas()  # the shopper's log-in (last_login) is on the replica too
+    for shard, replica in settings.SHARD_REPLICAS.items():
+        wait_for_replicas(aliases=[replica], primary=shard)  # and their notification
+    # The shopper's last write is one the replica has not replayed when the primary stops:
+    # their reads would wait for it on the primary; in read-only mode they go to the replica.
+    replica_delay("1h")
+    last = shopper.post(f"/p/{products[1].slug}/review/", {"rating": 5, "text": "Written just before."})
+    assert last.status_code == 302
+    with stopped(Postgres(PROFILES["test"], replica=False)):
+        for client in (anonymous, shopper):
+            for path in catalog_paths(products):
+                response = client.get(f"{path}?fresh=1")
+                assert response.status_code == 200, (path, response.content[:300])
+        assert logged_in_as(shopper) == "shopper"
+        jobs = shopper.get("/jobs/")  # the jobs (a shard), and the unread badge (a shard) in the header
+        assert jobs.status_code == 200, jobs.content[:300]
+        assert "data-unread-count>1<" in jobs.content.decode()
+        refused = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 4, "text": "Written while read-only."})
+        assert refused.status_code == 503
+        assert refused["Retry-After"]
+        assert "your change was not saved" in refused.content.decode()
+        assert "Traceback" not in refused.content.decode()
+        assert "default" in primary_health.down()
+        assert anonymous.get("/readyz").status_code == 200  # the replicas stay in the load balancer
+        replica_delay("0")
+    assert primary_health.down() == {}
+    assert not Review.objects.using("default").filter(text="Written while read-only.").exists()
+    assert "Written just before." in shopper.get(f"/p/{products[1].slug}/").content.decode()  # nothing lost
+    saved = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 4, "text": "Written once it is back."})
+    assert saved.status_code == 302
+    assert "Written once it is back." in shopper.get(f"/p/{products[0].slug}/").content.decode()

@@ -15,7 +15,7 @@ from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.deconstruct import deconstructible
 
-from scaling.db.replicas import PRIMARY
+from scaling.db.replicas import PRIMARY, primary_health
 from scaling.models import StoredFile
 
 PRIVATE_LOCATION = "private"
@@ -27,8 +27,10 @@ MAX_NAME = StoredFile._meta.get_field("name").max_length
 
 
 def read_stored_file(name: str) -> bytes | None:
-    """The file's bytes, from a replica if it has them, else from the primary."""
-    for queryset in (StoredFile.objects, StoredFile.objects.using(PRIMARY)):
+    """The file's bytes, from a replica if it has them, else from the primary (unless it is
+    unreachable: then what the replica has)."""
+    sources = [StoredFile.objects, *([StoredFile.objects.using(PRIMARY)] if primary_health.is_up() else [])]
+    for queryset in sources:
         content = queryset.filter(name=name).values_list("content", flat=True).first()
         if content is not None:
             return bytes(content)

@@ -12,12 +12,18 @@ from django.views.decorators.http import require_safe
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
+from scaling.db.replicas import CONNECTION_ERRORS, primary_health
 from scaling.web.storage import is_public_name, read_stored_file
 
 # What a replica cannot do without and cannot fix: the state Redis (sessions, the
 # read-your-writes positions, log-in throttles). The cache Redis never raises.
 UNAVAILABLE_ERRORS = (RedisError, ConnectionInterrupted)
 RETRY_AFTER_SECONDS = 5
+# A write while a primary is unreachable (read-only mode: reads still answer from replicas).
+READ_ONLY_MESSAGE = (
+    "Herd is read-only for a moment: your change was not saved. Everything saved before is safe;"
+    " please try again in a few seconds."
+)
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -79,15 +85,22 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """``handler500``: a clear 503 page when the session store is unreachable, else a 500.
+    """``handler500``: a clear 503 page when the session store or a primary database
+    (the main one, a shard's) is unreachable, else a 500.
 
-    A logged-in page cannot be served while its session cannot be read; this is
-    temporary (Redis restarting, a network blip), so the answer says so, asks to retry
-    (``Retry-After``) and shows no traceback.
+    A logged-in page cannot be served while its session cannot be read, nor a write
+    while its primary is away (reads go on from replicas: read-only mode); both are
+    temporary (a restart, a failover, a network blip), so the answer says so, asks to
+    retry (``Retry-After``) and shows no traceback.
     """
-    if not _caused_by(sys.exc_info()[1], UNAVAILABLE_ERRORS):
+    error = sys.exc_info()[1]
+    if _caused_by(error, UNAVAILABLE_ERRORS):
+        message = None  # the page's own words: the session
+    elif _caused_by(error, CONNECTION_ERRORS) and primary_health.unreachable():
+        message = READ_ONLY_MESSAGE
+    else:
         return error_page(500, "Server error", "Something went wrong on our side. Please try again later.")
-    response = HttpResponse(render_to_string("503.html"), status=503)
+    response = HttpResponse(render_to_string("503.html", {"message": message}), status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"
     return response

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.contrib.sessions.backends.cache import SessionStore
-from django.db import connections
+from django.db import OperationalError, connections
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -151,7 +151,7 @@ def test_a_replica_that_fails_mid_request_is_taken_out_and_the_get_is_retried_on
             # The replica dies under the first attempt.
             connections["replica1"].ensure_connection()
             connections["replica1"].close()
-            raise consistency.OperationalError("server closed the connection unexpectedly")
+            raise OperationalError("server closed the connection unexpectedly")
         return HttpResponse(User.objects.get(pk=writer.pk).username)
 
     request = request_as(writer)
@@ -162,7 +162,7 @@ def test_a_replica_that_fails_mid_request_is_taken_out_and_the_get_is_retried_on
         assert consistency.read_alias() == "replica1"
         try:
             view(request)
-        except consistency.OperationalError as error:
+        except OperationalError as error:
             response = middleware.process_exception(request, error)
     finally:
         consistency._state.reset(token)
