@@ -39,7 +39,7 @@ def send(job_id: int) -> bool:
     try:
         run_job.send(str(job_id))
     except Exception:
-        logger.warning("could not send job %s; the outbox sweep will send it", job_id, exc_info=True)
+        logger.warning("could not send job %s; the outbox sweep will try again", job_id, exc_info=True)
         return False
     with shards.writing(shards.shard_of_id(job_id)) as alias:
         Job.objects.using(alias).filter(pk=job_id, sent_at__isnull=True).update(sent_at=timezone.now())
