@@ -276,7 +276,8 @@ CHANNEL_LAYERS = {
 BROKER_URL = env.url("BROKER_URL", "amqp://guest:guest@127.0.0.1:55672/%2F", schemes={"amqp", "amqps"})
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
-    "OPTIONS": {"url": BROKER_URL},
+    # confirm_delivery: a send returns once RabbitMQ confirmed it (jobs.outbox marks the job sent).
+    "OPTIONS": {"url": BROKER_URL, "confirm_delivery": True},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
@@ -286,8 +287,12 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "scaling.queue.ReadAtLeastEnqueuerMiddleware",
         "scaling.queue.CarryRequestIdMiddleware",
+        "jobs.outbox.OutboxSweeper",
     ],
 }
+# How often each worker sends the jobs committed without reaching the broker, and how old
+# an unsent job must be to be sent by the sweep rather than by its start (jobs.outbox).
+HERD_OUTBOX_SWEEP_SECONDS = env.number("HERD_OUTBOX_SWEEP_SECONDS", 5.0)
 # Fault injection for tests only (jobs.tasks._hold_after_effect); ignored in production.
 HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS = 0.0 if PRODUCTION else env.number("HERD_FAULT_HOLD_AFTER_EFFECT_SECONDS", 0.0)
 

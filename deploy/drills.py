@@ -340,7 +340,8 @@ class WorkerKill(Drill):
 
 
 class BrokerRestart(Drill):
-    """Restart RabbitMQ: a job started while it is down fails with a reason; after it, jobs run."""
+    """Restart RabbitMQ: a job started while it is down waits, queued and unsent; once it is
+    back the worker's outbox sweep sends it and it succeeds, as does a job started after."""
 
     name = "broker-restart"
     needs_worker = True
@@ -353,16 +354,21 @@ class BrokerRestart(Drill):
         broker.stop()
         rig.note("rabbitmq stopped")
         try:
-            during = wait_job_end(start_export(rig), 30)
-            rig.note(f"job started while it was down: {during.state}: {during.error!r}")
+            during_id = start_export(rig)
+            during = Job.objects.for_id(int(during_id)).get()
+            rig.note(f"job started while it was down: {during.state}, {'sent' if during.sent_at else 'unsent'}")
         finally:
             broker.start()
         rig.note("rabbitmq started again")
-        if during.state != Job.State.FAILED or not during.error:
-            raise DrillError(f"a job started while the broker was down ended {during.state}, not failed with a reason")
+        if during.state != Job.State.QUEUED or during.sent_at is not None:
+            raise DrillError(f"a job started while the broker was down is {during.state}, not queued and unsent")
+        during = wait_job_end(during_id, 90)
+        rig.note(f"job started while it was down, once it was back: {during.state}")
         after = wait_job_end(start_export(rig), 90)
         rig.note(f"job started after: {after.state} (worker pid {'kept' if rig.worker.pid() == worker_pid else 'new'})")
         self.outcome = (during.state, after.state)
+        if during.state != Job.State.SUCCEEDED:
+            raise DrillError(f"a job started while the broker was down ended {during.state} once it was back")
         if after.state != Job.State.SUCCEEDED:
             raise DrillError(f"a job started after the broker came back ended {after.state}")
 

@@ -8,6 +8,7 @@ kind does is registered by the app that owns it (``jobs.kinds``).
 Jobs are sharded by owner (``scaling.sharding.shards``): the row lives in its owner's shard
 database, its id is made there and names that shard, and ``owner_id`` is a plain
 column (the user lives in the main database: no cross-database foreign key).
+``sent_at`` says whether its message reached the broker (the outbox, ``jobs.outbox``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Job(models.Model):
     input_name = models.CharField(max_length=255, blank=True)
     output_name = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Null until the broker confirmed its run_job message; the outbox sweep sends those (jobs.outbox).
+    sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -62,7 +65,13 @@ class Job(models.Model):
             ),
             models.CheckConstraint(condition=Q(progress__lte=100), name="jobs_job_progress_at_most_100"),
         ]
-        indexes = [models.Index(fields=["owner_id", "-created_at"], name="jobs_job_owner_newest")]
+        indexes = [
+            models.Index(fields=["owner_id", "-created_at"], name="jobs_job_owner_newest"),
+            # The outbox sweep's query: small, it holds only the jobs not sent yet.
+            models.Index(
+                fields=["created_at"], condition=Q(state="queued", sent_at__isnull=True), name="jobs_job_unsent"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind_label} {self.id}"

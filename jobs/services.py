@@ -4,17 +4,18 @@ Guarantees of :func:`start_job`:
 
 - The job row is written in one transaction on its owner's shard database
   (``scaling.sharding.shards.writing``), and ONE Dramatiq message carrying only the job's id is
-  sent after it commits: the worker never looks for a row that is not there. An input
-  file is stored (shared storage, under a name containing the job's id) before that
-  commit: a failure leaves at most a file no job names, never a job without its file.
+  sent after it commits (``jobs.outbox.send``, which marks the row sent): the worker
+  never looks for a row that is not there. An input file is stored (shared storage,
+  under a name containing the job's id) before that commit: a failure leaves at most a
+  file no job names, never a job without its file.
 - With an ``idempotency_key``, starting the same thing twice (a double click, a form
   sent again) returns the job the first call made, and sends nothing more.
 - Only a registered kind starts (``jobs.kinds``); staff-only kinds are refused to
   other users here, whatever the view did.
 - With ``limited=True`` (a user's request), a start beyond the owner's unfinished jobs
   or hourly starts (settings) raises ``scaling.web.throttle.RateLimited``, a 429.
-- If the message cannot be sent (the broker is down), the job ends ``failed`` with a
-  reason its owner sees, rather than waiting forever.
+- If the message cannot be sent (the broker is down), the job stays ``queued`` and
+  unsent; the outbox sweep sends it once the broker is back (``jobs.outbox``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connections, transaction
 
-from jobs import kinds
+from jobs import kinds, outbox
 from jobs.models import Job
 from scaling.sharding import shards
 from scaling.web import throttle
@@ -80,7 +81,7 @@ def start_job(
                 name = private_name("job-inputs", registered.input_suffix)
                 job.input_name = private_storage().save(name, ContentFile(input_bytes))
                 job.save(update_fields=["input_name"])
-            transaction.on_commit(lambda: _enqueue(job), using=alias)
+            transaction.on_commit(lambda: outbox.send(job.pk), using=alias)
     except IntegrityError:
         # A concurrent call with the same key won the race to the unique constraint.
         if idempotency_key and (existing := _existing(owner, kind, idempotency_key)) is not None:
@@ -98,13 +99,3 @@ def _refuse_beyond_limits(owner: AbstractBaseUser, alias: str) -> None:
         raise throttle.RateLimited(60, "You have as many unfinished jobs as you may; wait for one to finish.")
     hourly = settings.HERD_JOB_STARTS_PER_USER_PER_HOUR
     throttle.RateLimit("job-starts", hourly, 3600, "You started as many jobs this hour as you may.").hit(str(owner.pk))
-
-
-def _enqueue(job: Job) -> None:
-    from jobs.tasks import fail_job, run_job
-
-    try:
-        run_job.send(str(job.pk))
-    except Exception:
-        logger.exception("could not enqueue job %s", job.pk)
-        fail_job(job.pk, "The job could not be queued (the job queue is unavailable). Please start it again.")

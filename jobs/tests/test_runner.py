@@ -11,7 +11,7 @@ from dramatiq.middleware import Middleware
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs import kinds
+from jobs import kinds, outbox
 from jobs.kinds import JobRefused
 from jobs.models import Job
 from jobs.services import IdempotencyKeyReused, start_job
@@ -147,17 +147,24 @@ def test_starting_a_job_sends_one_message_with_its_id_after_commit(staff, sent_m
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
-def test_a_job_that_cannot_be_queued_fails_with_a_reason(shopper, monkeypatch):
+def test_a_job_that_cannot_be_queued_stays_queued_unsent_until_a_sweep_sends_it(shopper, monkeypatch, sent_messages):
+    # Before the outbox it ended failed ("please start it again"); it now waits for the broker.
     broker = get_broker()
 
     def broker_down(*args, **kwargs):
         raise ConnectionClosed(Exception("RabbitMQ is down"))
 
-    monkeypatch.setattr(broker, "enqueue", broker_down)
-    job = start_job(shopper, "catalog_export")
+    with monkeypatch.context() as patched:
+        patched.setattr(broker, "enqueue", broker_down)
+        job = start_job(shopper, "catalog_export")
+        assert outbox.sweep(older_than=0) == 0  # still down: nothing sent, nothing raised
     job = Job.objects.for_id(job.pk).get()
-    assert job.state == Job.State.FAILED
-    assert job.error == "The job could not be queued (the job queue is unavailable). Please start it again."
+    assert (job.state, job.sent_at, job.error) == (Job.State.QUEUED, None, "")
+    assert outbox.sweep(older_than=60) == 0  # too young: its own start may still send it
+    assert outbox.sweep(older_than=0) == 1
+    sent = [m for m in sent_messages if m.actor_name == run_job.actor_name]
+    assert [m.args for m in sent] == [(str(job.pk),)]
+    assert Job.objects.for_id(job.pk).get().sent_at is not None
 
 
 @pytest.mark.django_db
