@@ -1,20 +1,9 @@
-"""Herd's settings plus django-cachalot, for ``bench/querycache.py`` only.
+"""Herd's settings plus django-cachalot, for ``bench.querycache`` only.
 
-Not used by any replica: Herd's own query cache is ``scaling.cache.queries.cached_query``.
-This module exists to measure django-cachalot 2.9.x beside it on the same queries,
-configured the way cachalot's documentation says to run it with a read replica:
-
-- ``CACHALOT_DATABASES`` names the primary and every replica alias, so reads that
-  Herd's router (``scaling.db.router.PrimaryReplicaRouter``, still active) sends to a
-  replica are cached too. Cachalot keys its table invalidation timestamps by database
-  alias: a write on ``default`` invalidates ``default``'s entries only.
-- Its "Replication server" advice (docs/limits.rst): a ``post_invalidation``
-  receiver that, when ``default`` is invalidated, invalidates the same tables for the
-  replica aliases. This is what ``_invalidate_replicas`` below does. It still leaves
-  the race DESIGN.md describes: the replica's entries are invalidated at the
-  primary's commit, and the next reader refills them from a replica that may not have
-  replayed that commit yet; that stale entry then stays until the next write to the
-  table (``CACHALOT_TIMEOUT = None``, the default).
+django-cachalot 2.9 configured as its documentation says for a read replica:
+``CACHALOT_DATABASES`` names every alias, and a ``post_invalidation`` receiver
+invalidates the replicas' entries when the primary's are (its "Replication server"
+advice). The race this leaves is measured and explained in docs/CACHING.md.
 """
 
 from cachalot.signals import post_invalidation

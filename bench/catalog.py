@@ -1,32 +1,8 @@
-"""The catalog on the herd, through HAProxy: what the caches and the replicas buy.
-
-Brings up a herd of its own (the ``bench`` profile, on its own ports: PostgreSQL
-primary + replica, Redis, RabbitMQ, ``BENCH_REPLICAS`` app replicas, HAProxy), loads
-``BENCH_PRODUCTS`` products, and drives it with wrk from a separate process. Each round
-runs the same app replicas in two configurations, set through the environment only:
-
-- **Herd** (as deployed): reads on the streaming replica, query and object caches on,
-  sessions in Redis, HAProxy's edge cache in front;
-- **conventional**: what most Django projects run on one server: one database (no
-  ``DATABASE_REPLICA_URLS``), no caches (``HERD_CACHES_ENABLED=false``), sessions in
-  the database (``HERD_SESSION_ENGINE=database``), every request sent past the edge
-  cache (``Cache-Control: no-cache``).
-
-Measured:
-
-1. a minimal view (``/robots.txt``, through the whole middleware stack): the ceiling;
-2. a warm product page (anonymous) as deployed: from HAProxy's edge cache;
-3. the same page from the app (past the edge cache), served from the object cache;
-4. the same page under the conventional configuration (no caches): the uncached page;
-5. a browse-heavy mix (product pages, lists, searches, ``BENCH_USERS`` logged-in
-   shoppers, a review post now and then) under both configurations; under Herd's, the
-   share of SELECTs that ran on the replica (pg_stat_statements) and each cache's hit
-   ratio (the replicas' ``/metrics``);
-6. keyset pagination at depth: list page 1 against page 10,000 (``BENCH_DEEP_PAGE``).
-
-Every figure is a median over ``BENCH_ROUNDS`` rounds; rounds alternate the cases so
-drift on a shared machine hits all alike. ``measure()`` returns the figures;
-``main()`` prints them as Markdown tables (``bench/report.py`` writes the report).
+"""The catalog on the bench herd, through HAProxy, under Herd's configuration and the
+conventional single-server Django's: the minimal view, the warm product page (edge cache,
+app, uncached), a browse-heavy mix with replica offload and cache hit ratios, keyset
+pagination. ``measure()`` returns the figures, ``render(part)`` writes its section of
+docs/PERFORMANCE.md (where the method is described).
 """
 
 from __future__ import annotations

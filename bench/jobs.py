@@ -1,16 +1,7 @@
-"""Jobs and sockets on the herd: broker throughput, completion-to-socket latency, sockets per replica.
-
-Uses the ``bench`` profile's herd (bench/catalog.py brings it up; this starts it if
-needed, plus one Dramatiq worker), from a separate process:
-
-1. jobs per second for a no-op job (``jobs.tasks.ping``) through RabbitMQ and the worker;
-2. the time from a job's completion (its ``finished_at``, set in the finishing
-   transaction) to the moment its owner's socket, through HAProxy, receives the
-   ``succeeded`` event: p50 and p99 over ``BENCH_JOBS`` thumbnail jobs;
-3. how many sockets one replica holds while still delivering one event to all of them
-   within 1 s (one user's group, growing until it takes longer or fails).
-
-``measure()`` returns the figures; ``main()`` prints them (``bench/report.py`` writes the report).
+"""Jobs and sockets on the bench herd: no-op jobs per second through RabbitMQ, the time
+from a job's completion to its owner's socket receiving it (p50, p99), and how many
+sockets one replica holds while delivering an event to all within 1 s.
+``measure()`` returns the figures, ``render(part)`` writes its section of the report.
 """
 
 from __future__ import annotations

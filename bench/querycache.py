@@ -2,35 +2,9 @@
 
     .venv/bin/python -m bench.querycache
 
-Runs against the data services of the ``test`` profile (started here with
-``python3 -m deploy.herd --profile test services``, left running): a scratch database
-``herd_qcbench`` created on the test primary (it streams to the replica), migrated, and
-loaded with ``seed_catalog --products BENCH_PRODUCTS``. Both systems read the same data
-with the same querysets, each in a subprocess of this script:
-
-- ``herd``: ``DJANGO_SETTINGS_MODULE=config.settings``, reads through
-  ``scaling.cache.queries.cached_query``;
-- ``cachalot``: ``bench.cachalot_settings`` (django-cachalot on ``default`` and the
-  replica, with its documented replica invalidation), plain querysets evaluated.
-
-Herd's router (``scaling.db.router.PrimaryReplicaRouter``) is active in both, so reads go
-where it sends them (outside a request: the replica, while it is healthy).
-
-Part 1, timings. Per query kind and system: a hit, a miss that fills (right after an
-invalidating write to ``catalog_product`` has reached the replica) and the query run
-uncached. Rounds alternate the systems so drift on a shared machine hits both alike;
-figures are medians over every round.
-
-Part 2, stale reads. The replica's ``recovery_min_apply_delay`` is set to 2 s; then,
-``BENCH_STALE_TRIES`` times with a different category list each time: warm the list,
-rename a product in it on the primary (commit), and read the list through the cache
-immediately and every 25 ms for ``BENCH_STALE_WINDOW`` seconds. Counts the reads that
-returned the old name and how long each system took to return the new one.
-
-Cleans up what it creates, also on failure: the replica delay (back to 0), the scratch
-database, and the two Redis logical databases it used (``REDIS_DB`` on the test
-profile's state and cache Redis, checked empty before use so the test suite's
-``caches["default"].clear()`` on db 0 cannot disturb the measurements).
+Runs on the ``test`` profile's services, in a scratch database it creates and drops;
+each system reads in a subprocess of its own (``cachalot``: ``bench.cachalot_settings``).
+What it measures and how: docs/CACHING.md.
 """
 
 from __future__ import annotations

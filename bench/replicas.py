@@ -1,17 +1,9 @@
-"""Throughput as app replicas are added, and the per-request CPU cost model behind it.
+"""Throughput for 1 to 4 app replicas (``BENCH_REPLICA_COUNTS``) on the bench herd, and the
+per-request CPU cost of every component (``bench.probes.cpu_seconds``) behind it.
 
-On the ``bench`` herd (bench/catalog.py prepares it), for 1, 2, 3, 4 app replicas
-(``BENCH_REPLICA_COUNTS``): the warm product page from the app (past the edge cache)
-and the browse-heavy mix, each round going through every count so drift hits all alike.
-Around each wrk run, the CPU time of every component (``bench.probes.cpu_seconds``:
-replicas, HAProxy, PostgreSQL, Redis, the load generator) gives its CPU-ms per request.
-
-The model: every request costs ``c_i`` CPU-ms in component ``i``; with ``C`` cores,
-throughput is at most ``1000 * C / sum(c_i)`` requests/s, and one replica (one Python
-process) at most ``1000 / c_app`` (about one core: the interpreter lock), so about
-``C * c_app / sum(c_i)`` replicas keep ``C`` cores busy; one Redis, single-threaded,
-bounds it at ``1000 / c_redis``. Where the load generator shares
-the machine, as here, its own cost joins the sum.
+The model: a request costs ``c_i`` CPU-ms in component ``i``; with ``C`` cores throughput
+is at most ``1000 * C / sum(c_i)``, one replica (one interpreter lock) at most
+``1000 / c_app``, so about ``C * c_app / sum(c_i)`` replicas keep ``C`` cores busy.
 """
 
 from __future__ import annotations

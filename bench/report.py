@@ -1,21 +1,9 @@
-"""``make bench``: the whole benchmark suite on one bench herd, written into docs/PERFORMANCE.md.
+"""``make bench``: every benchmark on one bench herd, written into docs/PERFORMANCE.md.
 
-Runs, in one session of the ``bench`` herd (bench/catalog.py prepares it):
-
-1. bench/catalog.py: the minimal view, the warm product page (edge cache, app), the
-   browse-heavy mix under Herd's configuration and the conventional single-server
-   Django's (with replica offload and cache hit ratios), keyset pagination;
-2. bench/replicas.py: throughput for 1 to 4 app replicas and the CPU cost model;
-3. bench/growth.py: list, detail and search latency at 10,000 and 1,000,000 products;
-4. bench/jobs.py: job throughput, completion-to-socket latency, sockets per replica;
-5. bench/shards.py, when present: notification writes with one and two shard databases.
-
-A part that fails is reported as failed (its traceback in
-``.herd/bench/logs/report.log``) and the others still run. The report replaces what
-lies between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` in docs/PERFORMANCE.md
-(the prose around it is written by hand) and draws its charts into docs/perf/; each
-part's section comes from its own module's ``render(part)`` (what they share:
-bench/rendering.py). ``BENCH_REPORT`` writes elsewhere (charts in a ``perf`` folder beside it).
+A part that fails is reported as failed (its traceback in ``.herd/bench/logs/report.log``)
+and the others still run. Each part's section comes from its own module's
+``render(part)``; the block between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` is
+replaced, the prose around it kept. ``BENCH_REPORT`` writes elsewhere.
 """
 
 from __future__ import annotations

@@ -1,22 +1,9 @@
 """The catalog's CSV format: ``name,slug,category,price,stock,description``.
 
-Export writes it, import reads it, so an export imports back unchanged. ``category``
-is a category's slug; the import creates a category it does not know.
-
-No exported cell is a spreadsheet formula (CSV injection, as OWASP advises): a text cell
-that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, after any
-number of single quotes, gets one more ``'`` in front (:func:`neutralise`), and every
-text cell is quoted. The import takes exactly that quote off again (:func:`restore`).
-
-Guarantees of :func:`parse`: every row is checked before anything is written, and a
-file with any bad row is refused whole, with each bad row's line number and reasons
-(``FileRefused``). What it returns fits the columns: lengths, slugs, a price of at most
-two decimals in ``numeric(10, 2)``, a stock in ``integer``, no NUL characters (which
-PostgreSQL text cannot hold).
-
-Guarantees of :func:`import_rows`: call it inside a transaction; rows whose slug exists
-are updated (name, category, price, stock, description; never the rating summary),
-others created, so importing a file twice leaves one product per slug.
+An export imports back unchanged. No exported cell is a spreadsheet formula
+(:func:`neutralise`, undone by :func:`restore` on import). :func:`parse` checks every row
+before anything is written and refuses a file with any bad row, naming each line;
+:func:`import_rows` updates by slug, so importing twice leaves one product per slug.
 """
 
 from __future__ import annotations

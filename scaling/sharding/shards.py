@@ -1,17 +1,6 @@
-"""Per-user data on shard databases: the sharded models, the shard map, row ids, the shard
-router, writes and fan-out (the story: docs/SHARDING.md).
-
-- A model is sharded when it declares ``SHARD_KEY``, the column holding its user's id;
-  ``sharded_models`` finds such models in the app registry. A row lives on logical shard
-  ``user_id % LOGICAL_SHARDS``, which the stored map places on one shard database.
-- A query on a sharded model names its shard (``for_user``, ``for_id``, ``.using``, an
-  instance that knows its user) or the router raises ``ShardKeyMissing``; reading across
-  shards is explicit (``fan_out``, ``merged``).
-- Every write runs in ``writing(logical_shard)``, which holds its database's ownership row
-  of the shard: a database that gave the shard away refuses, and the write goes where the
-  map now says.
-- A read goes to the shard database's replica only once it has replayed every write to
-  that logical shard, else to the shard database.
+"""Per-user data on shard databases: the sharded models (those that declare ``SHARD_KEY``),
+the shard map, row ids, the shard router, writes under the shard's ownership row
+(``writing``) and explicit fan-out. The story: docs/SHARDING.md.
 """
 
 from __future__ import annotations
