@@ -16,9 +16,11 @@ drill's notes between ``<!-- drills:begin -->`` and ``<!-- drills:end -->`` in
 docs/RELIABILITY.md, with the date and the commit; ``--short`` or a list of drills only prints.
 
 Runs on a herd of its own, the ``drills`` profile (ports offset by 300, state in
-``.herd/drills``): three app replicas, a worker, HAProxy. ``make drills`` stops it
-afterwards. The test suite runs every drill in its short form on the test herd
-(``deploy/tests/test_drills.py``) through ``run_drill``.
+``.herd/drills``): three app replicas, a worker, HAProxy, which reach each data service
+through a fault proxy of this process (``deploy/faults.py``; the ``ServiceFault`` drills
+switch one). ``make drills`` stops it afterwards. The test suite runs the drills in their
+short form on the test herd (``deploy/tests/test_drills.py``, but those in its
+``NOT_IN_SUITE``) through ``run_drill``.
 """
 
 from __future__ import annotations
