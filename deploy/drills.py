@@ -16,9 +16,11 @@ drill's notes between ``<!-- drills:begin -->`` and ``<!-- drills:end -->`` in
 docs/RELIABILITY.md, with the date and the commit; ``--short`` or a list of drills only prints.
 
 Runs on a herd of its own, the ``drills`` profile (ports offset by 300, state in
-``.herd/drills``): three app replicas, a worker, HAProxy. ``make drills`` stops it
-afterwards. The test suite runs every drill in its short form on the test herd
-(``deploy/tests/test_drills.py``) through ``run_drill``.
+``.herd/drills``): three app replicas, a worker, HAProxy, which reach each data service
+through a fault proxy of this process (``deploy/faults.py``; the ``ServiceFault`` drills
+switch one). ``make drills`` stops it afterwards. The test suite runs the drills in their
+short form on the test herd (``deploy/tests/test_drills.py``, but those in its
+``NOT_IN_SUITE``) through ``run_drill``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect
 
 from deploy.doc_blocks import provenance, replace_block
+from deploy.faults import Faults
 from deploy.herd.app import Web, Worker
 from deploy.herd.control import Herd
 from deploy.herd.processes import HerdError, pid_alive, run, wait_for
@@ -96,6 +99,7 @@ class Rig:
     browsers: int = 2
     worker: Worker | None = None
     job_products: int = JOB_PRODUCTS
+    faults: Faults | None = None  # the proxies the herd reaches its data services through
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -400,6 +404,131 @@ class BadRequests(Drill):
         problems.extend(self.server_errors)
 
 
+class ServiceFault(Drill):
+    """One data service's proxy (``deploy/faults.py``) in a fault mode for the hold, under the
+    load: the app replicas and the worker reach every data service through one. Notes the
+    median anonymous product page (past the edge cache) before and during it, and what web1's
+    ``/readyz`` says of the services; ``limit`` is the median page the target allows."""
+
+    service = ""
+    mode = ""
+    delay_ms = 0.0
+    probe = "product page"
+
+    def fault(self, rig: Rig) -> None:
+        faults = proxies(rig, self.service)
+        before, _ = sample_pages(rig, self.probe)
+        with faults.injected(self.service, self.mode, self.delay_ms):
+            delay = f" {self.delay_ms:g} ms per round trip" if self.delay_ms else ""
+            rig.note(f"{self.service} proxy: {self.mode}{delay}")
+            time.sleep(rig.timing.hold / 2)
+            during, outcomes = sample_pages(rig, self.probe)
+            rig.note(f"web1 /readyz during: {readiness_checks(rig.herd) or 'no answer'}")
+            time.sleep(rig.timing.hold / 2)
+        rig.note(f"{self.service} proxy back to pass")
+        reference = self.reference(rig, faults)
+        rig.note(
+            f"anonymous {self.probe}, median: {before * 1000:.0f} ms before, {during * 1000:.0f} ms during"
+            + (f", {reference * 1000:.0f} ms with {self.service} refused" if reference else "")
+            + f" (answers during: {dict(outcomes)})"
+        )
+        limit = self.limit(before, reference)
+        if limit is not None and during > limit:
+            raise DrillError(f"pages took {during * 1000:.0f} ms during the fault, target {limit * 1000:.0f} ms")
+        if bad := {k: v for k, v in outcomes.items() if not (isinstance(k, int) and k < 500)}:
+            raise DrillError(f"timed pages answered {bad} during the fault")
+
+    def reference(self, rig: Rig, faults: Faults) -> float:
+        return 0.0
+
+    def limit(self, before: float, reference: float) -> float | None:
+        return None
+
+
+class CacheRedisFault(ServiceFault):
+    """The cache Redis slow or cut off: its circuit breaker (``scaling/cache/breaker.py``) must
+    keep pages near their time without the cache, measured after with the proxy refusing."""
+
+    service = "redis-cache"
+
+    def fault(self, rig: Rig) -> None:
+        # The breakers an earlier cache drill opened closed again (web1's, and by then the
+        # others': each process's first call after the cool-down probes).
+        wait_for(lambda: readiness_checks(rig.herd).get("redis:cache") == "ok", 15, "the cache breaker closed")
+        super().fault(rig)
+
+    def reference(self, rig: Rig, faults: Faults) -> float:
+        with faults.injected(self.service, "refuse"):
+            sample_pages(rig)  # each replica's breaker opens
+            return sample_pages(rig)[0]
+
+    def limit(self, before: float, reference: float) -> float:
+        return 1.5 * max(before, reference) + 0.1
+
+
+def in_mode(base: type[ServiceFault], name: str, mode: str, delay_ms: float = 0.0) -> type[ServiceFault]:
+    """The drill ``name``: ``base``'s service with its proxy in ``mode``."""
+    return type(name.title().replace("-", ""), (base,), {"name": name, "mode": mode, "delay_ms": delay_ms})
+
+
+CacheRedisSlow = in_mode(CacheRedisFault, "cache-redis-slow", "delay", 200)
+CacheRedisPartition = in_mode(CacheRedisFault, "cache-redis-partition", "blackhole")
+
+
+class ReplicaFault(ServiceFault):
+    """The PostgreSQL replica slow or cut off: reads must move to the primary
+    (``scaling/db/replicas.py``), pages near their usual time, no failed read."""
+
+    service = "postgres-replica"
+    probe = "catalog search"
+
+    def limit(self, before: float, reference: float) -> float:
+        return 3 * before + 0.3
+
+
+ReplicaSlow = in_mode(ReplicaFault, "replica-slow", "delay", 200)
+ReplicaPartition = in_mode(ReplicaFault, "replica-partition", "blackhole")
+
+
+class StateRedisSlow(ServiceFault):
+    """The session Redis 200 ms away: logged-in pages slower, no error."""
+
+    name = "state-redis-slow"
+    service = "redis-state"
+    mode = "delay"
+    delay_ms = 200
+
+
+class BrokerPartition(Drill):
+    """RabbitMQ cut off (its proxy a blackhole): starting a job must still answer; notes
+    how long it took, and what became of the job once the partition healed."""
+
+    name = "broker-partition"
+    service = "rabbitmq"
+    needs_worker = True
+    answer_within = 10.0
+
+    def fault(self, rig: Rig) -> None:
+        faults = proxies(rig, self.service)
+        with faults.injected(self.service, "blackhole"):
+            rig.note("rabbitmq proxy: blackhole")
+            started = time.monotonic()
+            try:
+                job_id = start_export(rig)
+                outcome = f"job {job_id} started"
+            except (DrillError, httpx.HTTPError) as error:
+                job_id, outcome = None, f"no job: {type(error).__name__}: {error}"
+            took = time.monotonic() - started
+            rig.note(f"starting an export during the partition answered in {took:.1f} s: {outcome}")
+            time.sleep(max(0.0, rig.timing.hold - took))
+        rig.note("rabbitmq proxy back to pass")
+        if job_id is not None:
+            job = wait_job_end(job_id, 60)
+            rig.note(f"job {job_id} after the partition healed: {job.state} {job.error or ''}".rstrip())
+        if took > self.answer_within or job_id is None:
+            raise DrillError(f"starting a job during the partition: {outcome} after {took:.1f} s")
+
+
 DRILLS: dict[str, type[Drill]] = {
     drill.name: drill
     for drill in (
@@ -412,6 +541,12 @@ DRILLS: dict[str, type[Drill]] = {
         WorkerKill,
         BrokerRestart,
         BadRequests,
+        CacheRedisSlow,
+        CacheRedisPartition,
+        ReplicaSlow,
+        ReplicaPartition,
+        StateRedisSlow,
+        BrokerPartition,
     )
 }
 
@@ -509,14 +644,32 @@ def readiness_checks(herd: Herd) -> dict[str, str]:
 
 
 def page_times(rig: Rig) -> float:
+    return sample_pages(rig)[0]
+
+
+def sample_pages(rig: Rig, probe: str = "product page") -> tuple[float, Counter]:
+    """The median of ``samples`` anonymous pages past the edge cache, and their answers
+    (status codes, or the error's name: then the time until it). ``probe``: the product
+    page, or a catalog search of a price never asked before (no cache has it: the database)."""
     slug = rig.shoppers[0][1][0]
     times = []
+    outcomes: Counter = Counter()
     with httpx.Client(headers={"Cache-Control": "no-cache"}, timeout=15) as client:
         for _ in range(rig.timing.samples):
+            path = f"p/{slug}/" if probe == "product page" else f"products/?min_price={int.from_bytes(os.urandom(3))}"
             started = time.perf_counter()
-            client.get(f"{rig.url}p/{slug}/")
+            try:
+                outcomes[client.get(rig.url + path).status_code] += 1
+            except httpx.HTTPError as error:
+                outcomes[type(error).__name__] += 1
             times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2], outcomes
+
+
+def proxies(rig: Rig, service: str) -> Faults:
+    if rig.faults is None or service not in rig.faults.proxies:
+        raise DrillError(f"the herd does not reach {service} through a fault proxy (deploy/faults.py)")
+    return rig.faults
 
 
 def probe_session_down_page(rig: Rig) -> None:
@@ -726,7 +879,13 @@ def prepare(timing: Timing, with_worker: bool) -> Rig:
     """The drills profile's herd, up, with data: services, database, worker, replicas, HAProxy."""
     profile = PROFILES["drills"]
     os.environ.update(profile.django_env())
-    herd = Herd(profile, replicas=3, extra_env=DRILL_ENV)
+    # The app replicas and the worker reach every data service through a proxy of this
+    # process (deploy/faults.py): ones left running by an earlier run use dead ones.
+    faults = Faults(profile)
+    herd = Herd(profile, replicas=3, extra_env={**DRILL_ENV, **faults.env()})
+    worker = Worker(profile, extra_env=herd.extra_env)
+    for process in [*herd.webs(), worker]:
+        process.stop()
     herd.start_services()
     env = {"PATH": os.environ.get("PATH", ""), **profile.django_env()}
     log = profile.logs / "drills-setup.log"
@@ -737,13 +896,12 @@ def prepare(timing: Timing, with_worker: bool) -> Rig:
 
     django.setup()
     shoppers, staff = make_shoppers()
-    worker = Worker(profile, extra_env=DRILL_ENV)
     if with_worker:
         worker.ensure()
     herd.start_herd_processes()
     wait_all_up(herd)
     set_replay_delay(herd, "0")
-    return Rig(herd, shoppers, staff, timing, worker=worker)
+    return Rig(herd, shoppers, staff, timing, worker=worker, faults=faults)
 
 
 def main(argv: list[str] | None = None) -> int:
