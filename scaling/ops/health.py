@@ -4,8 +4,8 @@ Readiness requires the state Redis and a database to read: the primary, or, whil
 unreachable, a healthy replica (read-only mode). The cache, shards and the replicas
 otherwise are reported, not required: a store every web replica shares never takes
 them all out. A check that has not answered within ``HERD_READINESS_DEADLINE_SECONDS``
-(a hung server) counts as failed. ``HealthFront`` answers probes on the event loop, before Django's request
-threads. The rules and why: docs/OPERATIONS.md.
+(a hung server) counts as failed. ``HealthFront`` answers probes on the event loop,
+before Django's request threads. The rules and why: docs/OPERATIONS.md.
 """
 
 from __future__ import annotations
