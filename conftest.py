@@ -3,7 +3,11 @@
 Redis and RabbitMQ, on the test profile's ports."""
 
 import contextlib
+import os
+import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connections
@@ -65,6 +69,57 @@ def _stopped(process):
         yield process
     finally:
         process.start()
+        _wait_until_serving(process)
+
+
+@pytest.fixture
+def frozen():
+    """``with frozen(process) as freeze:`` the real service process and its children are
+    SIGSTOPped for the block: connections to it are accepted by the kernel and never
+    answered, as in a partition. Then SIGCONT and waited for as ``stopped`` does. A block
+    still running after ``at_most`` seconds (a hang) thaws it early and sets
+    ``freeze.thawed_early``, so a hang fails the test instead of blocking it."""
+    return _frozen
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+class _Freeze:
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.thawed_early = threading.Event()
+
+    def signal(self, number: int) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
+
+@contextlib.contextmanager
+def _frozen(process, at_most: float = 20.0):
+    pid = process.pid()
+    assert pid, f"{process.name} is not running"
+    freeze = _Freeze([pid, *_children(pid)])
+    freeze.signal(signal.SIGSTOP)
+
+    def thaw_early() -> None:
+        freeze.thawed_early.set()
+        freeze.signal(signal.SIGCONT)
+
+    watchdog = threading.Timer(at_most, thaw_early)
+    watchdog.start()
+    try:
+        yield freeze
+    finally:
+        watchdog.cancel()
+        freeze.signal(signal.SIGCONT)
         _wait_until_serving(process)
 
 

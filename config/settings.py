@@ -125,6 +125,11 @@ def _database(url: str, read_only: bool, mirror: str = "default") -> dict:
     options = config.setdefault("OPTIONS", {})
     options["connect_timeout"] = _CONNECT_TIMEOUT
     options["application_name"] = f"herd:{HERD_REPLICA_ID}"[:63]
+    # A connection whose packets go unanswered (a network partition) fails after
+    # tcp_user_timeout (ms) instead of waiting for good; a server that is stopped but whose
+    # kernel still acknowledges (SIGSTOP, a proxy) is not caught by it (docs/OPERATIONS.md).
+    options.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    options["tcp_user_timeout"] = 15_000
     if read_only:
         # A stray write through a replica alias fails loudly, even when the URL
         # points at the primary (a development setup without a replica).
@@ -177,6 +182,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 HERD_REPLICA_MAX_LAG_SECONDS = env.number("HERD_REPLICA_MAX_LAG_SECONDS", 30.0)
 HERD_REPLICA_MAX_LAG_BYTES = env.integer("HERD_REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024)
 HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
+# How long a replica check waits for its answer (on a connection of its own) before the
+# replica counts as down ("no answer"): a hung replica stalls one request per interval this long.
+HERD_REPLICA_CHECK_TIMEOUT = env.number("HERD_REPLICA_CHECK_TIMEOUT", 0.5)
 # How long a user's reads must reach the LSN of their last write (scaling.db.consistency).
 HERD_READ_YOUR_WRITES_SECONDS = env.integer("HERD_READ_YOUR_WRITES_SECONDS", 30)
 # How long a cache fill waits for a replica to replay the position it needs before it
@@ -411,6 +419,9 @@ DEFAULT_FROM_EMAIL = env.string("DJANGO_DEFAULT_FROM_EMAIL", "Herd <no-reply@her
 
 # --- Serving and draining (the serve command, scaling.ops.health).
 HERD_DRAIN_SECONDS = env.number("HERD_DRAIN_SECONDS", 5.0)
+# How long /readyz waits for its checks: one that has not answered by then (a hung server)
+# counts as failed. Below HAProxy's check timeout (its `inter`, 1 s) and the kubelet's (2 s).
+HERD_READINESS_DEADLINE_SECONDS = env.number("HERD_READINESS_DEADLINE_SECONDS", 0.75)
 # Threads that run Django's request handler in each replica process (config.asgi).
 HERD_HTTP_THREADS = env.integer("HERD_HTTP_THREADS", 4)
 # Addresses whose X-Forwarded-For/-Proto are believed: the load balancer's.

@@ -2,7 +2,8 @@
 ``HERD_REPLICA_CHECK_INTERVAL`` seconds per process (docs/READS.md):
 
 - ``replica_health``: a read replica is reachable and lags little by time *or* by bytes;
-  while its primary is unreachable, reachable is enough.
+  while its primary is unreachable, reachable is enough. One that does not answer within
+  ``HERD_REPLICA_CHECK_TIMEOUT`` (hung) is down: its check never hangs the caller.
 - ``primary_health``: a primary (the main one, each shard database) is reachable; marked
   down on a connection failure. While it is down, its replicas serve every read
   (read-only mode) and writes end on the 503 page.
@@ -10,20 +11,27 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections
 
 from scaling.db import positions
+from scaling.ops.deadline import Workers
 
 PRIMARY = "default"
 # What a query raises when its server cannot be reached (or went away under it).
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
+_REPLICA_STATE = (
+    "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()),"
+    " COALESCE(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint, 0)"
+)
 
 
 def primary_aliases() -> list[str]:
@@ -54,6 +62,8 @@ class ReplicaHealth:
     def __init__(self) -> None:
         self._statuses: dict[str, ReplicaStatus] = {}
         self._lock = threading.Lock()
+        self._probes = Workers("replica-check")
+        self._probe_connections: dict[str, psycopg.Connection] = {}  # used by each alias' probe thread only
 
     def healthy_aliases(self) -> list[str]:
         return [alias for alias in replica_aliases() if self.is_healthy(alias)]
@@ -87,18 +97,23 @@ class ReplicaHealth:
         return random.sample(aliases, len(aliases))
 
     def check(self, alias: str, primary: str = PRIMARY) -> ReplicaStatus:
-        """Measure one replica of ``primary`` now and remember the answer."""
+        """Measure one replica of ``primary`` now and remember the answer.
+
+        The replica is asked on a connection of its own, on a thread of its own, for at
+        most ``HERD_REPLICA_CHECK_TIMEOUT`` seconds: one that does not answer (hung,
+        partitioned) is unhealthy ("no answer"), and while that question is still
+        unanswered no other is sent (``scaling.ops.deadline``)."""
         now = time.monotonic()
+        timeout = settings.HERD_REPLICA_CHECK_TIMEOUT
+        params = {**connections[alias].get_connection_params(), "autocommit": True}
+        answer = self._probes[alias].submit(functools.partial(self._ask, alias, params))
         try:
-            with connections[alias].cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())"
-                )
-                in_recovery, lag_seconds = cursor.fetchone()
-            replay_lsn = positions.replayed(alias) if in_recovery else 0
-        except DatabaseError as error:
+            in_recovery, lag_seconds, replay_lsn = answer.result(timeout=timeout)
+        except (psycopg.Error, FutureTimeout) as error:
+            # This thread's pooled connection to it is likely broken or stuck too.
             connections[alias].close()
-            status = ReplicaStatus(alias, False, now, error=_first_line(error))
+            reason = f"no answer within {timeout:g}s" if isinstance(error, FutureTimeout) else _first_line(error)
+            status = ReplicaStatus(alias, False, now, error=reason)
         else:
             if not in_recovery:
                 # Not a standby (a development URL pointing at the primary): no lag.
@@ -117,6 +132,24 @@ class ReplicaHealth:
         with self._lock:
             self._statuses[alias] = status
         return status
+
+    def _ask(self, alias: str, params: dict) -> tuple[bool, float | None, int]:
+        """On ``alias``'s probe thread: recovery, replay lag and replayed position, on the
+        probe's own connection (kept between checks; a new one once it fails)."""
+        connection = self._probe_connections.pop(alias, None)
+        for attempt in ("kept", "new") if connection is not None else ("new",):
+            if attempt == "new":
+                connection = psycopg.connect(**params)
+            try:
+                row = connection.execute(_REPLICA_STATE).fetchone()
+            except psycopg.Error:
+                connection.close()
+                if attempt == "new":
+                    raise
+                continue  # a kept connection may only have gone stale (a restarted replica)
+            self._probe_connections[alias] = connection
+            return bool(row[0]), row[1], int(row[2])
+        raise AssertionError("unreachable")
 
 
 replica_health = ReplicaHealth()

@@ -3,13 +3,15 @@
 Readiness requires the state Redis and a database to read: the primary, or, while it is
 unreachable, a healthy replica (read-only mode). The cache, shards and the replicas
 otherwise are reported, not required: a store every web replica shares never takes
-them all out. ``HealthFront`` answers probes on the event loop, before Django's request
-threads. The rules and why: docs/OPERATIONS.md.
+them all out. A check that has not answered within ``HERD_READINESS_DEADLINE_SECONDS``
+(a hung server) counts as failed. ``HealthFront`` answers probes on the event loop,
+before Django's request threads. The rules and why: docs/OPERATIONS.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from scaling.db.replicas import PRIMARY, primary_health, replica_aliases, replica_health
+from scaling.ops.deadline import Workers
 
 _draining = threading.Event()
 
@@ -63,28 +66,36 @@ def _check_primary(alias: str) -> str:
     return answer
 
 
+_checks = Workers("readiness")
+
+
+def _check_replica(alias: str) -> str:
+    status = replica_health.check(alias)
+    return "ok" if status.healthy else f"error: {status.error or 'lagging'}"
+
+
 def readiness() -> tuple[bool, dict[str, str]]:
-    """Whether this replica should take traffic, and what each dependency said."""
-    state = _check_redis("state")
-    primary = _check_primary(PRIMARY)
-    optional = {"redis:cache": _check_redis("default")}
-    for alias in replica_aliases():
-        status = replica_health.check(alias)
-        optional[f"database:{alias}"] = "ok" if status.healthy else f"error: {status.error or 'lagging'}"
-    # A shard that is down fails its users' writes (jobs, notifications), not the whole replica.
-    for alias in settings.SHARD_DATABASES:
-        optional[f"database:{alias}"] = _check_primary(alias)
+    """Whether this replica should take traffic, and what each dependency said.
+
+    The checks run at once, each on a thread of its own (``scaling.ops.deadline``); one that
+    has not answered within ``HERD_READINESS_DEADLINE_SECONDS`` counts as failed, and is not
+    started again while it still runs (a hung server costs one thread).
+    """
+    calls = {
+        "database:default": functools.partial(_check_primary, PRIMARY),
+        "redis:state": functools.partial(_check_redis, "state"),
+        "redis:cache": functools.partial(_check_redis, "default"),
+        **{f"database:{alias}": functools.partial(_check_replica, alias) for alias in replica_aliases()},
+        # A shard that is down fails its users' writes (jobs, notifications), not the whole replica.
+        **{f"database:{alias}": functools.partial(_check_primary, alias) for alias in settings.SHARD_DATABASES},
+    }
+    answers = _checks.answers(calls, settings.HERD_READINESS_DEADLINE_SECONDS)
     # Without the primary, a healthy replica serves reads (read-only mode): the primary is
     # shared by every web replica, and failing them all for it would turn reads away too.
-    readable = primary == "ok" or any(optional[f"database:{alias}"] == "ok" for alias in replica_aliases())
-    ready = not is_draining() and state == "ok" and readable
-    checks = {
-        "draining": "yes" if is_draining() else "no",
-        "database:default": primary,
-        "redis:state": state,
-        **optional,
-    }
-    return ready, checks
+    primary = answers["database:default"]
+    readable = primary == "ok" or any(answers[f"database:{alias}"] == "ok" for alias in replica_aliases())
+    ready = not is_draining() and answers["redis:state"] == "ok" and readable
+    return ready, {"draining": "yes" if is_draining() else "no", **answers}
 
 
 PATHS = ("/healthz", "/readyz")
@@ -102,8 +113,8 @@ def answer(path: str, detailed: bool = True) -> tuple[int, dict]:
 class HealthFront:
     """ASGI: answers ``PATHS`` itself and passes everything else to ``app``.
 
-    ``/healthz`` is answered on the event loop; ``/readyz``'s checks (database and Redis
-    round trips) run on one thread of their own, never on the request threads.
+    ``/healthz`` is answered on the event loop; ``/readyz`` on a thread of its own (its
+    checks, database and Redis round trips, on theirs), never on the request threads.
     """
 
     def __init__(self, app) -> None:

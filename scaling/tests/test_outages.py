@@ -157,6 +157,32 @@ def test_a_replica_stopped_under_a_get_is_taken_out_and_the_view_run_again_on_th
     assert "Written without a replica." in anonymous.get(f"/p/{products[2].slug}/").content.decode()
 
 
+def test_a_hung_replica_leaves_readiness_answering_and_reads_go_to_the_primary(products, frozen):
+    """The replica-partition drill's defect: a replica that accepts connections and never
+    answers (SIGSTOPped with its backends) took every health check down with it."""
+    anonymous = Client(raise_request_exception=False)
+    assert replica_health.check("replica1").healthy
+    connections["replica1"].ensure_connection()  # a pooled connection, as a replica keeps
+    with frozen(Postgres(PROFILES["test"], replica=True)) as freeze:
+        ready = anonymous.get("/readyz")
+        assert not freeze.thawed_early.is_set(), "/readyz hung on the frozen replica"
+        assert ready.status_code == 200, ready.content
+        checks = ready.json()["checks"]
+        assert checks["database:replica1"].startswith("error: no answer"), checks
+        assert checks["database:default"] == "ok"
+        # Marked down by that check: every read goes to the primary, never to the replica.
+        assert "replica1" not in replica_health.healthy_aliases()
+        with CaptureQueriesContext(connections["default"]) as on_primary:
+            for path in catalog_paths(products):
+                assert anonymous.get(f"{path}?fresh=1").status_code == 200, path
+        assert not freeze.thawed_early.is_set(), "a page hung on the frozen replica"
+        assert any("catalog_product" in query["sql"] for query in on_primary.captured_queries)
+        # Asked again while the first question is still unanswered: answered, not piled up.
+        assert anonymous.get("/readyz").status_code == 200
+        assert not freeze.thawed_early.is_set()
+    assert replica_health.check("replica1").healthy
+
+
 # --------------------------------------------------------------------------- PostgreSQL primary
 
 
