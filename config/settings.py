@@ -8,6 +8,7 @@ listed in ``docs/CONFIGURATION.md``.
 
 import socket
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
@@ -282,10 +283,19 @@ CHANNEL_LAYERS = {
 # --- Dramatiq on RabbitMQ: a dead worker's unacked messages are redelivered as soon
 # as its connection drops (the Redis broker waits for a heartbeat timeout).
 BROKER_URL = env.url("BROKER_URL", "amqp://guest:guest@127.0.0.1:55672/%2F", schemes={"amqp", "amqps"})
+# A broker that accepts a connection and never answers (a partition) must cost a request
+# seconds, not pika's defaults (10 s socket, 15 s handshake, and Dramatiq tries 6 times):
+# these apply unless BROKER_URL sets them.
+_BROKER_TIMEOUTS = {"socket_timeout": "1", "stack_timeout": "1", "blocked_connection_timeout": "2"}
+_broker = urlsplit(BROKER_URL)
+BROKER_URL = urlunsplit(_broker._replace(query=urlencode({**_BROKER_TIMEOUTS, **dict(parse_qsl(_broker.query))})))
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
-    # confirm_delivery: a send returns once RabbitMQ confirmed it (jobs.outbox marks the job sent).
-    "OPTIONS": {"url": BROKER_URL, "confirm_delivery": True},
+    # No publisher confirms: with them every send (a job's, and the page rebuilds a review
+    # enqueues) waited for RabbitMQ's ack, so a broker that hangs (the broker-partition
+    # drill) held every request that writes; jobs.outbox marks a job sent once its publish
+    # was handed to the connection (the trade-off: docs/RELIABILITY.md, "Not covered yet").
+    "OPTIONS": {"url": BROKER_URL},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",

@@ -1,12 +1,12 @@
 """The jobs outbox: a committed job reaches the broker even if the broker was down when it started.
 
-- A job's row is the truth: ``Job.sent_at`` is null until RabbitMQ confirmed the publish of
-  its ``run_job`` message (``confirm_delivery``). :func:`send` publishes and stamps it;
+- A job's row is the truth: ``Job.sent_at`` is null until the publish of its ``run_job``
+  message went to the broker's connection without error. :func:`send` publishes and stamps it;
   ``start_job`` calls it once the row commits. If the broker is down the job stays ``queued``.
 - :func:`sweep` re-sends every ``queued`` job still unsent ``HERD_OUTBOX_SWEEP_SECONDS``
   after it was made, on every shard database, each under a transaction-level advisory
   lock there so two sweepers do not send the same jobs at once. A broker still down
-  leaves them unsent and raises nothing. A job sent twice anyway (a publish confirmed
+  leaves them unsent and raises nothing. A job sent twice anyway (a publish made
   but not stamped, a sweep racing ``start_job``) is harmless: ``run_job`` is idempotent.
 - :class:`OutboxSweeper`, a Dramatiq middleware, sweeps every ``HERD_OUTBOX_SWEEP_SECONDS``
   in a thread of each worker process (``after_worker_boot``); web processes never sweep.
