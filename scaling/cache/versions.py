@@ -6,7 +6,9 @@ beside the entries in the "cache" Redis. A write changes the versions it touched
 commit; an entry is served only while the versions it was built against are current,
 and a miss is filled only from a database that has replayed their position, so never
 while the main primary is unreachable (``may_fill``: reads then come from a replica
-whatever it has replayed). docs/CACHING.md tells why each rule is there.
+whatever it has replayed). A change whose versions could not be written (the cache Redis
+away) is written again by this process once the cache Redis answers (``replay_missed``).
+docs/CACHING.md tells why each rule is there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import functools
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +90,8 @@ def lookup(names: Iterable[str], entry_key: str | None = None) -> tuple[Versions
         keys.append(cache.client.make_key(entry_key))
     redis = _redis()
     values = redis.mget(keys)
+    if _missed and replay_missed():  # it answers again: the missed versions first
+        values = redis.mget(keys)
     epoch = values[0] or _begin_epoch(redis)
     raw = values.pop() if entry_key is not None else None
     tokens, lsns = [], []
@@ -120,17 +125,51 @@ def read_versions(names: Iterable[str]) -> Versions:
 
 def bump_versions(names: Iterable[str]) -> None:
     """Give ``names`` new versions now, at the primary's current LSN. Call after commit."""
-    names = sorted(set(names))
+    names = set(names)
     if not names:
         return
-    lsn = positions.current()
+    if not _bump(names | _take_missed(), positions.current()):
+        # Entries built before this change would be served as current: make it loud.
+        logger.error("could not invalidate %s: again once the cache Redis answers", sorted(names))
+
+
+# Versions this process could not write, written by its next call that reaches the
+# cache Redis. Held in memory: a replica killed before then leaves them to the entries'
+# timeouts.
+_missed: set[str] = set()
+_missed_lock = threading.Lock()
+
+
+def _take_missed() -> set[str]:
+    with _missed_lock:
+        names = set(_missed)
+        _missed.clear()
+    return names
+
+
+def replay_missed() -> bool:
+    """Write the versions this process missed, at the primary's position now (every entry
+    built before is superseded, a fill waits for what it missed). Whether it wrote any."""
+    if (lsn := primary_health.position()) is None:
+        return False
+    names = _take_missed()
+    if names and _bump(names, lsn):
+        logger.info("invalidated %d versions missed while the cache Redis was away", len(names))
+        return True
+    return False
+
+
+def _bump(names: set[str], lsn: int) -> bool:
+    """``_BUMP`` on ``names``; on failure they are kept in ``_missed``."""
+    ordered = sorted(names)
     try:
-        tokens = [secrets.token_hex(8) for _ in names]
-        keys = [_VERSION_PREFIX + n for n in names]
-        _redis().eval(_BUMP, len(names), *keys, lsn, *tokens)
+        tokens = [secrets.token_hex(8) for _ in ordered]
+        _redis().eval(_BUMP, len(ordered), *(_VERSION_PREFIX + n for n in ordered), lsn, *tokens)
+        return True
     except RedisError:
-        # Stale reads would follow: make it loud. The entries expire with their timeout.
-        logger.exception("could not invalidate %s", names)
+        with _missed_lock:
+            _missed.update(ordered)
+        return False
 
 
 def bump_on_commit(names: Iterable[str], using: str = PRIMARY) -> None:

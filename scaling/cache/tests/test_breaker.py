@@ -16,7 +16,9 @@ from django_redis import get_redis_connection
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from accounts.tests.factories import make_user
 from catalog import services as catalog_services
+from catalog.models import Product
 from deploy.herd.profiles import PROFILES
 from deploy.herd.services import Redis
 from scaling.cache import versions
@@ -161,3 +163,24 @@ def test_the_state_redis_has_no_breaker_every_call_while_it_is_down_raises_and_i
     state.set("herd:breaker-test", "back", 5)
     assert state.get("herd:breaker-test") == "back"
     assert calls("skipped") == skipped
+
+
+def test_a_change_made_while_the_cache_redis_hung_is_invalidated_once_it_answers(
+    pages, long_cool_down, wait_for_replicas
+):
+    """A partition, not a restart: the entries outlive it, so the versions the change
+    could not write are written by the next call that reaches the cache Redis."""
+    anonymous, author = Client(), make_user("breaker-author")
+    assert anonymous.get("/p/lamp/").status_code == 200  # built and stored
+    hits = lookups("product-page:anonymous-html", "hit")
+    assert anonymous.get("/p/lamp/").status_code == 200
+    assert lookups("product-page:anonymous-html", "hit") == hits + 1
+    with hung(Redis(PROFILES["test"], "cache")):
+        catalog_services.post_review(
+            user=author, product=Product.objects.get(slug="lamp"), rating=5, text="Written in a partition."
+        )
+        assert breaker().is_open
+    wait_for_replicas()
+    long_cool_down.HERD_CACHE_BREAKER_SECONDS = 0  # the cool-down is over
+    assert "Written in a partition." in anonymous.get("/p/lamp/").content.decode()
+    assert not versions._missed
