@@ -186,6 +186,9 @@ HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
 # How long a replica check waits for its answer (on a connection of its own) before the
 # replica counts as down ("no answer"): a hung replica stalls one request per interval this long.
 HERD_REPLICA_CHECK_TIMEOUT = env.number("HERD_REPLICA_CHECK_TIMEOUT", 0.5)
+# A replica whose check query takes longer than this (one round trip; a replica on the
+# same network answers in about a millisecond) is slow: its reads go to the primary.
+HERD_REPLICA_SLOW_SECONDS = env.number("HERD_REPLICA_SLOW_SECONDS", 0.1)
 # How long a user's reads must reach the LSN of their last write (scaling.db.consistency).
 HERD_READ_YOUR_WRITES_SECONDS = env.integer("HERD_READ_YOUR_WRITES_SECONDS", 30)
 # How long a cache fill waits for a replica to replay the position it needs before it
@@ -236,6 +239,10 @@ _CACHE_REDIS_OPTIONS = {
 # How long a process skips the cache Redis after a call to it failed, before it lets one
 # call through to see whether it answers again.
 HERD_CACHE_BREAKER_SECONDS = env.number("HERD_CACHE_BREAKER_SECONDS", 5.0)
+# A call to the cache Redis slower than this counts as slow; half of the recent calls slow
+# opens the breaker too. A loopback or in-cluster Redis answers in well under a millisecond;
+# a cache that costs more than this per call costs more than the database read it saves.
+HERD_CACHE_SLOW_CALL_SECONDS = env.number("HERD_CACHE_SLOW_CALL_SECONDS", 0.05)
 
 # One redis.Redis per server and process, not one per request (scaling/cache/redis_clients.py).
 DJANGO_REDIS_CONNECTION_FACTORY = "scaling.cache.redis_clients.SharedClientFactory"

@@ -1,10 +1,12 @@
 """A circuit breaker for the cache Redis: after a call fails, each process skips it a while.
 
 A call refused or timed out *after redis-py's own retries* (so not a pooled connection
-that a restart broke) opens it: for ``HERD_CACHE_BREAKER_SECONDS`` (read at each call)
-every call raises ``CacheRedisSkipped``, a ``ConnectionError``, at once, which callers
-answer as a miss (django-redis's ``IGNORE_EXCEPTIONS``; ``scaling.cache`` reads the
-database). Then one call goes through as a probe: an answer closes it, a failure opens it.
+that a restart broke) opens it, and so does a Redis that answers, but slowly: half of
+the last ``SLOW_WINDOW`` calls slower than ``HERD_CACHE_SLOW_CALL_SECONDS``. Then
+for ``HERD_CACHE_BREAKER_SECONDS`` (read at each call) every call raises
+``CacheRedisSkipped``, a ``ConnectionError``, at once, which callers answer as a miss
+(django-redis's ``IGNORE_EXCEPTIONS``; ``scaling.cache`` reads the database). Then one
+call goes through as a probe: a prompt answer closes it; a failure or a slow answer opens it.
 
 Why in the ``redis.Redis`` client (django-redis's ``REDIS_CLIENT_CLASS``, set on the
 cache alias only) rather than a ``CLIENT_CLASS`` or the cache backend: ``scaling.cache``'s
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -33,10 +36,17 @@ logger = logging.getLogger(__name__)
 
 # What says the Redis is away (after redis-py's retries); anything else it answered.
 _FAILURES = (RedisConnectionError, RedisTimeoutError, OSError)
+# How many recent calls the slow-call rule looks at: half of them slow opens the breaker.
+# A lone slow call (a pause of this process) never does.
+SLOW_WINDOW = 20
 
 
 class CacheRedisSkipped(RedisConnectionError):
     """Not sent: the breaker is open after a recent failure."""
+
+
+class CacheRedisSlow(RedisTimeoutError):
+    """Not raised: what opened the breaker when the Redis answered, but slowly."""
 
 
 class CircuitBreaker:
@@ -48,6 +58,7 @@ class CircuitBreaker:
         self._opened_at: float | None = None  # time.monotonic(); None while closed
         self._probing = False
         self._error = ""
+        self._slow: deque[bool] = deque(maxlen=SLOW_WINDOW)  # recent calls: True if slow
 
     @property
     def is_open(self) -> bool:
@@ -58,17 +69,34 @@ class CircuitBreaker:
             metrics.count_cache_redis_call("skipped")
             raise CacheRedisSkipped(f"{self.name} skipped after a failure: {self._error}")
         metrics.count_cache_redis_call("sent")
-        failure = None
+        failure: BaseException | None = None
+        started = time.monotonic()
         try:
             return function(*args, **kwargs)
         except _FAILURES as error:
             failure = error
             raise
         finally:
+            if failure is None and self._is_slow(time.monotonic() - started):
+                failure = CacheRedisSlow(
+                    f"slower than {settings.HERD_CACHE_SLOW_CALL_SECONDS:g} s: half of its last calls, or its probe"
+                )
             self._settle(failure)
 
+    def _is_slow(self, seconds: float) -> bool:
+        """Whether the Redis counts as slow after a call that took ``seconds``: half of the
+        recent calls slow, or a probe slow (no lock on a prompt call while closed)."""
+        slow = seconds > settings.HERD_CACHE_SLOW_CALL_SECONDS
+        self._slow.append(slow)
+        if not slow:
+            return False
+        if self._opened_at is not None:  # the probe
+            return True
+        return self._slow.count(True) * 2 >= SLOW_WINDOW
+
     def reset(self) -> None:
-        """Closed, as if the last call had succeeded."""
+        """Closed, as if the last call had succeeded, with no slow calls remembered."""
+        self._slow.clear()
         self._settle(None)
 
     def _allow(self) -> bool:
@@ -95,7 +123,8 @@ class CircuitBreaker:
         with self._lock:
             was_open, self._opened_at, self._probing = self._opened_at is not None, time.monotonic(), False
             self._error = str(failure)
-        metrics.count_cache_redis_call("failed")
+            self._slow.clear()
+        metrics.count_cache_redis_call("slow" if isinstance(failure, CacheRedisSlow) else "failed")
         metrics.cache_breaker_open(True)
         if not was_open:
             logger.warning(

@@ -1,8 +1,9 @@
 """Which databases may serve reads right now, checked at most every
 ``HERD_REPLICA_CHECK_INTERVAL`` seconds per process (docs/READS.md):
 
-- ``replica_health``: a read replica is reachable and lags little by time *or* by bytes;
-  while its primary is unreachable, reachable is enough. One that does not answer within
+- ``replica_health``: a read replica is reachable, answers its check's query within
+  ``HERD_REPLICA_SLOW_SECONDS`` and lags little by time *or* by bytes; while its primary
+  is unreachable, reachable is enough. One that does not answer within
   ``HERD_REPLICA_CHECK_TIMEOUT`` (hung) is down: its check never hangs the caller.
 - ``primary_health``: a primary (the main one, each shard database) is reachable; marked
   down on a connection failure. While it is down, its replicas serve every read
@@ -23,7 +24,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from scaling.db import positions
-from scaling.ops.deadline import Workers
+from scaling.deadline import Workers
 
 PRIMARY = "default"
 # What a query raises when its server cannot be reached (or went away under it).
@@ -63,7 +64,8 @@ class ReplicaHealth:
         self._statuses: dict[str, ReplicaStatus] = {}
         self._lock = threading.Lock()
         self._probes = Workers("replica-check")
-        self._probe_connections: dict[str, psycopg.Connection] = {}  # used by each alias' probe thread only
+        # Used by each alias' probe thread only; kept with the parameters it was made with.
+        self._probe_connections: dict[str, tuple[dict, psycopg.Connection]] = {}
 
     def healthy_aliases(self) -> list[str]:
         return [alias for alias in replica_aliases() if self.is_healthy(alias)]
@@ -102,13 +104,13 @@ class ReplicaHealth:
         The replica is asked on a connection of its own, on a thread of its own, for at
         most ``HERD_REPLICA_CHECK_TIMEOUT`` seconds: one that does not answer (hung,
         partitioned) is unhealthy ("no answer"), and while that question is still
-        unanswered no other is sent (``scaling.ops.deadline``)."""
+        unanswered no other is sent (``scaling.deadline``)."""
         now = time.monotonic()
         timeout = settings.HERD_REPLICA_CHECK_TIMEOUT
         params = {**connections[alias].get_connection_params(), "autocommit": True}
         answer = self._probes[alias].submit(functools.partial(self._ask, alias, params))
         try:
-            in_recovery, lag_seconds, replay_lsn = answer.result(timeout=timeout)
+            in_recovery, lag_seconds, replay_lsn, took = answer.result(timeout=timeout)
         except (psycopg.Error, FutureTimeout) as error:
             # This thread's pooled connection to it is likely broken or stuck too.
             connections[alias].close()
@@ -128,27 +130,39 @@ class ReplicaHealth:
                     lag_bytes <= settings.HERD_REPLICA_MAX_LAG_BYTES
                     or lag_seconds <= settings.HERD_REPLICA_MAX_LAG_SECONDS
                 )
-                status = ReplicaStatus(alias, healthy, now, lag_seconds, lag_bytes, replay_lsn=replay_lsn)
+                # Slow to answer (a slow link, an overloaded server): every read sent to
+                # it would pay that on each round trip, where the primary answers at once.
+                slow = took > settings.HERD_REPLICA_SLOW_SECONDS
+                error = f"answered in {took * 1000:.0f} ms (slow)" if slow else ""
+                status = ReplicaStatus(
+                    alias, healthy and not slow, now, lag_seconds, lag_bytes, error=error, replay_lsn=replay_lsn
+                )
         with self._lock:
             self._statuses[alias] = status
         return status
 
-    def _ask(self, alias: str, params: dict) -> tuple[bool, float | None, int]:
-        """On ``alias``'s probe thread: recovery, replay lag and replayed position, on the
-        probe's own connection (kept between checks; a new one once it fails)."""
-        connection = self._probe_connections.pop(alias, None)
+    def _ask(self, alias: str, params: dict) -> tuple[bool, float | None, int, float]:
+        """On ``alias``'s probe thread: recovery, replay lag, replayed position and how long
+        the query took (not the connect), on the probe's own connection (kept between
+        checks; a new one once it fails or the alias' parameters change)."""
+        kept_params, connection = self._probe_connections.pop(alias, (None, None))
+        if connection is not None and kept_params != params:
+            connection.close()
+            connection = None
         for attempt in ("kept", "new") if connection is not None else ("new",):
             if attempt == "new":
                 connection = psycopg.connect(**params)
             try:
+                started = time.monotonic()
                 row = connection.execute(_REPLICA_STATE).fetchone()
+                took = time.monotonic() - started
             except psycopg.Error:
                 connection.close()
                 if attempt == "new":
                     raise
                 continue  # a kept connection may only have gone stale (a restarted replica)
-            self._probe_connections[alias] = connection
-            return bool(row[0]), row[1], int(row[2])
+            self._probe_connections[alias] = (params, connection)
+            return bool(row[0]), row[1], int(row[2]), took
         raise AssertionError("unreachable")
 
 

@@ -24,7 +24,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from scaling.db.replicas import PRIMARY, primary_health, replica_aliases, replica_health
-from scaling.ops.deadline import Workers
+from scaling.deadline import Workers
 
 _draining = threading.Event()
 
@@ -77,7 +77,7 @@ def _check_replica(alias: str) -> str:
 def readiness() -> tuple[bool, dict[str, str]]:
     """Whether this replica should take traffic, and what each dependency said.
 
-    The checks run at once, each on a thread of its own (``scaling.ops.deadline``); one that
+    The checks run at once, each on a thread of its own (``scaling.deadline``); one that
     has not answered within ``HERD_READINESS_DEADLINE_SECONDS`` counts as failed, and is not
     started again while it still runs (a hung server costs one thread).
     """

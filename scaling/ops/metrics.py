@@ -45,7 +45,9 @@ LATENCY = Histogram(
 )
 CACHE_LOOKUPS = Counter("herd_cache_lookups", "Query and object cache lookups.", ["replica", "cache", "result"])
 CACHE_REDIS_CALLS = Counter(
-    "herd_cache_redis_calls", "Calls to the cache Redis: sent, failed (of those sent), skipped.", ["replica", "outcome"]
+    "herd_cache_redis_calls",
+    "Calls to the cache Redis: sent, failed or slow (of those sent), skipped.",
+    ["replica", "outcome"],
 )
 CACHE_BREAKER_OPEN = Gauge("herd_cache_breaker_open", "1 while this process skips the cache Redis.", ["replica"])
 DB_STATEMENTS = Counter("herd_db_statements", "SQL statements run.", ["replica", "alias", "kind"])
@@ -78,7 +80,8 @@ def count_cache(cache: str, hit: bool) -> None:
 
 
 def count_cache_redis_call(outcome: str) -> None:
-    """``sent``, ``failed`` or ``skipped``: called by ``scaling.cache.breaker``."""
+    """``sent``, ``failed``, ``slow`` (answered, but it opened the breaker) or ``skipped``:
+    called by ``scaling.cache.breaker``."""
     _child(CACHE_REDIS_CALLS, outcome).inc()
 
 

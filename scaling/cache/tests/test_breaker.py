@@ -19,10 +19,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from accounts.tests.factories import make_user
 from catalog import services as catalog_services
 from catalog.models import Product
+from deploy.faults import Faults
 from deploy.herd.profiles import PROFILES
 from deploy.herd.services import Redis
 from scaling.cache import versions
-from scaling.cache.breaker import CacheRedisSkipped
+from scaling.cache.breaker import SLOW_WINDOW, BreakerRedis, CacheRedisSkipped
 from scaling.ops.metrics import REPLICA
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -184,3 +185,29 @@ def test_a_change_made_while_the_cache_redis_hung_is_invalidated_once_it_answers
     long_cool_down.HERD_CACHE_BREAKER_SECONDS = 0  # the cool-down is over
     assert "Written in a partition." in anonymous.get("/p/lamp/").content.decode()
     assert not versions._missed
+
+
+def test_a_cache_redis_that_answers_slowly_is_skipped_like_one_that_is_away(long_cool_down):
+    """Through the drills' fault proxy (``deploy.faults``), each answer of the real cache
+    Redis held a little past ``HERD_CACHE_SLOW_CALL_SECONDS``: half a window of slow calls
+    opens the breaker, and the calls after it are skipped."""
+    faults = Faults(PROFILES["test"], ("redis-cache",))
+    client = BreakerRedis(host="127.0.0.1", port=faults.proxies["redis-cache"].port, socket_timeout=2)
+    try:
+        client.set("breaker:slow", "kept")
+        sent, slow, skipped = calls("sent"), calls("slow"), 0
+        with faults.injected("redis-cache", "delay", 1000 * long_cool_down.HERD_CACHE_SLOW_CALL_SECONDS + 30):
+            for _ in range(CALLS):
+                try:
+                    assert client.get("breaker:slow") == b"kept"  # slow, but answered
+                except CacheRedisSkipped:
+                    skipped += 1
+            assert client.breaker.is_open
+            assert (calls("sent") - sent, calls("slow") - slow) == (SLOW_WINDOW // 2, 1)
+            assert skipped == CALLS - SLOW_WINDOW // 2
+        long_cool_down.HERD_CACHE_BREAKER_SECONDS = 0  # the cool-down is over
+        assert client.get("breaker:slow") == b"kept"  # the probe, answered promptly
+        assert not client.breaker.is_open
+    finally:
+        client.close()
+        faults.close()

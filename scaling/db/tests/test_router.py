@@ -5,6 +5,7 @@ from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
+from deploy.faults import Faults
 from deploy.herd.profiles import PROFILES
 from deploy.herd.services import Postgres
 from scaling.db import positions
@@ -86,3 +87,26 @@ def test_a_commit_moves_the_primary_position_and_the_replica_replays_it(wait_for
     assert after > before
     wait_for_replicas()
     assert positions.replayed("replica1") >= after
+
+
+def test_a_replica_that_answers_slowly_is_taken_out_until_it_answers_promptly(settings):
+    """Through the drills' fault proxy (``deploy.faults``): the real replica, each answer
+    held a little past ``HERD_REPLICA_SLOW_SECONDS``, replaying in time."""
+    faults = Faults(PROFILES["test"], ("postgres-replica",))
+    replica = connections["replica1"]
+    port = replica.settings_dict["PORT"]
+    replica.close()
+    replica.settings_dict["PORT"] = faults.proxies["postgres-replica"].port
+    try:
+        assert replica_health.check("replica1").healthy  # through the proxy, passing
+        with faults.injected("postgres-replica", "delay", 1000 * settings.HERD_REPLICA_SLOW_SECONDS + 50):
+            status = replica_health.check("replica1")
+            assert not status.healthy and "slow" in status.error, status
+            assert PrimaryReplicaRouter().db_for_read(User) == "default"
+        assert replica_health.check("replica1").healthy
+        assert PrimaryReplicaRouter().db_for_read(User) == "replica1"
+    finally:
+        replica.close()
+        replica.settings_dict["PORT"] = port
+        replica_health.check("replica1")  # its probe connection renewed, to the replica itself
+        faults.close()
