@@ -67,6 +67,17 @@ def string_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def host_ports(name: str) -> list[tuple[str, int]]:
+    """``host:port,host:port``; empty when unset."""
+    found = []
+    for item in string_list(name):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name}: {item!r} is not host:port")
+        found.append((host, int(port)))
+    return found
+
+
 def networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """A comma-separated list of addresses or CIDR blocks (``10.0.0.0/8,::1``)."""
     parsed = []

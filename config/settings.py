@@ -206,6 +206,30 @@ _REDIS = {"redis", "rediss"}
 REDIS_STATE_URL = env.url("REDIS_STATE_URL", "redis://127.0.0.1:56379/0", schemes=_REDIS)
 REDIS_CHANNELS_URL = env.url("REDIS_CHANNELS_URL", "redis://127.0.0.1:56379/1", schemes=_REDIS)
 REDIS_CACHE_URL = env.url("REDIS_CACHE_URL", "redis://127.0.0.1:56380/0", schemes=_REDIS)
+# The state Redis through Sentinel ("host:port,..."), when it runs as a primary and replicas
+# that Sentinels fail over: the app asks them for the primary of REDIS_STATE_MASTER, and
+# REDIS_STATE_URL and REDIS_CHANNELS_URL then give only the database, user and password.
+REDIS_STATE_SENTINELS = env.host_ports("REDIS_STATE_SENTINELS")
+REDIS_STATE_MASTER = env.string("REDIS_STATE_MASTER", "herd-state")
+
+
+def _through_sentinel(url: str) -> tuple[str, dict]:
+    """``url`` with the master's name for its host (django-redis's Sentinel URLs), and what
+    channels-redis needs to find the same master."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    named = urlunsplit(parts._replace(netloc=f"{userinfo}@{REDIS_STATE_MASTER}" if userinfo else REDIS_STATE_MASTER))
+    db = int(parts.path.strip("/") or 0)
+    host = {"sentinels": REDIS_STATE_SENTINELS, "master_name": REDIS_STATE_MASTER, "db": db}
+    if parts.password:
+        host["password"] = parts.password
+    return named, host
+
+
+# How many replicas of the state Redis a session save waits for (WAIT) before the request
+# that made it is answered; 0 without replicas. See scaling/web/sessions.py.
+HERD_SESSION_REPLICAS = env.integer("HERD_SESSION_REPLICAS", 0)
+HERD_SESSION_REPLICA_WAIT_MS = env.integer("HERD_SESSION_REPLICA_WAIT_MS", 500)
 _REDIS_TIMEOUTS = {
     "SOCKET_CONNECT_TIMEOUT": 2,
     "SOCKET_TIMEOUT": 2,
@@ -261,6 +285,16 @@ CACHES = {
         "TIMEOUT": None,
     },
 }
+if REDIS_STATE_SENTINELS:
+    CACHES["state"] |= {
+        "LOCATION": _through_sentinel(REDIS_STATE_URL)[0],
+        "OPTIONS": {
+            **_REDIS_TIMEOUTS,
+            "CONNECTION_FACTORY": "scaling.cache.redis_clients.SharedSentinelClientFactory",
+            "SENTINELS": REDIS_STATE_SENTINELS,
+            "SENTINEL_KWARGS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        },
+    }
 # Where sessions live: "redis" (the state Redis, the herd's way) or "database" (Django's
 # default: the primary, read through the router, so meant for a set-up without replicas;
 # make bench measures it as the conventional single-server Django).
@@ -283,7 +317,13 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # A consumer blocks in BZPOPMIN for 5 s at a time: redis-py 8's default 5 s read
         # timeout would end it first and crash every socket quiet for 5 s.
-        "CONFIG": {"hosts": [{"address": REDIS_CHANNELS_URL, "socket_timeout": 15}]},
+        "CONFIG": {
+            "hosts": [
+                {**_through_sentinel(REDIS_CHANNELS_URL)[1], "socket_timeout": 15}
+                if REDIS_STATE_SENTINELS
+                else {"address": REDIS_CHANNELS_URL, "socket_timeout": 15}
+            ]
+        },
     }
 }
 

@@ -172,3 +172,29 @@ def test_sessions_can_live_in_the_database_of_a_herd_without_replicas():
 def test_an_unknown_session_engine_is_named_in_one_line():
     result = manage("check", HERD_SESSION_ENGINE="memcached")
     assert_one_line_error(result, "HERD_SESSION_ENGINE")
+
+
+def test_the_state_redis_is_found_through_sentinel_when_sentinels_are_named():
+    code = (
+        "import json; from django.conf import settings as s; state = s.CACHES['state'];"
+        " host = s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0];"
+        " print(json.dumps([state['LOCATION'], state['OPTIONS']['SENTINELS'], host['master_name'], host['db']]))"
+    )
+    result = manage(
+        "shell",
+        "-c",
+        code,
+        REDIS_STATE_SENTINELS="10.0.0.1:26379, 10.0.0.2:26379",
+        REDIS_STATE_MASTER="state",
+        REDIS_STATE_URL="redis://:secret@ignored:6379/0",
+        REDIS_CHANNELS_URL="redis://:secret@ignored:6379/1",
+    )
+    assert result.returncode == 0, result.stderr
+    location, sentinels, master, db = json.loads(result.stdout.strip().splitlines()[-1])
+    assert location == "redis://:secret@state/0"
+    assert sentinels == [["10.0.0.1", 26379], ["10.0.0.2", 26379]]
+    assert (master, db) == ("state", 1)
+
+
+def test_a_malformed_sentinel_list_fails_in_one_line():
+    assert_one_line_error(manage("check", REDIS_STATE_SENTINELS="10.0.0.1"), "REDIS_STATE_SENTINELS")

@@ -19,7 +19,7 @@ from deploy.herd.debian import ensure_packages
 from deploy.herd.haproxy import HAProxy
 from deploy.herd.processes import HerdError, Process, pid_alive, run, wait_for
 from deploy.herd.profiles import ROOT, VENV_PYTHON, Profile, reserve_ports, shard_names
-from deploy.herd.services import Postgres, RabbitMQ, Redis
+from deploy.herd.services import Postgres, RabbitMQ, Redis, state_redis
 
 # Seconds a stopping replica gives requests in flight (``manage.py serve --graceful-timeout``).
 GRACEFUL_TIMEOUT = 20.0
@@ -47,7 +47,7 @@ class Herd:
         return [
             Postgres(p, replica=False),
             Postgres(p, replica=True),
-            Redis(p, "state"),
+            *state_redis(p),
             Redis(p, "cache"),
             RabbitMQ(p),
         ]

@@ -2,7 +2,9 @@
 
 ``local`` (the default) is the herd people open in a browser; ``test`` the private one the
 tests run against (``HERD_TEST_SLOT=N`` gives each concurrent suite its own), ``bench`` and
-``drills`` those of the benchmarks and the fault drills. State and logs live under
+``drills`` those of the benchmarks and the fault drills. Only the local herd runs its state
+Redis under Sentinel; the others keep one node (the drills' proxies sit in front of it),
+and the suite's Sentinel test runs ``sentinel_profile`` beside the test herd. State and logs live under
 ``.herd/<profile>/`` (ignored by git); a profile's ports are the local herd's plus its offset.
 """
 
@@ -27,6 +29,11 @@ RABBITMQ_PORT = 55672  # AMQP
 RABBITMQ_DIST_PORT = 55673  # Erlang distribution (epmd's 4369 lies below the ephemeral range)
 REDIS_STATE_PORT = 56379
 REDIS_CACHE_PORT = 56380
+# Where Sentinel watches the state Redis (``Profile.sentinel``): its second node and the
+# three Sentinels.
+REDIS_STATE_2_PORT = 56381
+SENTINEL_PORTS = (56391, 56392, 56393)
+SENTINEL_MASTER = "herd-state"
 HAPROXY_PORT = 8000  # app replica N listens on HAPROXY_PORT + N
 HAPROXY_STATS_PORT = 8404
 LISTEN_PORTS = (
@@ -36,6 +43,8 @@ LISTEN_PORTS = (
     RABBITMQ_DIST_PORT,
     REDIS_STATE_PORT,
     REDIS_CACHE_PORT,
+    REDIS_STATE_2_PORT,
+    *SENTINEL_PORTS,
     HAPROXY_PORT,
     HAPROXY_STATS_PORT,
 )
@@ -51,6 +60,9 @@ class Profile:
     port_offset: int
     # The test profile trades durability for speed; the local herd keeps it.
     durable: bool
+    # The state Redis as two nodes watched by three Sentinels (docs/RELIABILITY.md);
+    # otherwise one node.
+    sentinel: bool = False
 
     @property
     def state(self) -> Path:
@@ -110,12 +122,28 @@ class Profile:
                 f"postgres://herd@127.0.0.1:{pg_replica}/{name}" for name in shard_names(database)
             ),
             "REDIS_STATE_URL": f"redis://127.0.0.1:{redis_state}/0",
+            **(self.sentinel_env() if self.sentinel else {}),
             "REDIS_CHANNELS_URL": f"redis://127.0.0.1:{redis_state}/1",
             "REDIS_CACHE_URL": f"redis://127.0.0.1:{redis_cache}/0",
             "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{self.port(RABBITMQ_PORT)}/%2F",
             "HERD_DRAIN_SECONDS": "3",
             "PYTHONUNBUFFERED": "1",
         }
+
+    def sentinel_env(self) -> dict[str, str]:
+        """Where the app finds the state Redis through Sentinel, and how many replicas a
+        session save waits for (``scaling.web.sessions``)."""
+        return {
+            "REDIS_STATE_SENTINELS": ",".join(f"127.0.0.1:{self.port(port)}" for port in SENTINEL_PORTS),
+            "REDIS_STATE_MASTER": SENTINEL_MASTER,
+            "HERD_SESSION_REPLICAS": "1",
+        }
+
+
+def sentinel_profile(profile: Profile) -> Profile:
+    """A profile beside ``profile`` whose state Redis runs under Sentinel: the test suite's
+    failover test runs it next to the test herd's single node."""
+    return Profile(f"{profile.name}-sentinel", port_offset=profile.port_offset + 50, durable=False, sentinel=True)
 
 
 def shard_names(database: str) -> list[str]:
@@ -133,7 +161,7 @@ def test_profile(slot: int) -> Profile:
 
 
 PROFILES = {
-    "local": Profile("local", port_offset=0, durable=True),
+    "local": Profile("local", port_offset=0, durable=True, sentinel=True),
     "test": test_profile(int(os.environ.get("HERD_TEST_SLOT", "0") or 0)),
     "bench": Profile("bench", port_offset=200, durable=False),
     "drills": Profile("drills", port_offset=300, durable=False),
@@ -142,7 +170,8 @@ PROFILES = {
 
 def every_profile() -> list[Profile]:
     """Every profile that may run on this machine: the named ones and each test slot's."""
-    return [*PROFILES.values(), *(test_profile(slot) for slot in range(TEST_SLOTS))]
+    tests = [test_profile(slot) for slot in range(TEST_SLOTS)]
+    return [*PROFILES.values(), *tests, *(sentinel_profile(profile) for profile in tests)]
 
 
 def others_can_enter(path: Path) -> bool:

@@ -21,7 +21,10 @@ from deploy.herd.profiles import (
     RABBITMQ_DIST_PORT,
     RABBITMQ_PORT,
     REDIS_CACHE_PORT,
+    REDIS_STATE_2_PORT,
     REDIS_STATE_PORT,
+    SENTINEL_MASTER,
+    SENTINEL_PORTS,
     Profile,
     shard_names,
 )
@@ -167,48 +170,115 @@ class Postgres(Process):
 
 
 class Redis(Process):
-    def __init__(self, profile: Profile, role: str) -> None:
+    """A private Redis: ``state`` (sessions, socket groups) or ``cache``. Under Sentinel
+    (``Profile.sentinel``) the state Redis is two nodes, ``redis-state`` and
+    ``redis-state-2`` (``node=2``, first started as the other's replica), each started from
+    a config file written once and then kept up to date by the Sentinels (``REPLICAOF`` and
+    ``CONFIG REWRITE`` on a failover), so a restart keeps whichever role it had last."""
+
+    def __init__(self, profile: Profile, role: str, node: int = 1) -> None:
         super().__init__(profile)
         self.role = role
-        self.name = f"redis-{role}"
-        self.port = profile.port(REDIS_STATE_PORT if role == "state" else REDIS_CACHE_PORT)
+        self.node = node
+        self.name = f"redis-{role}" if node == 1 else f"redis-{role}-{node}"
+        base = REDIS_CACHE_PORT if role == "cache" else REDIS_STATE_PORT if node == 1 else REDIS_STATE_2_PORT
+        self.port = profile.port(base)
 
     def start(self) -> None:
         data = self.profile.state / self.name
         data.mkdir(parents=True, exist_ok=True)
         self.profile.logs.mkdir(parents=True, exist_ok=True)
         self.profile.run.mkdir(parents=True, exist_ok=True)
-        common = [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--daemonize",
-            "yes",
-            "--pidfile",
-            str(self.pidfile),
-            "--logfile",
-            str(self.log),
-            "--dir",
-            str(data),
-            "--save",
-            "",
-        ]
+        settings = {
+            "bind": "127.0.0.1",
+            "port": str(self.port),
+            "daemonize": "yes",
+            "pidfile": str(self.pidfile),
+            "logfile": str(self.log),
+            "dir": str(data),
+            "save": '""',
+        }
         if self.role == "state":
             # Sessions and socket groups: never evicted, and an append-only file so a
             # restart logs nobody out.
-            role_args = ["--maxmemory-policy", "noeviction", "--appendonly", "yes", "--appendfsync", "everysec"]
+            settings |= {"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec"}
         else:
             # The cache: entries have a time to live and are evicted; the versions that
             # guard them have none and never are (scaling.cache).
-            role_args = ["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru", "--appendonly", "no"]
-        run([*common, *role_args], log=self.log)
+            settings |= {"maxmemory": "256mb", "maxmemory-policy": "volatile-lru", "appendonly": "no"}
+        if self.role == "state" and self.profile.sentinel:
+            conf = data / "redis.conf"
+            if not conf.exists():  # afterwards the Sentinels' to keep
+                if self.node != 1:
+                    settings["replicaof"] = f"127.0.0.1 {self.profile.port(REDIS_STATE_PORT)}"
+                conf.write_text("".join(f"{key} {value}\n" for key, value in settings.items()))
+            run(["redis-server", str(conf)], log=self.log)
+        else:
+            args = [arg for key, value in settings.items() for arg in (f"--{key}", value.strip('"'))]
+            run(["redis-server", *args], log=self.log)
         wait_for(lambda: port_open(self.port), 10, self.name, self.log)
 
     @property
     def detail(self) -> str:
-        return "sessions, socket groups (noeviction, AOF)" if self.role == "state" else "cache (volatile-lru)"
+        if self.role == "cache":
+            return "cache (volatile-lru)"
+        what = "sessions, socket groups (noeviction, AOF)"
+        return f"{what}, {redis_role(self.port)}" if self.profile.sentinel else what
+
+
+def redis_role(port: int) -> str:
+    """What the Redis on ``port`` says it is now: ``master`` or ``replica of :PORT``."""
+    try:
+        output = subprocess.run(
+            ["redis-cli", "-p", str(port), "ROLE"], capture_output=True, text=True, timeout=2, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "not answering"
+    if not output:
+        return "not answering"
+    return "master" if output[0] == "master" else f"replica of :{output[2]}" if len(output) > 2 else output[0]
+
+
+class Sentinel(Process):
+    """One of the three Sentinels that watch the state Redis and fail it over (quorum 2)."""
+
+    # How long a node may not answer before a Sentinel thinks it down, and how long a
+    # failover may take before another is tried (docs/RELIABILITY.md).
+    DOWN_AFTER_MS = 2000
+    FAILOVER_TIMEOUT_MS = 10000
+
+    def __init__(self, profile: Profile, number: int) -> None:
+        super().__init__(profile)
+        self.number = number
+        self.name = f"sentinel-{number}"
+        self.port = profile.port(SENTINEL_PORTS[number - 1])
+        self.detail = f"watches {SENTINEL_MASTER}, quorum 2"
+
+    def start(self) -> None:
+        data = self.profile.state / self.name
+        data.mkdir(parents=True, exist_ok=True)
+        self.profile.logs.mkdir(parents=True, exist_ok=True)
+        self.profile.run.mkdir(parents=True, exist_ok=True)
+        conf = data / "sentinel.conf"
+        if not conf.exists():  # afterwards the Sentinel's own to rewrite
+            master = self.profile.port(REDIS_STATE_PORT)
+            conf.write_text(
+                f"bind 127.0.0.1\nport {self.port}\ndaemonize yes\npidfile {self.pidfile}\n"
+                f"logfile {self.log}\ndir {data}\n"
+                f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds {SENTINEL_MASTER} {self.DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {SENTINEL_MASTER} {self.FAILOVER_TIMEOUT_MS}\n"
+                f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+            )
+        run(["redis-server", str(conf), "--sentinel"], log=self.log)
+        wait_for(lambda: port_open(self.port), 10, self.name, self.log)
+
+
+def state_redis(profile: Profile) -> list[Process]:
+    """The state Redis's processes: one node, or two and their Sentinels."""
+    if not profile.sentinel:
+        return [Redis(profile, "state")]
+    return [Redis(profile, "state"), Redis(profile, "state", node=2), *(Sentinel(profile, n) for n in (1, 2, 3))]
 
 
 class RabbitMQ(Process):

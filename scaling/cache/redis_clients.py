@@ -7,6 +7,9 @@ stock factory built a new ``redis.Redis`` for every request that touched Redis: 
 (figures in docs/PERFORMANCE.md). django-redis already keeps the connection pools
 process-wide; this factory keeps the clients too. A ``redis.Redis`` is safe to share
 between threads: each command borrows a connection from the pool.
+``SharedSentinelClientFactory`` does the same for a Redis found through Sentinel (the
+state Redis when ``REDIS_STATE_SENTINELS`` is set): its pool asks the Sentinels for the
+primary on each new connection, so after a failover the next connections reach the new one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from django_redis.pool import ConnectionFactory
+from django_redis.pool import ConnectionFactory, SentinelConnectionFactory
 from redis import Redis
 
 
@@ -29,3 +32,7 @@ class SharedClientFactory(ConnectionFactory):
             with self._lock:
                 client = self._clients.get(key) or self._clients.setdefault(key, super().get_connection(params))
         return client
+
+
+class SharedSentinelClientFactory(SharedClientFactory, SentinelConnectionFactory):
+    pass
