@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import psycopg
 
 from bench import probes
-from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Part, chart, failed, runs_table
+from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Figures, Part, chart, failed, runs_table
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
 from deploy.herd.control import Herd
 from deploy.herd.processes import HerdError, run
@@ -188,16 +188,16 @@ def _create_users(usernames: list[str]) -> str:
 # Product popularity follows Zipf's law, as in real catalogs: the product of rank r is
 # viewed in proportion to 1/r (here the top 1,000 of 5,000 take two thirds of the views).
 ZIPF_TOP = 1000
+SEARCH_WORDS = ["a", "pro", "max", "mini", "eco"]
 
 
 def mix_paths(slugs: list[str], categories: list[str]) -> list[str]:
     """The mix's paths, drawn uniformly by wrk: about 85% product pages (Zipf), the rest
     category, list and search pages."""
-    words = ["a", "pro", "max", "mini", "eco"]
     paths = [f"/p/{slug}/" for rank, slug in enumerate(slugs, 1) for _ in range(max(1, round(ZIPF_TOP / rank)))]
     paths += [f"/c/{slug}/" for slug in categories] * 40
     paths += ["/products/", "/"] * 400
-    paths += [f"/products/?q={word}" for word in words] * 40
+    paths += [f"/products/?q={word}" for word in SEARCH_WORDS] * 40
     return paths
 
 
@@ -526,6 +526,29 @@ def render(part: Part) -> list[str]:
         "",
     ]
     return lines
+
+
+def history(figures: CatalogFigures) -> Figures:
+    """This part's figures for the history (bench/rendering.py): every ratio and requests/s row."""
+    herd, conventional = figures.mixes["Herd"], figures.mixes["conventional"]
+    pages = figures.pages
+    ceiling, cold = pages["minimal view (app)"], pages["product page, conventional (no caches)"]
+    edge, warm = pages["warm product page, edge cache"], pages["warm product page (app)"]
+    first, deep = figures.keyset.values()
+    ratios = {
+        "mix: Herd / conventional, req/s": herd.rps / conventional.rps,
+        "mix: Herd / conventional, p50": herd.p50_ms / conventional.p50_ms,
+        "mix: Herd / conventional, p99": herd.p99_ms / conventional.p99_ms,
+        "warm product page (app) / minimal view": warm.rps / ceiling.rps,
+        "warm product page (app) / no caches": warm.rps / cold.rps,
+        "warm product page (edge cache) / minimal view": edge.rps / ceiling.rps,
+        "deep list page / page 1, p50": deep.p50_ms / first.p50_ms,
+    }
+    if figures.replica_share is not None:
+        ratios["SELECTs on the replica (mix, Herd)"] = figures.replica_share
+    rates = {f"mix, {name}": run.rps for name, run in figures.mixes.items()}
+    rates |= {name: run.rps for name, run in [*pages.items(), *figures.keyset.items()]}
+    return {"ratios": ratios, "requests/s": rates}
 
 
 def main() -> None:
