@@ -10,8 +10,8 @@ found by browsing the herd at the start (``--catalog-pages`` list pages). Every 
 is checked (status, and a logged-in page must show the review form); after each review
 post the author reads the product page again, and a page without the review just posted
 is a failure named ``review shown to its author`` (a stale read). The logged-in shoppers
-are accounts that exist: ``--shopper-prefix`` + 0..``--shopper-count``-1 with
-``--shopper-password`` (by default ``make bench``'s own shoppers).
+are accounts that exist: ``--shoppers`` (comma-separated) with ``--shopper-password``, by
+default ``make bench``'s own.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ MIX = {"product page": 81.5, "category page": 11.4, "list page": 2.8, "home": 2.
 # in 10 of them, when the path drawn is a product page).
 REVIEW_SHARE = 0.08
 SEARCH_WORDS = ["a", "pro", "max", "mini", "eco"]
-BENCH_PASSWORD = "bench-password-1234"  # bench/catalog.py's PASSWORD
+# make bench's shoppers (bench/catalog.py's USERS of them, and their PASSWORD).
+BENCH_SHOPPERS = ",".join(f"bench{number}" for number in range(64))
+BENCH_PASSWORD = "bench-password-1234"
 
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 PRODUCT_LINK = re.compile(r'href="(/p/[^"/]+/)"')
@@ -76,8 +78,7 @@ class Catalog:
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
-    parser.add_argument("--shopper-prefix", default="bench", help="logged-in shoppers' usernames: prefix + number")
-    parser.add_argument("--shopper-count", type=int, default=64, help="shoppers prefix0 .. prefix(N-1)")
+    parser.add_argument("--shoppers", default=BENCH_SHOPPERS, help="logged-in shoppers' usernames, comma-separated")
     parser.add_argument("--shopper-password", default=BENCH_PASSWORD, help="their (common) password")
     parser.add_argument("--catalog-pages", type=int, default=20, help="list pages browsed to find products")
     parser.add_argument("--think-seconds", type=float, default=0.0, help="mean pause between requests")
@@ -160,7 +161,8 @@ class LoggedInShopper(Shopper):
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        self.username = f"{options.shopper_prefix}{next(_shopper_numbers) % options.shopper_count}"
+        names = [name.strip() for name in options.shoppers.split(",") if name.strip()]
+        self.username = names[next(_shopper_numbers) % len(names)]
         form = self.get("/accounts/login/", "login form")
         token = CSRF_FIELD.search(form)
         data = {"username": self.username, "password": options.shopper_password}

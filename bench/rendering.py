@@ -147,7 +147,7 @@ def history_svg(runs: list[dict[str, Any]], group: str = "ratios", columns: int 
     """Small multiples: one panel per figure of ``group``, its value in each run (oldest left),
     its own scale (min and max written at the side), the median dashed."""
     names = list(spreads(runs, group))
-    width, height, pad = 300, 120, 36
+    width, height, pad = 300, 130, 36
     rows = max(1, -(-len(names) // columns))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{columns * width}" height="{rows * height}" '
@@ -159,21 +159,24 @@ def history_svg(runs: list[dict[str, Any]], group: str = "ratios", columns: int 
         points = [(i, run["figures"][group][name]) for i, run in enumerate(runs) if _has(run, group, name)]
         values = [v for _, v in points]
         low, high = min(values), max(values)
-        span = (high - low) or abs(high) or 1.0
-        x0, x1, y0, y1 = left + pad + 8, left + width - 10, top + 24, top + height - 14
+        x0, x1, y0, y1 = left + pad + 8, left + width - 10, top + 24, top + height - 26
 
         def x(i: int, x0: float = x0, x1: float = x1) -> float:
             return x0 + (x1 - x0) * (i / max(len(runs) - 1, 1))
 
-        def y(v: float, y0: float = y0, y1: float = y1, low: float = low, span: float = span) -> float:
-            return y1 - (y1 - y0) * ((v - low) / span)
+        def y(v: float, y0: float = y0, y1: float = y1, low: float = low, high: float = high) -> float:
+            if high == low:  # one value: a level line in the middle
+                return (y0 + y1) / 2
+            return y1 - 4 - (y1 - y0 - 8) * ((v - low) / (high - low))
 
         median = statistics.median(values)
         parts += [
             f'<text x="{left + 6}" y="{top + 14}" font-weight="bold">{escape(name)}</text>',
             f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" fill="none" stroke="#e2e8f0"/>',
-            f'<text x="{x0 - 4}" y="{y0 + 8}" text-anchor="end">{shown(high)}</text>',
-            f'<text x="{x0 - 4}" y="{y1}" text-anchor="end">{shown(low)}</text>',
+            f'<text x="{x0 - 4}" y="{y(high) + 3:.1f}" text-anchor="end">{shown(high)}</text>',
+            f'<text x="{x0 - 4}" y="{y(low) + 3:.1f}" text-anchor="end">{shown(low)}</text>',
+            f'<text x="{x0}" y="{y1 + 12}" fill="#718096">{escape(runs[0]["commit"])}</text>',
+            f'<text x="{x1}" y="{y1 + 12}" fill="#718096" text-anchor="end">{escape(runs[-1]["commit"])}</text>',
             f'<line class="median" x1="{x0}" x2="{x1}" y1="{y(median):.1f}" y2="{y(median):.1f}" '
             f'stroke="{CONVENTIONAL_COLOR}" stroke-dasharray="4 3"/>',
             f'<polyline class="figure" fill="none" stroke="{HERD_COLOR}" stroke-width="1.5" points="'

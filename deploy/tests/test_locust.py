@@ -52,7 +52,7 @@ def summary(herd, tmp_path: Path) -> dict[str, dict[str, str]]:
     prefix = tmp_path / "run"
     command = [str(locust), "-f", str(ROOT / "bench" / "locustfile.py"), "--host", herd.profile.url.rstrip("/")]
     command += ["--headless", "-u", "5", "-r", "5", "-t", "5s", "--only-summary", "--csv", str(prefix)]
-    command += ["--shopper-prefix", "locust", "--shopper-count", "2", "--shopper-password", PASSWORD]
+    command += ["--shoppers", "locust0,locust1", "--shopper-password", PASSWORD]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
     stats = Path(f"{prefix}_stats.csv")
     assert stats.exists(), result.stderr[-3000:]
