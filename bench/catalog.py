@@ -27,6 +27,7 @@ import psycopg
 from bench import probes
 from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Figures, Part, chart, failed, runs_table
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
+from deploy.herd.app import Web
 from deploy.herd.control import Herd
 from deploy.herd.processes import HerdError, run
 from deploy.herd.profiles import PROFILES, VENV_PYTHON, shard_names
@@ -44,7 +45,7 @@ USERS = int(os.environ.get("BENCH_USERS", "64"))
 PAGE_SIZE = 24
 PASSWORD = "bench-password-1234"
 
-PROFILE = PROFILES["bench"]
+PROFILE = PROFILES[os.environ.get("BENCH_PROFILE", "bench")]  # "test" (HERD_TEST_SLOT=N): a trial run
 PG = PROFILE.port(55432)
 URL = PROFILE.url.rstrip("/")
 
@@ -130,13 +131,14 @@ def load_products(products: int, database: str) -> None:
         time.sleep(1)
 
 
-def configure(herd: Herd, env: dict[str, str], replicas: int | None = None) -> None:
-    """(Re)start every app replica of ``herd`` with ``env``, ``replicas`` of them, behind HAProxy."""
+def configure(herd: Herd, env: dict[str, str], replicas: int | None = None, webs: list[Web] | None = None) -> None:
+    """(Re)start every app replica of ``herd`` with ``env``, ``replicas`` of them (or ``webs``:
+    processes in their place, as bench/baseline.py's gunicorn), behind HAProxy."""
     herd.extra_env = env
     if replicas is not None:
         herd.replica_count = replicas
     herd.drain(herd.stray_webs_beyond(0), None)
-    webs = herd.webs()
+    webs = webs or herd.webs()
     herd.collect_static()
     for web in webs:
         web.launch()
@@ -156,10 +158,10 @@ def restart_replicas(herd: Herd, caches: bool) -> None:
     configure(herd, HERD if caches else CACHES_OFF)
 
 
-def log_in_users(count: int) -> list[tuple[str, str]]:
-    """Session and CSRF cookies of ``count`` users logged in through the load balancer
-    (in whichever session store the running replicas use)."""
-    usernames = [f"bench{number}" for number in range(count)]
+def log_in_users(count: int, prefix: str = "bench") -> list[tuple[str, str]]:
+    """Session and CSRF cookies of ``count`` users (``prefix`` + number) logged in through
+    the load balancer (in whichever session store the running replicas use)."""
+    usernames = [f"{prefix}{number}" for number in range(count)]
     manage("shell", "-c", _create_users(usernames))
 
     def log_in(username: str) -> tuple[str, str]:

@@ -135,11 +135,11 @@ def history_table(runs: list[dict[str, Any]], group: str) -> list[str]:
     found = spreads(runs, group)
     if not found:
         return []
+    # Counts (requests aside, the measures are counts or milliseconds) read best whole.
+    show = shown if group == "ratios" else lambda v: f"{v:,.0f}" if float(v).is_integer() else shown(v)
     lines = [f"| {GROUPS[group]} | median | min-max | last run | runs |", "|---|---:|---:|---:|---:|"]
     for name, s in found.items():
-        lines.append(
-            f"| {name} | **{shown(s.median)}** | {shown(s.low)}-{shown(s.high)} | {shown(s.last)} | {s.runs} |"
-        )
+        lines.append(f"| {name} | **{show(s.median)}** | {show(s.low)}-{show(s.high)} | {show(s.last)} | {s.runs} |")
     return [*lines, ""]
 
 
@@ -201,7 +201,7 @@ def history_section(runs: list[dict[str, Any]], last: int = HISTORY_RUNS) -> lis
     lines += [
         f"Median and spread (min-max) over the last {len(recent)} full runs of `make bench` "
         f"({first['date']}, {first['commit']} to {newest['date']}, {newest['commit']}; "
-        f"{len(runs) - len([r for r in runs if not r.get('short')])} short runs left out), "
+        f"short runs left out: {sum(1 for run in runs if run.get('short'))} in the history), "
         "each run's figures being medians of its own rounds. The sections below are the newest run's.",
         "",
     ]

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench import catalog, rendering, report
+from bench import baseline, catalog, rendering, report
 from bench.rendering import Part
 from bench.wrk import Run
 
@@ -59,7 +59,7 @@ def test_the_report_shows_median_and_range_not_the_best_run(history, tmp_path, m
     assert "| mix: Herd / conventional, req/s | **1.75** | 1.20-3.00 | 1.20 | 4 |" in lines
     assert "| mix, Herd | **175** | 120-300 | 120 | 4 |" in lines
     assert "9.00" not in text  # the short run
-    assert "c02" in text and "c06" in text and "1 short runs left out" in text
+    assert "c02" in text and "c06" in text and "short runs left out: 1 in the history" in text
     assert "![history of the ratios, oldest run left](perf/history.svg)" in lines
     assert (tmp_path / "perf" / "history.svg").exists()
 
@@ -112,3 +112,16 @@ def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
     assert ratios["deep list page / page 1, p50"] == 1.1
     assert rates["mix, Herd"] == 300 and rates["minimal view (app)"] == 1000 and rates["list page 40"] == 190
     assert entry["machine"]["cores"] and entry["commit"] and entry["date"]
+
+
+def test_the_baseline_records_its_ratio_and_the_stale_reads_of_each_configuration():
+    figures = baseline.BaselineFigures(
+        mixes={"Herd": Run(300, 20, 80, 0), "competent baseline": Run(200, 40, 100, 0)},
+        stale={"Herd": baseline.StaleReads(12, 0, 1, 0), "competent baseline": baseline.StaleReads(9, 0, 6, 0)},
+        workers=5,
+        cache_seconds=60,
+    )
+    entry = report.history_entry({"baseline": Part("baseline", figures)}, wall_seconds=60)
+    assert entry["figures"]["ratios"] == {"mix: Herd / competent baseline, req/s": 1.5}
+    assert entry["figures"]["measures"]["stale reads, Herd (author + visitor)"] == 1
+    assert entry["figures"]["measures"]["stale reads, competent baseline (author + visitor)"] == 6
