@@ -8,10 +8,11 @@ PostgreSQL with persistent connections, Redis as Django's cache, ``cached_db`` s
 ``cache_page`` on the anonymous catalog pages), every request past HAProxy's edge cache.
 **Herd**: the bench herd as deployed (bench/catalog.py's ``HERD``), the edge cache in use.
 
-**Stale reads**: while wrk runs the mix, a probe shopper of its own posts a review on one of
-the most viewed products through the form, and once the post has returned reads the product
+**Stale reads**: while wrk runs the mix, a probe of its own (a staff member) writes to one
+of the most viewed products, in turn a review through the product page's form and a new
+price through the admin's change form, and once the write has returned reads the product
 page as its author and as a visitor without cookies (through the edge cache where the mix's
-anonymous requests go through it); a page without the review is a stale read.
+anonymous requests go through it); a page without the review or the price is a stale read.
 """
 
 from __future__ import annotations
@@ -58,20 +59,42 @@ def start_baseline(herd: Herd) -> None:
 
 @dataclass
 class StaleReads:
-    """Review posts the probe made and, after each had returned, the pages without it."""
+    """The probe's writes and, after each had returned, the pages that did not show it."""
 
-    posts: int = 0
+    reviews: int = 0
+    product_changes: int = 0
     author: int = 0
     visitor: int = 0
-    failed_posts: int = 0
+    failed_writes: int = 0
 
     def add(self, other: StaleReads) -> None:
-        for name in ("posts", "author", "visitor", "failed_posts"):
+        for name in ("reviews", "product_changes", "author", "visitor", "failed_writes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def probe(stop: threading.Event, slugs: list[str], session: tuple[str, str], visitor: tuple[str, ...]) -> StaleReads:
-    """Post reviews and read them back until ``stop``: see the module's docstring."""
+def hot_products(slugs: list[str]) -> list[dict[str, str]]:
+    """The admin change form's fields of each product in ``slugs``, with its id."""
+    listed = ", ".join(f"'{slug}'" for slug in slugs)  # slugs: [a-z0-9-], from the database
+    rows = catalog.sql(
+        f"SELECT id, category_id, name, slug, description, stock FROM catalog_product WHERE slug IN ({listed})"
+    )
+    names = ("id", "category", "name", "slug", "description", "stock")
+    return [dict(zip(names, map(str, row), strict=True)) for row in rows]
+
+
+def make_staff(username: str) -> None:
+    catalog.manage(
+        "shell",
+        "-c",
+        f"from accounts.models import User; User.objects.filter(username={username!r})"
+        ".update(is_staff=True, is_superuser=True)",
+    )
+
+
+def probe(
+    stop: threading.Event, products: list[dict[str, str]], session: tuple[str, str], visitor: tuple[str, ...]
+) -> StaleReads:
+    """Write and read back until ``stop``: see the module's docstring."""
     reads = StaleReads()
     cookie, token = session
     author_headers = {"Cookie": f"sessionid={cookie}; csrftoken={token}"}
@@ -79,24 +102,36 @@ def probe(stop: threading.Event, slugs: list[str], session: tuple[str, str], vis
     with httpx.Client(base_url=catalog.URL, timeout=30, follow_redirects=False) as client:
         number = 0
         while not stop.is_set():
-            slug = slugs[number % len(slugs)]
+            product = products[number % len(products)]
             number += 1
-            text = f"probe {uuid.uuid4().hex[:12]}"
-            data = {"csrfmiddlewaretoken": token, "rating": str(1 + number % 5), "text": text}
-            posted = client.post(f"/p/{slug}/review/", data=data, headers=author_headers)
-            if posted.status_code != 302:
-                reads.failed_posts += 1
+            if number % 2:
+                shown = f"probe {uuid.uuid4().hex[:12]}"
+                data = {"csrfmiddlewaretoken": token, "rating": str(1 + number % 5), "text": shown}
+                posted = client.post(f"/p/{product['slug']}/review/", data=data, headers=author_headers)
+                reads.reviews += posted.status_code == 302
             else:
-                reads.posts += 1
-                reads.author += text not in client.get(f"/p/{slug}/", headers=author_headers).text
+                shown = f"{1000 + uuid.uuid4().int % 9_000_000 / 100:.2f}"  # a price no earlier write set
+                form = {**product, "price": shown, "csrfmiddlewaretoken": token, "_save": "Save"}
+                change = f"/admin/catalog/product/{product['id']}/change/"
+                posted = client.post(change, data=form, headers=author_headers)
+                reads.product_changes += posted.status_code == 302
+            if posted.status_code != 302:
+                reads.failed_writes += 1
+            else:
+                path = f"/p/{product['slug']}/"
+                reads.author += shown not in client.get(path, headers=author_headers).text
                 # A new client: a visitor without cookies.
-                reads.visitor += text not in httpx.get(f"{catalog.URL}/p/{slug}/", headers=anonymous, timeout=30).text
+                reads.visitor += shown not in httpx.get(f"{catalog.URL}{path}", headers=anonymous, timeout=30).text
             stop.wait(PROBE_PAUSE)
     return reads
 
 
 def mix_with_probe(
-    paths: list[str], sessions: list[tuple[str, str]], headers: tuple[str, ...], prober: tuple[str, str], hot: list[str]
+    paths: list[str],
+    sessions: list[tuple[str, str]],
+    headers: tuple[str, ...],
+    prober: tuple[str, str],
+    hot: list[dict[str, str]],
 ) -> tuple[Run, StaleReads]:
     stop = threading.Event()
     found: list[StaleReads] = []
@@ -127,7 +162,7 @@ def measure(herd: Herd | None = None, rounds: int = catalog.ROUNDS, users: int =
     slugs = catalog.sample_slugs()
     categories = [row[0] for row in catalog.sql("SELECT slug FROM catalog_category")]
     paths = catalog.mix_paths(slugs, categories)
-    hot = slugs[:HOT_PRODUCTS]  # Zipf's most viewed: cached wherever anything is
+    hot = hot_products(slugs[:HOT_PRODUCTS])  # Zipf's most viewed: cached wherever anything is
     starts = {
         HERD: lambda: catalog.configure(herd, catalog.HERD, replicas=catalog.REPLICAS),
         COMPETENT: lambda: start_baseline(herd),
@@ -140,7 +175,9 @@ def measure(herd: Herd | None = None, rounds: int = catalog.ROUNDS, users: int =
         for name, start in starts.items():
             start()
             if name not in sessions:  # each configuration keeps sessions in its own store
-                sessions[name] = (catalog.log_in_users(users), catalog.log_in_users(1, prefix="benchprobe")[0])
+                prober = catalog.log_in_users(1, prefix="benchprobe")[0]
+                make_staff("benchprobe0")
+                sessions[name] = (catalog.log_in_users(users), prober)
             shoppers, prober = sessions[name]
             run, reads = mix_with_probe(paths, shoppers, headers[name], prober, hot)
             runs[name].append(run)
@@ -176,15 +213,19 @@ def render(part: Part) -> list[str]:
         f"- Herd / competent baseline: **{herd.rps / competent.rps:.2f}x** the requests/s; "
         f"p50 **{herd.p50_ms / competent.p50_ms:.2f}x**, p99 **{herd.p99_ms / competent.p99_ms:.2f}x**",
         "",
-        "Stale reads: a probe shopper posts a review on one of the 10 most viewed products during "
-        "each run, then reads the page as its author and as a visitor without cookies; a page "
-        "without the review it just posted is stale (summed over the rounds).",
+        f"Stale reads: during each run a probe writes to one of the {HOT_PRODUCTS} most viewed products, "
+        "in turn a review (the product page's form) and a new price (the admin's form), then reads "
+        "the page as the writer and as a visitor without cookies; a page without what was just "
+        "written is stale (summed over the rounds).",
         "",
-        "| configuration | review posts | stale, author | stale, visitor | posts failed |",
-        "|---|---:|---:|---:|---:|",
+        "| configuration | reviews | price changes | stale, writer | stale, visitor | writes failed |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, reads in figures.stale.items():
-        lines.append(f"| {name} | {reads.posts} | {reads.author} | {reads.visitor} | {reads.failed_posts} |")
+        lines.append(
+            f"| {name} | {reads.reviews} | {reads.product_changes} | {reads.author} | {reads.visitor} "
+            f"| {reads.failed_writes} |"
+        )
     ratio, herd_stale = herd.rps / competent.rps, figures.stale[HERD].author + figures.stale[HERD].visitor
     met = "yes" if ratio >= 1.5 and herd_stale == 0 else "no"
     lines += [
@@ -204,7 +245,7 @@ def history(figures: BaselineFigures) -> Figures:
     measures = {}
     for name, reads in figures.stale.items():
         measures[f"stale reads, {name} (author + visitor)"] = reads.author + reads.visitor
-        measures[f"review posts probed, {name}"] = reads.posts
+        measures[f"writes probed, {name}"] = reads.reviews + reads.product_changes
     return {
         "ratios": {"mix: Herd / competent baseline, req/s": herd.rps / competent.rps},
         "requests/s": {"mix, Herd (beside the baseline)": herd.rps, f"mix, {COMPETENT}": competent.rps},

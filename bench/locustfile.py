@@ -5,9 +5,10 @@ The mix is bench/catalog.py's (``MIX`` holds its shares, checked against ``mix_p
 bench/tests/test_locustfile.py): product pages by Zipf popularity, category, list, home
 and search pages; one shopper in five is logged in (through the real log-in form, with its
 CSRF token) and posts a review now and then, through the product page's form. Each
-shopper's visit opens with one request of each page kind. Products and categories are
-found by browsing the herd at the start (``--catalog-pages`` list pages). Every response
-is checked (status, and a logged-in page must show the review form); after each review
+shopper's visit opens with one request of each page kind (a review first, when logged
+in); ``--stop-after N`` ends a shopper N tasks later, and the run once every shopper has.
+Products and categories are found by browsing the herd at the start (``--catalog-pages``
+list pages). Every response is checked (status, and a logged-in page must show the review form); after each review
 post the author reads the product page again, and a page without the review just posted
 is a failure named ``review shown to its author`` (a stale read). The logged-in shoppers
 are accounts that exist: ``--shoppers`` (comma-separated) with ``--shopper-password``, by
@@ -22,8 +23,10 @@ import re
 import uuid
 from urllib.parse import urljoin
 
+import gevent
 import requests
 from locust import HttpUser, events, task
+from locust.exception import StopUser
 
 # Shares of the requests by page kind, as bench/catalog.py's mix_paths draws them.
 MIX = {"product page": 81.5, "category page": 11.4, "list page": 2.8, "home": 2.8, "search": 1.4}
@@ -82,6 +85,9 @@ def _options(parser) -> None:
     parser.add_argument("--shopper-password", default=BENCH_PASSWORD, help="their (common) password")
     parser.add_argument("--catalog-pages", type=int, default=20, help="list pages browsed to find products")
     parser.add_argument("--think-seconds", type=float, default=0.0, help="mean pause between requests")
+    parser.add_argument(
+        "--stop-after", type=int, default=0, help="each shopper stops after its opening and N more tasks (0: never)"
+    )
 
 
 @events.test_start.add_listener
@@ -100,13 +106,22 @@ def _discover(environment, **_kwargs) -> None:
 
 
 _shopper_numbers = itertools.count()
+_shoppers_done = itertools.count(1)
 
 
 class Shopper(HttpUser):
     abstract = True
+    tasks_done = 0
 
     def wait_time(self) -> float:
-        return random.uniform(0, 2 * self.environment.parsed_options.think_seconds)
+        """The pause after each task; with ``--stop-after``, the run ends once every shopper is done."""
+        options = self.environment.parsed_options
+        self.tasks_done += 1
+        if options.stop_after and self.tasks_done >= options.stop_after:
+            if next(_shoppers_done) >= options.num_users:
+                gevent.spawn(self.environment.runner.quit)
+            raise StopUser
+        return random.uniform(0, 2 * options.think_seconds)
 
     def on_start(self) -> None:
         # A visit opens with each page kind once, so even a short run covers them all.
@@ -172,8 +187,8 @@ class LoggedInShopper(Shopper):
         ) as response:
             if response.status_code != 302 or "sessionid" not in self.client.cookies:
                 response.failure(f"{self.username} was not logged in ({response.status_code})")
-        super().on_start()
         self.review()
+        super().on_start()
 
     def show_product(self, path: str) -> str:
         # A logged-in shopper's product page carries the review form.

@@ -117,7 +117,10 @@ def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
 def test_the_baseline_records_its_ratio_and_the_stale_reads_of_each_configuration():
     figures = baseline.BaselineFigures(
         mixes={"Herd": Run(300, 20, 80, 0), "competent baseline": Run(200, 40, 100, 0)},
-        stale={"Herd": baseline.StaleReads(12, 0, 1, 0), "competent baseline": baseline.StaleReads(9, 0, 6, 0)},
+        stale={
+            "Herd": baseline.StaleReads(reviews=6, product_changes=6, visitor=1),
+            "competent baseline": baseline.StaleReads(reviews=5, product_changes=4, author=0, visitor=6),
+        },
         workers=5,
         cache_seconds=60,
     )
