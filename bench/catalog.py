@@ -193,10 +193,13 @@ ZIPF_TOP = 1000
 SEARCH_WORDS = ["a", "pro", "max", "mini", "eco"]
 
 
-def mix_paths(slugs: list[str], categories: list[str]) -> list[str]:
-    """The mix's paths, drawn uniformly by wrk: about 85% product pages (Zipf), the rest
+def mix_paths(slugs: list[str], categories: list[str], uniform: bool = False) -> list[str]:
+    """The mix's paths, drawn uniformly by wrk: about 85% product pages (Zipf, or with
+    ``uniform`` as many product pages with every product equally likely), the rest
     category, list and search pages."""
     paths = [f"/p/{slug}/" for rank, slug in enumerate(slugs, 1) for _ in range(max(1, round(ZIPF_TOP / rank)))]
+    if uniform:
+        paths = [f"/p/{slugs[number % len(slugs)]}/" for number in range(len(paths))]
     paths += [f"/c/{slug}/" for slug in categories] * 40
     paths += ["/products/", "/"] * 400
     paths += [f"/products/?q={word}" for word in SEARCH_WORDS] * 40

@@ -123,8 +123,12 @@ def test_the_baseline_records_its_ratio_and_the_stale_reads_of_each_configuratio
         },
         workers=5,
         cache_seconds=60,
+        uniform={"Herd": Run(180, 30, 90, 0), "competent baseline": Run(200, 40, 100, 0)},
     )
     entry = report.history_entry({"baseline": Part("baseline", figures)}, wall_seconds=60)
-    assert entry["figures"]["ratios"] == {"mix: Herd / competent baseline, req/s": 1.5}
+    assert entry["figures"]["ratios"] == {
+        "mix: Herd / competent baseline, req/s": 1.5,
+        "uniform mix: Herd / competent baseline, req/s": 0.9,
+    }
     assert entry["figures"]["measures"]["stale reads, Herd (author + visitor)"] == 1
     assert entry["figures"]["measures"]["stale reads, competent baseline (author + visitor)"] == 6

@@ -46,3 +46,11 @@ def test_the_scenario_searches_and_logs_in_as_the_benchmark_does():
     constants = locustfile_constants()
     assert constants["SEARCH_WORDS"] == catalog.SEARCH_WORDS
     assert constants["BENCH_PASSWORD"] == catalog.PASSWORD
+
+
+def test_the_uniform_mix_has_as_many_product_pages_every_product_equally_likely():
+    slugs, categories = [f"product-{n}" for n in range(5000)], [f"category-{n}" for n in range(40)]
+    zipf, uniform = catalog.mix_paths(slugs, categories), catalog.mix_paths(slugs, categories, uniform=True)
+    assert Counter(map(kind, uniform)) == Counter(map(kind, zipf))
+    views = Counter(path for path in uniform if path.startswith("/p/"))
+    assert len(views) == 5000 and max(views.values()) - min(views.values()) <= 1
