@@ -25,8 +25,9 @@ import matplotlib.pyplot as plt
 import psycopg
 
 from bench import probes
-from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Part, chart, failed, runs_table
+from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Figures, Part, chart, failed, runs_table
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
+from deploy.herd.app import Web
 from deploy.herd.control import Herd
 from deploy.herd.processes import HerdError, run
 from deploy.herd.profiles import PROFILES, VENV_PYTHON, shard_names
@@ -44,7 +45,7 @@ USERS = int(os.environ.get("BENCH_USERS", "64"))
 PAGE_SIZE = 24
 PASSWORD = "bench-password-1234"
 
-PROFILE = PROFILES["bench"]
+PROFILE = PROFILES[os.environ.get("BENCH_PROFILE", "bench")]  # "test" (HERD_TEST_SLOT=N): a trial run
 PG = PROFILE.port(55432)
 URL = PROFILE.url.rstrip("/")
 
@@ -130,13 +131,14 @@ def load_products(products: int, database: str) -> None:
         time.sleep(1)
 
 
-def configure(herd: Herd, env: dict[str, str], replicas: int | None = None) -> None:
-    """(Re)start every app replica of ``herd`` with ``env``, ``replicas`` of them, behind HAProxy."""
+def configure(herd: Herd, env: dict[str, str], replicas: int | None = None, webs: list[Web] | None = None) -> None:
+    """(Re)start every app replica of ``herd`` with ``env``, ``replicas`` of them (or ``webs``:
+    processes in their place, as bench/baseline.py's gunicorn), behind HAProxy."""
     herd.extra_env = env
     if replicas is not None:
         herd.replica_count = replicas
     herd.drain(herd.stray_webs_beyond(0), None)
-    webs = herd.webs()
+    webs = webs or herd.webs()
     herd.collect_static()
     for web in webs:
         web.launch()
@@ -156,10 +158,10 @@ def restart_replicas(herd: Herd, caches: bool) -> None:
     configure(herd, HERD if caches else CACHES_OFF)
 
 
-def log_in_users(count: int) -> list[tuple[str, str]]:
-    """Session and CSRF cookies of ``count`` users logged in through the load balancer
-    (in whichever session store the running replicas use)."""
-    usernames = [f"bench{number}" for number in range(count)]
+def log_in_users(count: int, prefix: str = "bench") -> list[tuple[str, str]]:
+    """Session and CSRF cookies of ``count`` users (``prefix`` + number) logged in through
+    the load balancer (in whichever session store the running replicas use)."""
+    usernames = [f"{prefix}{number}" for number in range(count)]
     manage("shell", "-c", _create_users(usernames))
 
     def log_in(username: str) -> tuple[str, str]:
@@ -188,16 +190,19 @@ def _create_users(usernames: list[str]) -> str:
 # Product popularity follows Zipf's law, as in real catalogs: the product of rank r is
 # viewed in proportion to 1/r (here the top 1,000 of 5,000 take two thirds of the views).
 ZIPF_TOP = 1000
+SEARCH_WORDS = ["a", "pro", "max", "mini", "eco"]
 
 
-def mix_paths(slugs: list[str], categories: list[str]) -> list[str]:
-    """The mix's paths, drawn uniformly by wrk: about 85% product pages (Zipf), the rest
+def mix_paths(slugs: list[str], categories: list[str], uniform: bool = False) -> list[str]:
+    """The mix's paths, drawn uniformly by wrk: about 85% product pages (Zipf, or with
+    ``uniform`` as many product pages with every product equally likely), the rest
     category, list and search pages."""
-    words = ["a", "pro", "max", "mini", "eco"]
     paths = [f"/p/{slug}/" for rank, slug in enumerate(slugs, 1) for _ in range(max(1, round(ZIPF_TOP / rank)))]
+    if uniform:
+        paths = [f"/p/{slugs[number % len(slugs)]}/" for number in range(len(paths))]
     paths += [f"/c/{slug}/" for slug in categories] * 40
     paths += ["/products/", "/"] * 400
-    paths += [f"/products/?q={word}" for word in words] * 40
+    paths += [f"/products/?q={word}" for word in SEARCH_WORDS] * 40
     return paths
 
 
@@ -526,6 +531,29 @@ def render(part: Part) -> list[str]:
         "",
     ]
     return lines
+
+
+def history(figures: CatalogFigures) -> Figures:
+    """This part's figures for the history (bench/rendering.py): every ratio and requests/s row."""
+    herd, conventional = figures.mixes["Herd"], figures.mixes["conventional"]
+    pages = figures.pages
+    ceiling, cold = pages["minimal view (app)"], pages["product page, conventional (no caches)"]
+    edge, warm = pages["warm product page, edge cache"], pages["warm product page (app)"]
+    first, deep = figures.keyset.values()
+    ratios = {
+        "mix: Herd / conventional, req/s": herd.rps / conventional.rps,
+        "mix: Herd / conventional, p50": herd.p50_ms / conventional.p50_ms,
+        "mix: Herd / conventional, p99": herd.p99_ms / conventional.p99_ms,
+        "warm product page (app) / minimal view": warm.rps / ceiling.rps,
+        "warm product page (app) / no caches": warm.rps / cold.rps,
+        "warm product page (edge cache) / minimal view": edge.rps / ceiling.rps,
+        "deep list page / page 1, p50": deep.p50_ms / first.p50_ms,
+    }
+    if figures.replica_share is not None:
+        ratios["SELECTs on the replica (mix, Herd)"] = figures.replica_share
+    rates = {f"mix, {name}": run.rps for name, run in figures.mixes.items()}
+    rates |= {name: run.rps for name, run in [*pages.items(), *figures.keyset.items()]}
+    return {"ratios": ratios, "requests/s": rates}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 
 from bench import catalog
-from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Part, chart, failed
+from bench.rendering import CONVENTIONAL_COLOR, HERD_COLOR, Figures, Part, chart, failed
 from bench.wrk import NO_EDGE_CACHE, Run, median_run
 from deploy.herd.control import Herd
 
@@ -100,6 +100,23 @@ def render(part: Part) -> list[str]:
         axes[0].legend(fontsize=8)
 
     return [*lines, chart("data-growth.png", draw), ""]
+
+
+def history(figures: GrowthFigures) -> Figures:
+    """This part's figures for the history (bench/rendering.py): p50 growth per request kind, and req/s."""
+    small, big = list(figures.runs)
+    ratios = {
+        f"{kind}: p50 at {figures.products[big]:,} / at {figures.products[small]:,} products": (
+            figures.runs[big][kind].p50_ms / figures.runs[small][kind].p50_ms
+        )
+        for kind in figures.runs[small]
+    }
+    rates = {
+        f"{kind} (caches off), {figures.products[db]:,} products": run.rps
+        for db, kinds in figures.runs.items()
+        for kind, run in kinds.items()
+    }
+    return {"ratios": ratios, "requests/s": rates}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from bench.rendering import Part, failed
+from bench.rendering import Figures, Part, failed
 from deploy.herd.app import Worker
 from deploy.herd.control import Herd
 from deploy.herd.profiles import PROFILES
@@ -215,6 +215,18 @@ def render(part: Part) -> list[str]:
         "",
     ]
     return lines
+
+
+def history(figures: JobsFigures) -> Figures:
+    """This part's figures for the history (bench/rendering.py): the job rate, the socket
+    latency and how many sockets one event reached within 1 s."""
+    held = [count for count, seconds in figures.sockets if seconds is not None and seconds <= 1.0]
+    measures = {
+        "job completion to the socket, p50 ms": figures.latency_p50_ms,
+        "job completion to the socket, p99 ms": figures.latency_p99_ms,
+        "sockets one event reaches within 1 s (one replica)": max(held, default=0),
+    }
+    return {"requests/s": {"no-op jobs/s": figures.pings_per_second}, "measures": measures}
 
 
 def main() -> None:

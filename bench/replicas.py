@@ -19,7 +19,7 @@ import httpx
 import matplotlib.pyplot as plt
 
 from bench import catalog, probes
-from bench.rendering import HERD_COLOR, Part, chart, failed
+from bench.rendering import HERD_COLOR, Figures, Part, chart, failed
 from bench.wrk import NO_EDGE_CACHE, Run, median_run, wrk
 from deploy.herd.control import Herd
 
@@ -203,6 +203,20 @@ def render(part: Part) -> list[str]:
 
     lines += [chart("cost-model.png", draw_costs), ""]
     return lines
+
+
+def history(figures: ReplicaFigures) -> Figures:
+    """This part's figures for the history (bench/rendering.py): each case's req/s by replica
+    count, and its peak against one replica."""
+    rates = {f"{case}, {point.replicas} replicas": point.runs[case].rps for point in figures.points for case in CASES}
+    one = next((point for point in figures.points if point.replicas == 1), None)
+    ratios = {}
+    if one is not None:
+        for case in CASES:
+            ratios[f"{case}: best replica count / 1 replica"] = max(p.runs[case].rps for p in figures.points) / (
+                one.runs[case].rps
+            )
+    return {"ratios": ratios, "requests/s": rates}
 
 
 def main() -> None:

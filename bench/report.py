@@ -1,9 +1,12 @@
 """``make bench``: every benchmark on one bench herd, written into docs/PERFORMANCE.md.
 
 A part that fails is reported as failed (its traceback in ``.herd/bench/logs/report.log``)
-and the others still run. Each part's section comes from its own module's
-``render(part)``; the block between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` is
-replaced, the prose around it kept. ``BENCH_REPORT`` writes elsewhere.
+and the others still run. Every run is appended to the history (bench/history.jsonl: date,
+commit, machine, settings and each part's ``history(figures)``), and the report opens with
+the medians and spreads of the last runs (bench/rendering.py), not this run's alone. Each
+part's section comes from its own module's ``render(part)``; the block between
+``<!-- bench:begin -->`` and ``<!-- bench:end -->`` is replaced, the prose around it kept.
+``BENCH_REPORT`` writes the report elsewhere, ``BENCH_HISTORY`` the history.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import catalog, growth, replicas
-from bench.rendering import CHARTS, REPORT, Part
+from bench import baseline, catalog, growth, replicas
+from bench.rendering import CHARTS, GROUPS, HISTORY, REPORT, Part, append_history, history_section, read_history
 from bench.wrk import wrk_version
 from deploy.doc_blocks import provenance, replace_block
 from deploy.herd.control import Herd
@@ -95,8 +98,58 @@ def machine() -> list[tuple[str, str]]:
     ]
 
 
+def machine_record() -> dict[str, Any]:
+    """The machine as the history keeps it: what its figures depend on."""
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal")), 0)
+    return {
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+    }
+
+
+def short_settings() -> dict[str, str]:
+    """The knobs this run changed from a full run's (a short run checks the suite)."""
+    return {k: os.environ[k] for k, v in DEFAULTS.items() if os.environ.get(k, v) != v}
+
+
+def history_entry(parts: dict[str, Part], wall_seconds: float) -> dict[str, Any]:
+    """This run as one line of the history: every part's figures (``history(figures)``)."""
+    figures: dict[str, dict[str, float]] = {group: {} for group in GROUPS}
+    recorded = {name: "ok" if part.ok else "failed" for name, part in parts.items()}
+    for name, part in parts.items():
+        if not part.ok:
+            continue
+        try:
+            for group, values in _module(name).history(part.value).items():
+                figures[group].update(values)
+        except Exception as error:  # the other parts' figures still count
+            recorded[name] = f"figures not recorded: {type(error).__name__}: {error}"[:300]
+    return {
+        "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+        "commit": provenance(),
+        "machine": machine_record(),
+        "short": bool(short_settings()),
+        "settings": {k: os.environ.get(k, v) for k, v in DEFAULTS.items()},
+        "wall_minutes": round(wall_seconds / 60, 1),
+        "parts": recorded,
+        "figures": figures,
+    }
+
+
+def _module(name: str) -> Any:
+    if name == "jobs":
+        from bench import jobs  # sets Django up in this process for the bench herd
+
+        return jobs
+    return {"catalog": catalog, "baseline": baseline, "replicas": replicas, "growth": growth, "shards": shards}[name]
+
+
 def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: float) -> str:
-    short = {k: os.environ[k] for k, v in DEFAULTS.items() if os.environ.get(k, v) != v}
+    short = short_settings()
     lines = [
         BEGIN,
         "<!-- Written by bench/report.py (make bench): edit the prose outside these markers. -->",
@@ -117,11 +170,13 @@ def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: f
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in about),
         "",
+        *history_section(read_history()),
     ]
     # Imported here: bench.jobs sets Django up in this process for the bench herd.
     from bench import jobs
 
     lines += catalog.render(parts["catalog"])
+    lines += baseline.render(parts["baseline"])
     lines += replicas.render(parts["replicas"])
     lines += growth.render(parts["growth"])
     lines += jobs.render(parts["jobs"])
@@ -148,20 +203,23 @@ def main() -> int:
     herd: Herd | None = prepared.value
     about = machine()
     if herd is None:
-        for name in ("catalog", "replicas", "growth", "jobs"):
+        for name in ("catalog", "baseline", "replicas", "growth", "jobs"):
             parts[name] = Part(name, error=f"the bench herd did not come up: {prepared.error}")
     else:
         parts["catalog"] = attempt("catalog", lambda: catalog.measure(herd))
         sessions = parts["catalog"].value.sessions if parts["catalog"].ok else None
+        parts["baseline"] = attempt("baseline", lambda: baseline.measure(herd))
         parts["replicas"] = attempt("replicas", lambda: replicas.measure(herd, sessions))
         parts["growth"] = attempt("growth", lambda: growth.measure(herd))
         parts["jobs"] = attempt("jobs", lambda: measure_jobs(herd))
         if shards is not None:
             parts["shards"] = attempt("shards", lambda: shards.measure())
-    block = render(parts, about, time.monotonic() - started)
+    wall_seconds = time.monotonic() - started
+    append_history(history_entry(parts, wall_seconds))
+    block = render(parts, about, wall_seconds)
     replace_block(REPORT, BEGIN, END, block)
     print(block)
-    print(f"\nwritten: {REPORT} (charts in {CHARTS})")
+    print(f"\nwritten: {REPORT} (charts in {CHARTS}); this run added to {HISTORY}")
     return 0 if all(part.ok for part in parts.values()) else 1
 
 

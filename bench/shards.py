@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
-from bench.rendering import Part, failed
+from bench.rendering import Figures, Part, failed
 from deploy.herd.control import Herd
 from deploy.herd.profiles import PROFILES, VENV_PYTHON
 
@@ -156,6 +156,13 @@ def render(part: Part) -> list[str]:
         f"| two / one | {value['two_databases'] / value['one_database']:.2f} |",
     ]
     return [*lines, ""]
+
+
+def history(figures: ShardFigures) -> Figures:
+    """This part's figures for the history (bench/rendering.py): writes/s per layout and their ratio."""
+    rates = {"notification writes/s, one shard database": figures.one_database}
+    rates["notification writes/s, two shard databases"] = figures.two_databases
+    return {"ratios": {"notification writes: two shard databases / one": figures.ratio}, "requests/s": rates}
 
 
 def main() -> None:

@@ -1,0 +1,134 @@
+"""Every run counts: the history of ``make bench`` runs (bench/rendering.py, bench/report.py)
+and what the report shows of it, on synthetic runs (no benchmark runs here)."""
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from bench import baseline, catalog, rendering, report
+from bench.rendering import Part
+from bench.wrk import Run
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def a_run(day: int, herd_ratio: float, short: bool = False, **extra: float) -> dict:
+    return {
+        "date": f"2026-12-{day:02d} 10:00",
+        "commit": f"c{day:02d}",
+        "machine": {"cores": 2, "memory_gib": 23.5, "kernel": "6.18"},
+        "short": short,
+        "figures": {
+            "ratios": {"mix: Herd / conventional, req/s": herd_ratio, **extra},
+            "requests/s": {"mix, Herd": 100 * herd_ratio},
+        },
+    }
+
+
+@pytest.fixture
+def history(tmp_path):
+    path = tmp_path / "history.jsonl"
+    for day, ratio in enumerate([1.0, 3.0, 1.5, 2.0], start=1):
+        rendering.append_history(a_run(day, ratio), path)
+    rendering.append_history(a_run(5, 9.0, short=True), path)
+    rendering.append_history(a_run(6, 1.2, **{"deep list page / page 1, p50": 1.1}), path)
+    return path
+
+
+def test_each_run_is_appended_and_read_back_oldest_first(history):
+    runs = rendering.read_history(history)
+    assert [run["commit"] for run in runs] == ["c01", "c02", "c03", "c04", "c05", "c06"]
+    rendering.append_history(a_run(7, 1.3), history)
+    assert [run["commit"] for run in rendering.read_history(history)][-2:] == ["c06", "c07"]
+
+
+def test_the_spread_is_over_the_last_full_runs_short_runs_left_out(history):
+    recent = rendering.counted(rendering.read_history(history), last=4)
+    assert [run["commit"] for run in recent] == ["c02", "c03", "c04", "c06"]
+    spread = rendering.spreads(recent, "ratios")
+    assert spread["mix: Herd / conventional, req/s"] == rendering.Spread(
+        last=1.2, median=1.75, low=1.2, high=3.0, runs=4
+    )
+    assert spread["deep list page / page 1, p50"].runs == 1
+
+
+def test_the_report_shows_median_and_range_not_the_best_run(history, tmp_path, monkeypatch):
+    monkeypatch.setattr(rendering, "CHARTS", tmp_path / "perf")
+    lines = rendering.history_section(rendering.read_history(history), last=4)
+    text = "\n".join(lines)
+    assert "| mix: Herd / conventional, req/s | **1.75** | 1.20-3.00 | 1.20 | 4 |" in lines
+    assert "| mix, Herd | **175** | 120-300 | 120 | 4 |" in lines
+    assert "9.00" not in text  # the short run
+    assert "c02" in text and "c06" in text and "short runs left out: 1 in the history" in text
+    assert "![history of the ratios, oldest run left](perf/history.svg)" in lines
+    assert (tmp_path / "perf" / "history.svg").exists()
+
+
+def test_the_chart_draws_each_ratio_over_the_runs_highest_value_on_top(history):
+    recent = rendering.counted(rendering.read_history(history), last=4)
+    svg = ET.fromstring(rendering.history_svg(recent))  # noqa: S314 (our own output)
+    lines = svg.findall(f"{SVG}polyline")
+    assert len(lines) == 2  # one per ratio
+    points = [tuple(map(float, p.split(","))) for p in lines[0].get("points").split()]
+    assert len(points) == 4
+    xs, ys = zip(*points, strict=True)
+    assert list(xs) == sorted(xs)
+    assert ys.index(min(ys)) == 0  # 3.0, the highest, drawn highest
+    assert ys.index(max(ys)) == 3  # 1.2, the lowest
+    titles = [t.text for t in svg.findall(f"{SVG}text") if t.get("font-weight") == "bold"]
+    assert titles == ["mix: Herd / conventional, req/s", "deep list page / page 1, p50"]
+
+
+def test_an_empty_history_says_so(tmp_path):
+    assert rendering.read_history(tmp_path / "none.jsonl") == []
+    assert "No full run in the history yet." in rendering.history_section([])
+
+
+def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
+    run = Run(rps=200, p50_ms=10, p99_ms=40, errors=0)
+    figures = catalog.CatalogFigures(
+        products=1000,
+        replicas=2,
+        pages={
+            "minimal view (app)": Run(1000, 5, 20, 0),
+            "warm product page, edge cache": Run(40000, 1, 2, 0),
+            "warm product page (app)": Run(900, 6, 25, 0),
+            "product page, conventional (no caches)": Run(180, 30, 90, 0),
+        },
+        mixes={"Herd": Run(300, 20, 80, 0), "conventional": Run(150, 40, 100, 0)},
+        replica_share=0.96,
+        cache_hits=None,
+        primary_selects=[],
+        keyset={"list page 1": run, "list page 40": Run(190, 11, 44, 0)},
+        deep_page=40,
+    )
+    parts = {"catalog": Part("catalog", figures), "growth": Part("growth", error="RuntimeError: no herd")}
+    entry = report.history_entry(parts, wall_seconds=600)
+    assert entry["parts"] == {"catalog": "ok", "growth": "failed"}
+    ratios, rates = entry["figures"]["ratios"], entry["figures"]["requests/s"]
+    assert ratios["mix: Herd / conventional, req/s"] == 2.0
+    assert ratios["warm product page (app) / minimal view"] == 0.9
+    assert ratios["warm product page (app) / no caches"] == 5.0
+    assert ratios["deep list page / page 1, p50"] == 1.1
+    assert rates["mix, Herd"] == 300 and rates["minimal view (app)"] == 1000 and rates["list page 40"] == 190
+    assert entry["machine"]["cores"] and entry["commit"] and entry["date"]
+
+
+def test_the_baseline_records_its_ratio_and_the_stale_reads_of_each_configuration():
+    figures = baseline.BaselineFigures(
+        mixes={"Herd": Run(300, 20, 80, 0), "competent baseline": Run(200, 40, 100, 0)},
+        stale={
+            "Herd": baseline.StaleReads(reviews=6, product_changes=6, visitor=1),
+            "competent baseline": baseline.StaleReads(reviews=5, product_changes=4, author=0, visitor=6),
+        },
+        workers=5,
+        cache_seconds=60,
+        uniform={"Herd": Run(180, 30, 90, 0), "competent baseline": Run(200, 40, 100, 0)},
+    )
+    entry = report.history_entry({"baseline": Part("baseline", figures)}, wall_seconds=60)
+    assert entry["figures"]["ratios"] == {
+        "mix: Herd / competent baseline, req/s": 1.5,
+        "uniform mix: Herd / competent baseline, req/s": 0.9,
+    }
+    assert entry["figures"]["measures"]["stale reads, Herd (author + visitor)"] == 1
+    assert entry["figures"]["measures"]["stale reads, competent baseline (author + visitor)"] == 6
