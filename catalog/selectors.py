@@ -19,7 +19,8 @@ from typing import Literal
 
 from django.db.models import F, Q, Subquery
 
-from catalog.models import Category, Product, Review, rating_average
+from catalog import images
+from catalog.models import Category, Product, ProductImage, Review, rating_average
 from scaling.cache.queries import cached_query
 
 Sort = Literal["newest", "price"]
@@ -45,6 +46,7 @@ class ProductCard:
     category_slug: str
     rating_count: int
     rating_average: float | None
+    image: images.Picture | None = None  # the first picture; None: the card's placeholder
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class ReviewData:
 
 @dataclass(frozen=True)
 class ProductPageData:
-    """Everything the product page shows, assembled in two queries."""
+    """Everything the product page shows, assembled in three queries."""
 
     id: int
     name: str
@@ -78,6 +80,7 @@ class ProductPageData:
     rating_count: int
     rating_average: float | None
     reviews: tuple[ReviewData, ...]
+    images: tuple[images.Picture, ...] = ()
 
 
 def categories() -> list[Category]:
@@ -191,6 +194,7 @@ def product_list(
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
+    first_images = _first_images([row["id"] for row in rows])
     cards = tuple(
         ProductCard(
             id=row["id"],
@@ -202,6 +206,7 @@ def product_list(
             category_slug=row["category_slug"],
             rating_count=row["rating_count"],
             rating_average=rating_average(row["rating_count"], row["rating_sum"]),
+            image=first_images.get(row["id"]),
         )
         for row in rows
     )
@@ -213,8 +218,34 @@ def product_list(
     return ProductPage(products=cards, next_cursor=next_cursor)
 
 
+_PICTURE_FIELDS = ("alt", "image__original", "image__width", "image__height", "image__renditions")
+
+
+def _picture(row: dict) -> images.Picture:
+    return images.picture(
+        alt=row["alt"],
+        original=row["image__original"],
+        width=row["image__width"],
+        height=row["image__height"],
+        renditions=row["image__renditions"],
+    )
+
+
+def _first_images(product_ids: list[int]) -> dict[int, images.Picture]:
+    """Each product's first picture (by position), in one cached query for the whole list."""
+    if not product_ids:
+        return {}
+    rows = cached_query(
+        ProductImage.objects.filter(product_id__in=product_ids)
+        .order_by("product_id", "position", "id")
+        .distinct("product_id")
+        .values("product_id", *_PICTURE_FIELDS)
+    )
+    return {row["product_id"]: _picture(row) for row in rows}
+
+
 def product_page(slug: str) -> ProductPageData:
-    """The product page's data in two queries, however many reviews the product has.
+    """The product page's data in three queries, however many reviews and pictures the product has.
 
     Raises ``Product.DoesNotExist`` for an unknown slug.
     """
@@ -240,6 +271,12 @@ def product_page(slug: str) -> ProductPageData:
         reviews=tuple(
             ReviewData(rating=rating, text=text, created_at=created_at, author=display_name or username)
             for rating, text, created_at, username, display_name in reviews
+        ),
+        images=tuple(
+            _picture(row)
+            for row in ProductImage.objects.filter(product_id=product.pk)
+            .order_by("position", "id")
+            .values(*_PICTURE_FIELDS)
         ),
     )
 
