@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from django.db.models import F, Q, Subquery
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import F, JSONField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import JSONObject
 
 from catalog import images
-from catalog.models import Category, Product, ProductImage, Review, rating_average
+from catalog.models import Category, ImageFile, Product, ProductImage, Review, rating_average
 from scaling.cache.queries import cached_query
 
 Sort = Literal["newest", "price"]
@@ -67,7 +69,7 @@ class ReviewData:
 
 @dataclass(frozen=True)
 class ProductPageData:
-    """Everything the product page shows, assembled in three queries."""
+    """Everything the product page shows, assembled in two queries."""
 
     id: int
     name: str
@@ -188,13 +190,13 @@ def product_list(
             "rating_sum",
             category_name=F("category__name"),
             category_slug=F("category__slug"),
+            first_image=Subquery(_pictures_in_order()[:1], output_field=JSONField()),
         )[: limit + 1],
-        # The category filter is a subquery, which the cache cannot see in the joins.
-        extra_tables=[Category._meta.db_table],
+        # The category filter and each card's first picture are subqueries: the cache cannot see them.
+        extra_tables=[Category._meta.db_table, ProductImage._meta.db_table, ImageFile._meta.db_table],
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
-    first_images = _first_images([row["id"] for row in rows])
     cards = tuple(
         ProductCard(
             id=row["id"],
@@ -206,7 +208,7 @@ def product_list(
             category_slug=row["category_slug"],
             rating_count=row["rating_count"],
             rating_average=rating_average(row["rating_count"], row["rating_sum"]),
-            image=first_images.get(row["id"]),
+            image=_picture(row["first_image"]) if row["first_image"] else None,
         )
         for row in rows
     )
@@ -231,25 +233,22 @@ def _picture(row: dict) -> images.Picture:
     )
 
 
-def _first_images(product_ids: list[int]) -> dict[int, images.Picture]:
-    """Each product's first picture (by position), in one cached query for the whole list."""
-    if not product_ids:
-        return {}
-    rows = cached_query(
-        ProductImage.objects.filter(product_id__in=product_ids)
-        .order_by("product_id", "position", "id")
-        .distinct("product_id")
-        .values("product_id", *_PICTURE_FIELDS)
+def _pictures_in_order() -> QuerySet:
+    """Each picture of the outer query's product, in order, as one JSON object each."""
+    return (
+        ProductImage.objects.filter(product_id=OuterRef("id"))
+        .order_by("position", "id")
+        .values(data=JSONObject(**{field: field for field in _PICTURE_FIELDS}))
     )
-    return {row["product_id"]: _picture(row) for row in rows}
 
 
 def product_page(slug: str) -> ProductPageData:
-    """The product page's data in three queries, however many reviews and pictures the product has.
+    """The product page's data in two queries, however many reviews and pictures the product has.
 
     Raises ``Product.DoesNotExist`` for an unknown slug.
     """
-    product = Product.objects.select_related("category").get(slug=slug)
+    pictures = ArraySubquery(_pictures_in_order())
+    product = Product.objects.select_related("category").annotate(pictures=pictures).get(slug=slug)
     reviews = (
         Review.objects.filter(product_id=product.pk)
         .order_by("-created_at", "-id")
@@ -272,12 +271,7 @@ def product_page(slug: str) -> ProductPageData:
             ReviewData(rating=rating, text=text, created_at=created_at, author=display_name or username)
             for rating, text, created_at, username, display_name in reviews
         ),
-        images=tuple(
-            _picture(row)
-            for row in ProductImage.objects.filter(product_id=product.pk)
-            .order_by("position", "id")
-            .values(*_PICTURE_FIELDS)
-        ),
+        images=tuple(_picture(row) for row in product.pictures),
     )
 
 
