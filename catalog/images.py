@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
+import zlib
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image, ImageOps
@@ -31,6 +35,17 @@ _ENCODE = {
     "jpeg": {"format": "JPEG", "quality": 82, "optimize": True, "progressive": True},
 }
 _SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the picture a quarter
+MAX_ARCHIVE_ENTRIES = 1000
+MAX_ARCHIVE_BYTES = 50 * 1024 * 1024  # every file of a zip archive together, uncompressed
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+    EOFError,
+    zlib.error,
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,56 @@ def _encode(image: Image.Image, kind: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, **_ENCODE[kind])
     return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- zip archives
+
+
+def is_archive(data: bytes) -> bool:
+    return data.startswith(b"PK\x03\x04")
+
+
+def read_archive(data: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """A catalog import's zip archive: (its one CSV file, {name: bytes} of the others).
+
+    Sizes are bounded by what the archive declares and again while reading, so a zip bomb
+    stops at the limit; raises ``ValidationError`` with one message naming the problem."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        entries = [
+            info for info in archive.infolist() if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+        ]
+        if len(entries) > MAX_ARCHIVE_ENTRIES:
+            raise ValidationError(f"The zip archive holds {len(entries)} files; the limit is {MAX_ARCHIVE_ENTRIES}.")
+        if sum(info.file_size for info in entries) > MAX_ARCHIVE_BYTES:
+            raise ValidationError(f"The zip archive unpacks to more than {MAX_ARCHIVE_BYTES // 2**20} MB.")
+        csv_files = [info for info in entries if info.filename.lower().endswith(".csv")]
+        if len(csv_files) != 1:
+            raise ValidationError(f"The zip archive must hold exactly one .csv file; it holds {len(csv_files)}.")
+        found: dict[str, bytes] = {}
+        for info in entries:
+            limit = settings.HERD_UPLOAD_MAX_BYTES if info in csv_files else pictures.MAX_UPLOAD_BYTES
+            content = b""
+            if info.file_size <= limit:
+                with archive.open(info) as member:
+                    content = member.read(limit + 1)
+            if info.file_size > limit or len(content) > limit:
+                raise ValidationError(f"{info.filename} in the zip archive is larger than {limit // 2**20} MB.")
+            found[info.filename] = content
+    except _ZIP_ERRORS as error:
+        raise ValidationError("The zip archive is damaged, encrypted or compressed in a way we cannot read.") from error
+    return found.pop(csv_files[0].filename), found
+
+
+def check_pictures(archived: dict[str, bytes]) -> dict[str, CheckedUpload]:
+    """Each picture of an archive checked as an upload is; the first bad one is named."""
+    checked = {}
+    for name, data in archived.items():
+        try:
+            checked[name] = check_upload(ContentFile(data))
+        except ValidationError as error:
+            raise ValidationError(f"{name} in the zip archive: {' '.join(error.messages)}") from error
+    return checked
 
 
 # ----------------------------------------------------------------------------- for pages

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import zipfile
 
 import pytest
 from django.core.files.storage import default_storage
@@ -13,10 +14,16 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
-from catalog import cache, images, services
+from catalog import cache, csv_format, images, services
+from catalog.jobs import CatalogImportForm
 from catalog.models import ImageFile, ProductImage
 from catalog.tasks import prepare_image
+from jobs.models import Job
+from jobs.services import start_job
+from jobs.tests.conftest import csv_bytes, run
 from scaling.db import consistency, positions
+
+HEADER = (*csv_format.COLUMNS, *csv_format.PICTURE_COLUMNS)
 
 
 def jpeg(width: int = 1600, height: int = 1200, colour: str = "teal") -> bytes:
@@ -216,3 +223,60 @@ def test_a_prepared_size_is_served_immutable_and_identical_for_everyone(client, 
     client.force_login(alice)
     logged_in = client.get(f"/media/{name}")
     assert logged_in.content == response.content and not logged_in.has_header("Vary") and not logged_in.cookies
+
+
+def archive(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, data in files.items():
+            zipped.writestr(name, data)
+    return buffer.getvalue()
+
+
+PICTURED_ROWS = [
+    ("Brass Desk Lamp", "brass-desk-lamp", "lamps", "49.90", "5", "", "photos/lamp.jpg", "A brass lamp, lit"),
+    ("Oak Chair", "oak-chair", "chairs", "120", "1", "", "", ""),
+]
+
+
+@pytest.mark.django_db
+def test_a_zip_archive_imports_its_csv_and_gives_products_their_pictures_once(staff):
+    data = jpeg()
+    upload = archive({"products.csv": csv_bytes(PICTURED_ROWS, HEADER), "photos/lamp.jpg": data})
+    for _ in range(2):  # twice: the picture is added once
+        job = start_job(staff, "catalog_import", input_bytes=upload)
+        run(job)
+        job.refresh_from_db()
+        assert job.state == Job.State.SUCCEEDED, job.error
+    assert job.result["pictures"] == 0
+    (picture,) = ProductImage.objects.filter(product__slug="brass-desk-lamp")
+    assert picture.alt == "A brass lamp, lit"
+    assert picture.image.original.name == f"products/originals/{hashlib.sha256(data).hexdigest()}.jpg"
+    assert not ProductImage.objects.filter(product__slug="oak-chair").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"products.csv": csv_bytes([], HEADER), "lamp.jpg": b"not"}, "lamp.jpg in the zip archive: This is not"),
+        ({"lamp.jpg": jpeg()}, "must hold exactly one .csv file; it holds 0"),
+        ({"products.csv": b"name,slug,category,price,stock,description,colour\n"}, "unknown columns: colour"),
+    ],
+    ids=["bad-picture", "no-csv", "bad-header"],
+)
+def test_a_bad_zip_archive_is_refused_by_the_import_form_with_a_clear_message(files, message):
+    form = CatalogImportForm(files={"file": SimpleUploadedFile("import.zip", archive(files))}, data={})
+    assert not form.is_valid()
+    assert message in " ".join(form.errors["file"])
+
+
+@pytest.mark.django_db
+def test_a_row_naming_a_picture_not_in_the_archive_refuses_the_whole_import(staff):
+    rows = [(*PICTURED_ROWS[0][:6], "photos/missing.jpg", "A lamp")]
+    job = start_job(staff, "catalog_import", input_bytes=archive({"products.csv": csv_bytes(rows, HEADER)}))
+    run(job)
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert "“photos/missing.jpg” is not in the zip archive" in job.result["bad_rows"][0]["reason"]
+    assert not ProductImage.objects.exists()
