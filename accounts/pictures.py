@@ -184,3 +184,11 @@ def _corrupt() -> ValidationError:
 
 def _megapixels(pixels: int) -> str:
     return f"{pixels / 1_000_000:g}"
+
+
+# The same checks for other uploaded images (``catalog.images``: product pictures).
+DECODE_ERRORS = _DECODE_ERRORS
+read_upload = _read
+open_checked = _open
+decode_slot = _decode_slot
+corrupt_error = _corrupt

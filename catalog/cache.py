@@ -1,10 +1,11 @@
 """What flushes the product page cache (``catalog.pages``), and the reads of it.
 
-A product page shows its product, its category, the first reviews and their authors'
-display names. Saving or deleting any of those, one by one (``post_save``,
-``post_delete``) or in bulk (``scaling.db.bulk_updates.updating``), flushes exactly the
-pages that show it, on commit, and enqueues their rebuild (``catalog.tasks``). ``COPY``
-(``seed_catalog``) flushes nothing: it only adds products and their reviews (docs/CACHING.md).
+A product page shows its product, its category, its pictures (``ProductImage`` and the
+prepared sizes of each ``ImageFile``), the first reviews and their authors' display
+names. Saving or deleting any of those, one by one (``post_save``, ``post_delete``) or in
+bulk (``scaling.db.bulk_updates.updating``), flushes exactly the pages that show it, on
+commit, and enqueues their rebuild (``catalog.tasks``). ``COPY`` (``seed_catalog``)
+flushes nothing: it only adds products, their pictures and their reviews (docs/CACHING.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from redis.exceptions import RedisError
 
 from accounts.models import Profile
 from catalog import selectors
-from catalog.models import Category, Product, Review
+from catalog.models import Category, ImageFile, Product, ProductImage, Review
 from catalog.pages import product_pages
 from catalog.tasks import rebuild_product_pages
 from scaling.db import bulk_updates
@@ -104,6 +105,11 @@ def slugs_of_products(queryset: QuerySet) -> list[str]:
             return list(Product.objects.filter(id__in=queryset.values("product_id")).values_list("slug", flat=True))
         if queryset.model is Category:
             return list(Product.objects.filter(category__in=queryset.values("id")).values_list("slug", flat=True))
+        if queryset.model is ProductImage:
+            return list(Product.objects.filter(id__in=queryset.values("product_id")).values_list("slug", flat=True))
+        if queryset.model is ImageFile:
+            used_by = ProductImage.objects.filter(image__in=queryset.values("id")).values("product_id")
+            return list(Product.objects.filter(id__in=used_by).values_list("slug", flat=True))
     raise TypeError(f"no product pages depend on {queryset.model.__name__}")
 
 
@@ -126,6 +132,19 @@ def _review_changed(sender, instance: Review, **kwargs) -> None:
     flush_product_pages(slugs_of_products(Product.objects.filter(pk=instance.product_id)))
 
 
+@receiver(post_save, sender=ProductImage, dispatch_uid="catalog.cache.product_image_saved")
+@receiver(post_delete, sender=ProductImage, dispatch_uid="catalog.cache.product_image_deleted")
+def _product_image_changed(sender, instance: ProductImage, **kwargs) -> None:
+    flush_product_pages(slugs_of_products(Product.objects.filter(pk=instance.product_id)))
+
+
+@receiver(post_save, sender=ImageFile, dispatch_uid="catalog.cache.image_file_saved")
+def _image_file_changed(sender, instance: ImageFile, created: bool = False, **kwargs) -> None:
+    # Its sizes are ready: the pages that show the original now show them.
+    if not created:
+        flush_product_pages(slugs_of_products(ImageFile.objects.filter(pk=instance.pk)))
+
+
 @receiver(post_save, sender=Category, dispatch_uid="catalog.cache.category_saved")
 @receiver(post_delete, sender=Category, dispatch_uid="catalog.cache.category_deleted")
 def _category_changed(sender, instance: Category, created: bool = False, **kwargs) -> None:
@@ -143,6 +162,8 @@ def _author_changed(sender, instance: Profile, created: bool = False, **kwargs) 
 @receiver(bulk_updates.updating, sender=Product, dispatch_uid="catalog.cache.products_updating")
 @receiver(bulk_updates.updating, sender=Review, dispatch_uid="catalog.cache.reviews_updating")
 @receiver(bulk_updates.updating, sender=Category, dispatch_uid="catalog.cache.categories_updating")
+@receiver(bulk_updates.updating, sender=ProductImage, dispatch_uid="catalog.cache.product_images_updating")
+@receiver(bulk_updates.updating, sender=ImageFile, dispatch_uid="catalog.cache.image_files_updating")
 def _rows_updating(sender, queryset: QuerySet, **kwargs) -> None:
     flush_product_pages(slugs_of_products(queryset))
 

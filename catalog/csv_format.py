@@ -1,4 +1,5 @@
-"""The catalog's CSV format: ``name,slug,category,price,stock,description``.
+"""The catalog's CSV format: ``name,slug,category,price,stock,description``; in a zip
+archive of the CSV and pictures (``catalog.images.read_archive``), also ``image,image_alt``.
 
 An export imports back unchanged. No exported cell is a spreadsheet formula
 (:func:`neutralise`, undone by :func:`restore` on import). :func:`parse` checks every row
@@ -16,18 +17,22 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError
+from django.db.models import Max
 
 from catalog import cache as catalog_cache
 from catalog import services as catalog_services
-from catalog.models import Category, Product
+from catalog.models import Category, Product, ProductImage
 from catalog.selectors import MAX_PRICE
 
 COLUMNS = ("name", "slug", "category", "price", "stock", "description")
+# Only in a zip archive's CSV (``catalog.images.read_archive``): a picture in the archive, and its alt text.
+PICTURE_COLUMNS = ("image", "image_alt")
 MAX_NAME = Product._meta.get_field("name").max_length
 MAX_SLUG = Product._meta.get_field("slug").max_length
 MAX_CATEGORY_SLUG = Category._meta.get_field("slug").max_length
 MAX_CATEGORY_NAME = Category._meta.get_field("name").max_length
 MAX_DESCRIPTION = 10_000
+MAX_ALT = ProductImage._meta.get_field("alt").max_length
 MAX_STOCK = 2**31 - 1  # Product.stock is a PostgreSQL integer
 MAX_LISTED_ERRORS = 1000  # bad rows listed on the job; the count covers all of them
 BATCH = 1000
@@ -59,6 +64,8 @@ class ProductRow:
     price: Decimal
     stock: int
     description: str
+    image: str = ""  # a picture's name in the zip archive the CSV came in
+    image_alt: str = ""
 
 
 def neutralise(value: str) -> str:
@@ -110,10 +117,10 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
             yield line, fields
 
 
-def _check_header(header: list[str]) -> list[str]:
+def _check_header(header: list[str], optional: tuple[str, ...] = ()) -> list[str]:
     names = [name.strip().lower() for name in header]
     missing = [name for name in COLUMNS if name not in names]
-    extra = [name for name in names if name not in COLUMNS]
+    extra = [name for name in names if name not in COLUMNS + optional]
     repeated = sorted({name for name in names if names.count(name) > 1})
     expected = f"The first line must name the columns {', '.join(COLUMNS)}."
     if missing:
@@ -176,7 +183,14 @@ def _stock(value: str, problems: list[str]) -> int:
     return 0
 
 
-def check_file(data: bytes) -> None:
+def _picture_name(value: str, pictures: frozenset[str], problems: list[str]) -> str:
+    value = value.strip()
+    if value and value not in pictures:
+        problems.append(f"image “{value[:80]}” is not in the zip archive")
+    return value
+
+
+def check_file(data: bytes, optional: tuple[str, ...] = ()) -> None:
     """The checks of the whole file, cheap enough for the upload request (the import form
     refuses such a file with a 400 at once): UTF-8 text, a first line naming the columns.
     Raises ``FileRefused``. Each row is checked by ``parse``, in the job."""
@@ -184,11 +198,14 @@ def check_file(data: bytes) -> None:
         _, header = next(_records(_decode(data)))
     except StopIteration:
         raise FileRefused("The file has no lines with content.") from None
-    _check_header(header)
+    _check_header(header, optional)
 
 
-def parse(data: bytes, report: Report | None = None) -> list[ProductRow]:
-    """Every row of the file, checked; raises ``FileRefused`` if any row (or the file) is bad."""
+def parse(data: bytes, report: Report | None = None, pictures: frozenset[str] | None = None) -> list[ProductRow]:
+    """Every row of the file, checked; raises ``FileRefused`` if any row (or the file) is bad.
+
+    ``pictures``: the names of the pictures beside the CSV in a zip archive; with it the
+    optional ``image`` and ``image_alt`` columns are allowed and checked against it."""
     text = _decode(data)
     total_lines = _line_at_end_of(text)
     records = _records(text)
@@ -196,7 +213,7 @@ def parse(data: bytes, report: Report | None = None) -> list[ProductRow]:
         _, header = next(records)
     except StopIteration:
         raise FileRefused("The file has no lines with content.") from None
-    names = _check_header(header)
+    names = _check_header(header, PICTURE_COLUMNS if pictures is not None else ())
 
     rows: list[ProductRow] = []
     bad_rows: list[dict] = []
@@ -218,7 +235,11 @@ def parse(data: bytes, report: Report | None = None) -> list[ProductRow]:
                 price=_price(values["price"], problems),
                 stock=_stock(values["stock"], problems),
                 description=_text(values["description"], "description", MAX_DESCRIPTION, problems, required=False),
+                image=_picture_name(values.get("image", ""), pictures or frozenset(), problems),
+                image_alt=_text(values.get("image_alt", ""), "image_alt", MAX_ALT, problems, required=False),
             )
+            if row.image and not row.image_alt:
+                problems.append("image_alt is empty: say what the picture shows")
             if row.slug and row.slug in first_line_of_slug:
                 problems.append(f"slug “{row.slug}” is already used on line {first_line_of_slug[row.slug]}")
             elif row.slug:
@@ -329,3 +350,34 @@ def export_csv(report: Report | None = None, chunk: int = 2000) -> tuple[bytes, 
         if report is not None:
             report(min(last_id, highest), highest)
     return output.getvalue().encode(), count
+
+
+def add_pictures(rows: list[ProductRow], image_files: dict) -> int:
+    """Give each row's product its picture (``image_files``: picture name -> ``ImageFile``),
+    unless it shows that file already: importing twice adds it once. Call inside the
+    import's transaction; the products' pages are flushed once, on commit."""
+    wanted = {row.slug: row for row in rows if row.image}
+    if not wanted:
+        return 0
+    products = dict(Product.objects.filter(slug__in=wanted).values_list("slug", "id"))
+    shown = set(ProductImage.objects.filter(product_id__in=products.values()).values_list("product_id", "image_id"))
+    next_position = dict(
+        ProductImage.objects.filter(product_id__in=products.values())
+        .values("product_id")
+        .annotate(last=Max("position"))
+        .values_list("product_id", "last")
+    )
+    added = [
+        ProductImage(
+            product_id=products[slug],
+            image=image_files[row.image],
+            alt=row.image_alt,
+            position=next_position.get(products[slug], -1) + 1,
+        )
+        for slug, row in wanted.items()
+        if (products[slug], image_files[row.image].pk) not in shown
+    ]
+    # One INSERT, not a save (and a page flush and rebuild) per product.
+    ProductImage.objects.bulk_create(added, batch_size=BATCH)
+    catalog_cache.flush_product_pages(wanted)
+    return len(added)

@@ -1,6 +1,7 @@
 """The catalog's kinds of job (registered with ``jobs.kinds``): CSV import and export, cache warming.
 
-Each ``apply`` is idempotent, as ``jobs.kinds`` asks: an import upserts by slug, an
+Each ``apply`` is idempotent, as ``jobs.kinds`` asks: an import upserts by slug (and
+gives a product a picture from its zip archive only if it does not show it yet), an
 export saves its file under a new random name that only the finishing attempt records
 (an attempt that crashed after saving leaves a file no job names and nobody can guess),
 warming only fills caches. Import and warming are staff-only.
@@ -15,9 +16,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 
+from accounts.pictures import DecodersBusy
 from catalog import cache as catalog_cache
-from catalog import csv_format
+from catalog import csv_format, images
 from catalog import selectors as catalog_selectors
+from catalog import services as catalog_services
 from catalog.models import Product
 from catalog.pages import product_pages
 from jobs.forms import StartJobForm
@@ -41,14 +44,27 @@ def catalog_import(job: Job, progress: Progress) -> Apply:
             data = stored.read()
     except (FileNotFoundError, ValueError) as error:
         raise JobRefused("The uploaded file is no longer stored; upload it again.") from error
+    checked, names = {}, None
+    if images.is_archive(data):
+        try:
+            data, archived = images.read_archive(data)
+            checked = images.check_pictures(archived)
+        except ValidationError as error:
+            raise JobRefused(" ".join(error.messages)) from error
+        names = frozenset(archived)
     try:
-        rows = csv_format.parse(data, progress.step(0, 40))
+        rows = csv_format.parse(data, progress.step(0, 40), pictures=names)
     except csv_format.FileRefused as refusal:
         result = {"bad_rows": refusal.bad_rows, "bad_row_count": refusal.bad_row_count} if refusal.bad_rows else {}
         raise JobRefused(refusal.message, result) from refusal
 
     def apply() -> Outcome:
-        return Outcome(csv_format.import_rows(rows, progress.step(40, 99)))
+        result = csv_format.import_rows(rows, progress.step(40, 99))
+        if names is not None:
+            used = {row.image for row in rows if row.image}
+            image_files = {name: catalog_services.image_file_for(checked[name]) for name in sorted(used)}
+            result["pictures"] = csv_format.add_pictures(rows, image_files)
+        return Outcome(result)
 
     return apply
 
@@ -98,9 +114,12 @@ def cache_warm(job: Job, progress: Progress) -> Apply:
 
 class CatalogImportForm(StartJobForm):
     file = forms.FileField(
-        label="CSV file",
-        help_text="Columns: name, slug, category, price, stock, description. UTF-8, at most 10 MB.",
-        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+        label="CSV file, or a zip archive of a CSV file and pictures",
+        help_text=(
+            "Columns: name, slug, category, price, stock, description. UTF-8, at most 10 MB. In a zip archive the"
+            " CSV may add the columns image (a JPEG, PNG or WebP file in the archive) and image_alt."
+        ),
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv,.zip,application/zip"}),
     )
 
     def clean_file(self):
@@ -114,9 +133,16 @@ class CatalogImportForm(StartJobForm):
         if len(data) > limit:
             raise self._too_large(len(data))
         try:
-            csv_format.check_file(data)
+            if images.is_archive(data):
+                csv_data, archived = images.read_archive(data)
+                csv_format.check_file(csv_data, csv_format.PICTURE_COLUMNS)
+                images.check_pictures(archived)  # as a profile picture is checked, in the request
+            else:
+                csv_format.check_file(data)
         except csv_format.FileRefused as refused:
             raise ValidationError(refused.message, code="refused") from refused
+        except DecodersBusy as busy:
+            raise ValidationError("The server is busy with other pictures; please try again.", code="busy") from busy
         self._data = data
         return upload
 
@@ -166,9 +192,11 @@ register(
         form=CatalogImportForm,
         staff_only=True,
         input_suffix=".csv",
+        transient=(DecodersBusy,),
         summary=lambda result: (
             f"{result.get('rows', 0)} products imported: {result.get('created', 0)} new, "
             f"{result.get('updated', 0)} updated."
+            + (f" {result['pictures']} pictures added." if "pictures" in result else "")
         ),
     )
 )

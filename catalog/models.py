@@ -109,3 +109,44 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rating}/5 for {self.product_id} by {self.user_id}"
+
+
+class ImageFile(models.Model):
+    """One uploaded picture, stored once under the SHA-256 of its bytes, and the sizes
+    prepared from it (``catalog.images``). Products that show the same picture share it.
+
+    ``renditions`` is empty until the prepare job ran: ``{"avif"|"webp"|"jpeg":
+    [[width, height, name], ...]}``, widest last, each name content-addressed too.
+    """
+
+    original = models.FileField(max_length=255, unique=True)
+    width = models.PositiveIntegerField()  # upright (EXIF orientation applied), in px
+    height = models.PositiveIntegerField()
+    renditions = models.JSONField(default=dict, blank=True)
+    prepared_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SignallingQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.original.name
+
+
+class ProductImage(models.Model):
+    """A picture shown on a product's page and (the first one) on its card."""
+
+    # Served by the (product, position, id) index.
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images", db_index=False)
+    image = models.ForeignKey(ImageFile, on_delete=models.PROTECT, related_name="uses")
+    position = models.PositiveSmallIntegerField(default=0)
+    alt = models.CharField("alt text", max_length=200, help_text="What the picture shows, for those who cannot see it.")
+
+    objects = SignallingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["position", "id"]
+        indexes = [models.Index(fields=["product", "position", "id"], name="catalog_productimage_order")]
+        constraints = [models.CheckConstraint(condition=~Q(alt=""), name="catalog_productimage_alt_required")]
+
+    def __str__(self) -> str:
+        return self.alt

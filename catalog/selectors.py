@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from django.db.models import F, Q, Subquery
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import F, JSONField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import JSONObject
 
-from catalog.models import Category, Product, Review, rating_average
+from catalog import images
+from catalog.models import Category, ImageFile, Product, ProductImage, Review, rating_average
 from scaling.cache.queries import cached_query
 
 Sort = Literal["newest", "price"]
@@ -45,6 +48,7 @@ class ProductCard:
     category_slug: str
     rating_count: int
     rating_average: float | None
+    image: images.Picture | None = None  # the first picture; None: the card's placeholder
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class ProductPageData:
     rating_count: int
     rating_average: float | None
     reviews: tuple[ReviewData, ...]
+    images: tuple[images.Picture, ...] = ()
 
 
 def categories() -> list[Category]:
@@ -185,9 +190,10 @@ def product_list(
             "rating_sum",
             category_name=F("category__name"),
             category_slug=F("category__slug"),
+            first_image=Subquery(_pictures_in_order()[:1], output_field=JSONField()),
         )[: limit + 1],
-        # The category filter is a subquery, which the cache cannot see in the joins.
-        extra_tables=[Category._meta.db_table],
+        # The category filter and each card's first picture are subqueries: the cache cannot see them.
+        extra_tables=[Category._meta.db_table, ProductImage._meta.db_table, ImageFile._meta.db_table],
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -202,6 +208,7 @@ def product_list(
             category_slug=row["category_slug"],
             rating_count=row["rating_count"],
             rating_average=rating_average(row["rating_count"], row["rating_sum"]),
+            image=_picture(row["first_image"]) if row["first_image"] else None,
         )
         for row in rows
     )
@@ -213,12 +220,35 @@ def product_list(
     return ProductPage(products=cards, next_cursor=next_cursor)
 
 
+_PICTURE_FIELDS = ("alt", "image__original", "image__width", "image__height", "image__renditions")
+
+
+def _picture(row: dict) -> images.Picture:
+    return images.picture(
+        alt=row["alt"],
+        original=row["image__original"],
+        width=row["image__width"],
+        height=row["image__height"],
+        renditions=row["image__renditions"],
+    )
+
+
+def _pictures_in_order() -> QuerySet:
+    """Each picture of the outer query's product, in order, as one JSON object each."""
+    return (
+        ProductImage.objects.filter(product_id=OuterRef("id"))
+        .order_by("position", "id")
+        .values(data=JSONObject(**{field: field for field in _PICTURE_FIELDS}))
+    )
+
+
 def product_page(slug: str) -> ProductPageData:
-    """The product page's data in two queries, however many reviews the product has.
+    """The product page's data in two queries, however many reviews and pictures the product has.
 
     Raises ``Product.DoesNotExist`` for an unknown slug.
     """
-    product = Product.objects.select_related("category").get(slug=slug)
+    pictures = ArraySubquery(_pictures_in_order())
+    product = Product.objects.select_related("category").annotate(pictures=pictures).get(slug=slug)
     reviews = (
         Review.objects.filter(product_id=product.pk)
         .order_by("-created_at", "-id")
@@ -241,6 +271,7 @@ def product_page(slug: str) -> ProductPageData:
             ReviewData(rating=rating, text=text, created_at=created_at, author=display_name or username)
             for rating, text, created_at, username, display_name in reviews
         ),
+        images=tuple(_picture(row) for row in product.pictures),
     )
 
 

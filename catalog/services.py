@@ -9,6 +9,7 @@ subtract its old rating.
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -16,7 +17,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from catalog.models import MAX_RATING, MIN_RATING, Category, Product, Review
+from catalog import images
+from catalog.models import MAX_RATING, MIN_RATING, Category, ImageFile, Product, ProductImage, Review
+from catalog.tasks import prepare_image
+
+logger = logging.getLogger(__name__)
 
 
 def _check_rating(rating: int) -> None:
@@ -118,3 +123,36 @@ def update_product(product: Product, **changes) -> Product:
         setattr(product, field, value)
     product.save(update_fields=[*changes, "updated_at"])
     return product
+
+
+@transaction.atomic
+def image_file_for(checked: images.CheckedUpload) -> ImageFile:
+    """The stored picture with these bytes: stored now if new, and its sizes prepared
+    by a job sent on commit (once: a picture uploaded twice is one ``ImageFile``)."""
+    name = images.original_name(checked)
+    image_file = ImageFile.objects.filter(original=name).first()
+    if image_file is None:
+        images.save_if_absent(name, checked.data)
+        image_file, _ = ImageFile.objects.get_or_create(
+            original=name, defaults={"width": checked.width, "height": checked.height}
+        )
+    if image_file.prepared_at is None:
+        image_file_id = image_file.pk
+        transaction.on_commit(lambda: _send_prepare(image_file_id))
+    return image_file
+
+
+def _send_prepare(image_file_id: int) -> None:
+    try:
+        prepare_image.send(image_file_id)
+    except Exception:
+        # Pages show the original meanwhile; ``manage.py prepare_images`` sends it again.
+        logger.exception("could not enqueue the preparation of image %d", image_file_id)
+
+
+@transaction.atomic
+def add_product_image(*, product: Product, checked: images.CheckedUpload, alt: str, position: int = 0) -> ProductImage:
+    """A picture of the product (``alt`` says what it shows)."""
+    if not alt.strip():
+        raise ValueError("A product image needs its alt text.")
+    return ProductImage.objects.create(product=product, image=image_file_for(checked), alt=alt, position=position)

@@ -10,7 +10,8 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from catalog import selectors, services
-from catalog.models import Category, Product, Review
+from catalog.management.commands import seed_catalog
+from catalog.models import Category, ImageFile, Product, ProductImage, Review
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +74,19 @@ def test_seeded_products_page_through_and_show_on_their_page():
     data = selectors.product_page(busiest.slug)
     assert data.rating_count == busiest.rating_count
     assert len(data.reviews) == min(busiest.rating_count, 10)
+
+
+def test_every_seeded_product_shows_one_of_a_few_shared_pictures_prepared_once(monkeypatch):
+    monkeypatch.setattr(seed_catalog, "PRODUCTS_PER_PICTURE", 50)
+    seed(products=120, categories=2, reviews_per_product=0)
+    assert ImageFile.objects.count() == 3 and not ImageFile.objects.filter(prepared_at=None).exists()
+    assert ProductImage.objects.count() == 120 and not Product.objects.filter(images__isnull=True).exists()
+    assert ProductImage.objects.values("image").distinct().count() == 3
+    (picture,) = selectors.product_page(Product.objects.order_by("id").first().slug).images
+    assert picture.sources and picture.alt.startswith("A pattern of")
+    # A later seed draws the same pictures: it finds them prepared and shares them.
+    seed(products=10, categories=2, reviews_per_product=0)
+    assert ImageFile.objects.count() == 3 and ProductImage.objects.count() == 130
 
 
 def test_bad_options_are_refused():

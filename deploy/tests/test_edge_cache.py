@@ -25,7 +25,8 @@ def free_port() -> int:
 
 
 class CarelessOrigin(BaseHTTPRequestHandler):
-    """Every answer public for 60 s; ``/sets-cookie`` also sets one; each body is unique."""
+    """Every answer public for 60 s; ``/sets-cookie`` also sets one; each body is unique.
+    ``/media/`` answers as the app's ``stored_file`` does: immutable, no ``Vary``."""
 
     answers = itertools.count(1)
 
@@ -34,6 +35,11 @@ class CarelessOrigin(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        if self.path.startswith("/media/"):
+            self.send_header("Cache-Control", "public, max-age=31536000, immutable")
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_header("Cache-Control", "public, s-maxage=60")
         self.send_header("Vary", "Cookie")
         if self.path == "/sets-cookie":
@@ -93,3 +99,13 @@ def test_a_page_answered_to_a_request_with_a_cookie_never_reaches_an_anonymous_v
     anonymous = httpx.get(f"{edge}/hers")
     assert "X-Cache" not in anonymous.headers and "alice" not in anonymous.text
     assert httpx.get(f"{edge}/hers", headers={"Cookie": "sessionid=bob"}).text.count("alice") == 0
+
+
+def test_a_content_addressed_file_is_served_by_the_edge_on_every_repeat_cookie_or_not(edge):
+    first = httpx.get(f"{edge}/media/products/abc.avif", headers={"Cookie": "sessionid=alice"})
+    assert "X-Cache" not in first.headers
+    for cookie in ("sessionid=alice", "sessionid=bob", None):
+        again = httpx.get(f"{edge}/media/products/abc.avif", headers={"Cookie": cookie} if cookie else {})
+        # The origin numbers each answer: the same number is the same, stored answer.
+        assert again.headers.get("X-Cache") == "hit" and again.text == first.text
+        assert "Vary" not in again.headers  # the same file for everyone, downstream too

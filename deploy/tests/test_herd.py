@@ -1,5 +1,7 @@
 """The herd behind the real load balancer (the processes of deploy/tests/conftest.py)."""
 
+import hashlib
+import io
 import os
 import signal
 import time
@@ -7,6 +9,9 @@ import urllib.request
 
 import httpx
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image
 
 from deploy.herd.control import Herd
 from deploy.herd.processes import pid_alive
@@ -101,6 +106,24 @@ def test_the_edge_cache_serves_anonymous_pages_and_nothing_to_a_visitor_with_coo
     for _ in range(2):
         login = httpx.get(url + "accounts/login/")
         assert login.status_code == 200 and "X-Cache" not in login.headers
+
+
+def test_a_stored_picture_is_served_once_by_a_replica_then_only_by_the_edge(herd):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "teal").save(buffer, format="AVIF")
+    data = buffer.getvalue()
+    name = default_storage.save(f"products/{hashlib.sha256(data).hexdigest()}.avif", ContentFile(data))
+    url = herd.profile.url + f"media/{name}"
+    first = httpx.get(url)
+    assert first.status_code == 200 and first.content == data and "X-Cache" not in first.headers
+    repeats = [httpx.get(url, cookies={"sessionid": "anything"}), httpx.get(url)]
+    for again in repeats:
+        assert again.headers.get("X-Cache") == "hit" and again.content == data
+        assert again.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    # A replica logs every request it runs, by its id: the repeats' ids are in no log.
+    logs = "".join(web.log.read_text(errors="replace") for web in herd.webs())
+    assert first.headers["X-Request-ID"] in logs
+    assert not any(again.headers["X-Request-ID"] in logs for again in repeats)
 
 
 def test_readiness_through_the_load_balancer_says_only_ready_and_a_probe_hears_every_check(herd):

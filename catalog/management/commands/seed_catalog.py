@@ -7,7 +7,10 @@ Guarantees:
 - every seeded product's ``rating_count``/``rating_sum`` equal the COUNT/SUM of its
   seeded reviews, as if each review had gone through ``catalog.services``;
 - all of it happens in one transaction on the primary, or none of it;
-- memory stays bounded however many products are asked for: rows are streamed to COPY.
+- memory stays bounded however many products are asked for: rows are streamed to COPY;
+- every seeded product has one picture, drawn by ``draw_picture``: a set of at most
+  ``PICTURES`` (one per ``PRODUCTS_PER_PICTURE`` products) drawn and prepared once, its
+  files content-addressed, so a later seed reuses them; products share them by rows.
   Reviews are drawn from a random generator re-seeded every ``BLOCK`` products, so the
   product pass (which needs each product's summary) and the review pass (which writes
   the rows) draw the very same reviews without keeping them.
@@ -16,6 +19,8 @@ Guarantees:
 from __future__ import annotations
 
 import datetime
+import io
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -26,15 +31,30 @@ from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from PIL import Image, ImageDraw
 
 from accounts.models import Profile
-from catalog.models import Category, Product, Review
+from catalog import images
+from catalog.models import Category, ImageFile, Product, ProductImage, Review
 
 DB = DEFAULT_DB_ALIAS  # writes belong on the primary, whatever the router would pick
 BLOCK = 1000
 REVIEWER_PREFIX = "seed-reviewer-"
 MAX_REVIEWS_PER_PRODUCT = 200
 ADVISORY_LOCK = 0x6865726463617431  # one seeder at a time: "herdcat1"
+PICTURES = 24
+PRODUCTS_PER_PICTURE = 1000
+PICTURE_SIZE = (1200, 900)
+# (name, background, shapes): the pictures' palettes, named for their alt text.
+PALETTES = [
+    ("teal on sand", (232, 220, 196), [(0, 128, 128), (32, 96, 112), (96, 176, 160)]),
+    ("red on cream", (248, 240, 222), [(192, 48, 48), (144, 32, 40), (224, 112, 80)]),
+    ("blue on white", (246, 248, 250), [(40, 80, 160), (72, 128, 200), (24, 48, 104)]),
+    ("green on grey", (220, 222, 218), [(56, 128, 72), (104, 160, 88), (32, 88, 56)]),
+    ("orange on navy", (28, 36, 64), [(240, 144, 48), (248, 192, 96), (216, 96, 40)]),
+    ("purple on mint", (214, 240, 226), [(112, 64, 144), (160, 104, 184), (72, 40, 104)]),
+]
+SHAPES = ["circles", "squares", "stripes", "triangles"]
 
 DEPARTMENTS = [
     "Books", "Music", "Films", "Games", "Toys", "Garden", "Kitchen", "Bathroom", "Bedroom", "Office",
@@ -140,6 +160,9 @@ class Command(BaseCommand):
             first_product_id = self.reserve_ids(Product, products)
             plan = SeedPlan(seed, first_product_id, products, category_ids, reviewer_ids, reviews_per_product)
             review_total = self.copy_products(plan, Progress(self.stderr, "products", products))
+            pictures = self.ensure_pictures(min(PICTURES, math.ceil(products / PRODUCTS_PER_PICTURE)))
+            first_image_id = self.reserve_ids(ProductImage, products if pictures else 0)
+            self.copy_product_images(plan, first_image_id, pictures, Progress(self.stderr, "pictures", products))
             first_review_id = self.reserve_ids(Review, review_total)
             self.copy_reviews(plan, first_review_id, Progress(self.stderr, "reviews", review_total))
             with connection.cursor() as cursor:
@@ -208,6 +231,35 @@ class Command(BaseCommand):
                 cursor.execute("SELECT setval(%s, %s)", [sequence, first + count - 1])
         return first
 
+    def ensure_pictures(self, count: int) -> list[tuple[int, str]]:
+        """(``ImageFile`` id, alt text) of ``count`` drawn pictures, each prepared once."""
+        found = []
+        for number in range(count):
+            data, alt = draw_picture(number)
+            image = Image.open(io.BytesIO(data))
+            checked = images.CheckedUpload(data=data, suffix="jpg", width=image.width, height=image.height)
+            name = images.original_name(checked)
+            image_file = ImageFile.objects.using(DB).filter(original=name).first()
+            if image_file is None or image_file.prepared_at is None:
+                images.save_if_absent(name, data)
+                renditions = images.prepare(data)
+                image_file, _ = ImageFile.objects.using(DB).update_or_create(
+                    original=name,
+                    defaults={"width": checked.width, "height": checked.height},
+                    create_defaults={
+                        "width": checked.width,
+                        "height": checked.height,
+                        "renditions": renditions,
+                        "prepared_at": timezone.now(),
+                    },
+                )
+                if image_file.prepared_at is None:
+                    ImageFile.objects.using(DB).filter(pk=image_file.pk).update(
+                        renditions=renditions, prepared_at=timezone.now()
+                    )
+            found.append((image_file.pk, alt))
+        return found
+
     # --------------------------------------------------------------- COPY
 
     def copy(self, sql: str, rows: Iterator[tuple]) -> None:
@@ -228,6 +280,24 @@ class Command(BaseCommand):
         progress.finish()
         return totals[0]
 
+    def copy_product_images(
+        self, plan: SeedPlan, first_id: int, pictures: list[tuple[int, str]], progress: Progress
+    ) -> None:
+        if not pictures:
+            return
+        rows = (
+            (first_id + offset, product_id, *pictures[product_id % len(pictures)], 0)
+            for offset, product_id in enumerate(range(plan.first_id, plan.first_id + plan.count))
+        )
+
+        def reported(rows):
+            for done, row in enumerate(rows, start=1):
+                yield row
+                progress.update(done)
+
+        self.copy("COPY catalog_productimage (id, product_id, image_id, alt, position) FROM STDIN", reported(rows))
+        progress.finish()
+
     def copy_reviews(self, plan: SeedPlan, first_id: int, progress: Progress) -> None:
         self.copy(
             "COPY catalog_review (id, product_id, user_id, rating, text, created_at) FROM STDIN",
@@ -236,9 +306,35 @@ class Command(BaseCommand):
         progress.finish()
 
     def analyze(self) -> None:
-        tables = [model._meta.db_table for model in (Category, Product, Review, get_user_model(), Profile)]
+        models = (Category, Product, ProductImage, Review, get_user_model(), Profile)
+        tables = [model._meta.db_table for model in models]
         with connections[DB].cursor() as cursor:
             cursor.execute("ANALYZE " + ", ".join(connections[DB].ops.quote_name(t) for t in tables))
+
+
+def draw_picture(number: int) -> tuple[bytes, str]:
+    """Demo picture ``number`` as JPEG bytes (the same bytes every time) and its alt text."""
+    palette, background, colours = PALETTES[number % len(PALETTES)]
+    shape = SHAPES[number // len(PALETTES) % len(SHAPES)]
+    rng = generator(f"picture:{number}")
+    width, height = PICTURE_SIZE
+    image = Image.new("RGB", PICTURE_SIZE, background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(14):
+        x, y, size = rng.randrange(width), rng.randrange(height), rng.randrange(80, 360)
+        colour = rng.choice(colours)
+        if shape == "circles":
+            draw.ellipse((x - size // 2, y - size // 2, x + size // 2, y + size // 2), fill=colour)
+        elif shape == "squares":
+            draw.rectangle((x - size // 2, y - size // 2, x + size // 2, y + size // 2), fill=colour)
+        elif shape == "stripes":
+            draw.rectangle((x, 0, x + size // 4, height), fill=colour)
+        else:
+            half = size // 2
+            draw.polygon([(x, y - half), (x - half, y + half), (x + half, y + half)], fill=colour)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue(), f"A pattern of {shape}, {palette}"
 
 
 class SeedPlan:
