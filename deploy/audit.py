@@ -81,12 +81,10 @@ def screenshots(base_url: str, audited: list[tuple[str, str, bool]], session: st
     """Each page at each width, light colour scheme; the files written, relative to docs/."""
     from playwright.sync_api import sync_playwright
 
-    from deploy.tests.test_live_jobs import CHROMIUM_ARGS
-
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     written = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         try:
             for width_name, viewport in WIDTHS.items():
                 for logged_in in (False, True):
