@@ -53,8 +53,19 @@ def pages(visitor: Visitor) -> list[tuple[str, str, bool]]:
     ]
 
 
-def lighthouse(url: str, cookie: str | None) -> dict[str, int]:
-    """The four category scores (0-100) of one Lighthouse run with mobile settings."""
+def lighthouse(url: str, cookie: str | None, attempts: int = 3) -> dict[str, int]:
+    """The four category scores (0-100) of one Lighthouse run with mobile settings; a run
+    whose trace Chromium failed to record (Lighthouse's NO_NAVSTART, now and then in
+    headless mode) is run again, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _lighthouse_once(url, cookie)
+        except RuntimeError as error:
+            print(f"audit: attempt {attempt} of {attempts} on {url}: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(f"audit: Lighthouse failed {attempts} times on {url}")
+
+
+def _lighthouse_once(url: str, cookie: str | None) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "report.json"
         command = [
@@ -70,10 +81,12 @@ def lighthouse(url: str, cookie: str | None) -> dict[str, int]:
         ]
         if cookie:
             command.append("--extra-headers=" + json.dumps({"Cookie": cookie}))
-        subprocess.run(command, check=True, env={**os.environ, "CHROME_PATH": CHROMIUM}, timeout=300)
+        subprocess.run(command, env={**os.environ, "CHROME_PATH": CHROMIUM}, timeout=300)
+        if not output.exists():
+            raise RuntimeError("no report")
         report = json.loads(output.read_text())
     if report.get("runtimeError"):
-        raise SystemExit(f"audit: Lighthouse could not load {url}: {report['runtimeError']}")
+        raise RuntimeError(report["runtimeError"].get("code", "runtime error"))
     return {name: round(report["categories"][name]["score"] * 100) for name in CATEGORIES}
 
 
