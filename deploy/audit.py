@@ -119,12 +119,13 @@ def screenshots(base_url: str, audited: list[tuple[str, str, bool]], session: st
     return written
 
 
-def block(scores: dict[str, dict[str, int]], audited: list[tuple[str, str, bool]], shots: list[str]) -> str:
+def block(
+    scores: dict[str, dict[str, int]], audited: list[tuple[str, str, bool]], shots: list[str], measured: str
+) -> str:
     lines = [
         BEGIN,
         "<!-- Written by deploy/audit.py (make audit): edit the prose outside these markers. -->",
-        f"## Lighthouse {LIGHTHOUSE.split('@')[1]}, mobile settings, {datetime.now(UTC):%Y-%m-%d}, "
-        f"commit {provenance()}",
+        f"## Lighthouse {LIGHTHOUSE.split('@')[1]}, mobile settings, {datetime.now(UTC):%Y-%m-%d}, commit {measured}",
         "",
         "| page | path | " + " | ".join(CATEGORIES) + " |",
         "|---|---|" + "---:|" * len(CATEGORIES),
@@ -142,6 +143,7 @@ def block(scores: dict[str, dict[str, int]], audited: list[tuple[str, str, bool]
 
 def main() -> int:
     base_url = PROFILES["local"].url
+    measured = provenance()  # before this run writes its screenshots into the tree
     visitor = Visitor(base_url)
     try:
         logged_in = visitor.log_in(DEMO_USER, DEMO_PASSWORD)
@@ -158,7 +160,7 @@ def main() -> int:
         print(f"audit: Lighthouse on {path}", flush=True)
         scores[name] = lighthouse(base_url.rstrip("/") + path, f"sessionid={session}" if needs_login else None)
     shots = screenshots(base_url, audited, session)
-    replace_block(REPORT, BEGIN, END, block(scores, audited, shots))
+    replace_block(REPORT, BEGIN, END, block(scores, audited, shots, measured))
     print(f"audit: wrote {REPORT.relative_to(ROOT)} and {len(shots)} screenshots")
     return 0
 
