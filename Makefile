@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HERD := $(PYTHON) -m deploy.herd
 
-.PHONY: up down status test lint bench drills clean
+.PHONY: up down status test lint bench drills audit clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written 
 
 drills: $(VENV)/.installed  ## fault drills under load on a herd of their own, written into docs/RELIABILITY.md
 	$(PY) -m deploy.drills; status=$$?; $(HERD) --profile drills down; exit $$status
+
+audit: $(VENV)/.installed  ## Lighthouse scores and screenshots of the running herd (make up), written into docs/DESIGN-AUDIT.md
+	$(PY) -m deploy.audit
 
 clean: down
 	rm -rf .herd $(VENV)

@@ -26,6 +26,7 @@ class ProductFilterForm(forms.Form):
         error_messages={"invalid_choice": f"Sort by one of: {', '.join(SORTS)}."},
     )
     after = forms.CharField(max_length=200, required=False, widget=forms.HiddenInput)
+    before = forms.CharField(max_length=200, required=False, widget=forms.HiddenInput)
 
     def clean_sort(self) -> str:
         return self.cleaned_data["sort"] or "newest"

@@ -53,10 +53,18 @@ class ProductCard:
 
 @dataclass(frozen=True)
 class ProductPage:
-    """One page of a product list; ``next_cursor`` is None on the last page."""
+    """One page of a product list; ``next_cursor`` is None on the last page.
+
+    ``has_previous``: it is not the first page; ``previous_cursor`` is the ``before`` of
+    the page before it (None when that is the first page: link to the list itself).
+    ``number`` counts pages from 1 along the cursors, to show (None for a cursor made
+    before pages were counted)."""
 
     products: tuple[ProductCard, ...]
     next_cursor: str | None
+    number: int | None = 1
+    has_previous: bool = False
+    previous_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,9 +110,20 @@ def category(slug: str) -> Category:
 # ------------------------------------------------------------------- keyset cursors
 
 
-def encode_cursor(sort: Sort, key: list) -> str:
-    raw = json.dumps({"s": sort, "k": key}, separators=(",", ":")).encode()
+def encode_cursor(sort: Sort, key: list, number: int | None = None) -> str:
+    """The cursor of the page after ``key``; ``number``: that page's number, to show."""
+    data = {"s": sort, "k": key} if number is None else {"s": sort, "k": key, "n": number}
+    raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_number(cursor: str) -> int | None:
+    """The page number a cursor carries (shown only, never trusted for data), or None."""
+    try:
+        number = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))).get("n")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return number if type(number) is int and 1 < number < 10**9 else None
 
 
 def _decode_cursor(cursor: str, sort: Sort) -> tuple:
@@ -137,18 +156,22 @@ def product_list(
     in_stock: bool = False,
     sort: Sort = "newest",
     after: str | None = None,
+    before: str | None = None,
     limit: int = 24,
 ) -> ProductPage:
     """One page of products, with keyset pagination.
 
     ``newest`` orders by ``-id``, ``price`` by ``(price, id)``; each has an index, so
-    page N costs what page 1 costs (no OFFSET, no COUNT). Pass the previous page's
-    ``next_cursor`` as ``after``; a cursor this code did not make raises
+    page N costs what page 1 costs (no OFFSET, no COUNT). Pass a page's ``next_cursor``
+    as ``after`` for the page after it, its ``previous_cursor`` as ``before`` for the one
+    before (the index walked backwards); a cursor this code did not make raises
     ``InvalidCursor``. Every product matching the filters appears on exactly one page
     while the list is not edited.
     """
     if sort not in SORTS:
         raise ValueError(f"Unknown sort {sort!r}; expected one of {', '.join(SORTS)}.")
+    if after is not None and before is not None:
+        raise InvalidCursor("A page link names both the page after and before it. Start again from the first page.")
     products = Product.objects.all()
     if category_slug is not None:
         # A scalar subquery, not a join: the planner then knows it is one category_id and
@@ -168,7 +191,10 @@ def product_list(
         if after is not None:
             (last_id,) = _decode_cursor(after, sort)
             products = products.filter(id__lt=last_id)
-        products = products.order_by("-id")
+        elif before is not None:
+            (first_id,) = _decode_cursor(before, sort)
+            products = products.filter(id__gt=first_id)
+        products = products.order_by("id" if before is not None else "-id")
     else:
         if after is not None:
             last_price, last_id = _decode_cursor(after, sort)
@@ -177,7 +203,12 @@ def product_list(
             products = products.filter(Q(price__gt=last_price) | Q(price=last_price, id__gt=last_id)).filter(
                 price__gte=last_price
             )
-        products = products.order_by("price", "id")
+        elif before is not None:
+            first_price, first_id = _decode_cursor(before, sort)
+            products = products.filter(Q(price__lt=first_price) | Q(price=first_price, id__lt=first_id)).filter(
+                price__lte=first_price
+            )
+        products = products.order_by(*(("-price", "-id") if before is not None else ("price", "id")))
 
     rows = cached_query(
         products.values(
@@ -197,6 +228,8 @@ def product_list(
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
+    if before is not None:
+        rows = rows[::-1]  # read backwards from the cursor: put them in the list's order
     cards = tuple(
         ProductCard(
             id=row["id"],
@@ -212,12 +245,29 @@ def product_list(
         )
         for row in rows
     )
-    next_cursor = None
-    if has_more:
-        last = rows[-1]
-        key = [last["id"]] if sort == "newest" else [str(last["price"]), last["id"]]
-        next_cursor = encode_cursor(sort, key)
-    return ProductPage(products=cards, next_cursor=next_cursor)
+
+    def key(row: dict) -> list:
+        return [row["id"]] if sort == "newest" else [str(row["price"]), row["id"]]
+
+    if before is not None:
+        # Backwards: the page after this one is the one the visitor came from, and there
+        # is a page before it only if more rows were found.
+        has_previous, has_next = has_more, bool(rows)
+        number = _cursor_number(before) if has_previous else 1
+    else:
+        has_previous, has_next = after is not None, has_more
+        number = 1 if after is None else _cursor_number(after)
+    next_cursor = encode_cursor(sort, key(rows[-1]), number and number + 1) if has_next else None
+    previous_cursor = None
+    if has_previous and rows and number != 2:
+        previous_cursor = encode_cursor(sort, key(rows[0]), number and number - 1)
+    return ProductPage(
+        products=cards,
+        next_cursor=next_cursor,
+        number=number,
+        has_previous=has_previous,
+        previous_cursor=previous_cursor,
+    )
 
 
 _PICTURE_FIELDS = ("alt", "image__original", "image__width", "image__height", "image__renditions")

@@ -35,6 +35,7 @@ def _product_list(request: HttpRequest, category: Category | None) -> HttpRespon
             in_stock=data["in_stock"],
             sort=data["sort"],
             after=data["after"] or None,
+            before=data["before"] or None,
         )
     except selectors.InvalidCursor as error:
         return render(request, "catalog/product_list.html", {**context, "cursor_error": str(error)}, status=400)

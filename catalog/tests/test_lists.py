@@ -66,6 +66,38 @@ def test_keyset_pages_return_every_matching_product_exactly_once_in_order(shelf,
         assert len(ids) == len(set(ids)) > 5
 
 
+@pytest.mark.parametrize("sort", ["newest", "price"])
+def test_previous_links_walk_back_over_the_same_pages_counting_down(shelf, sort):
+    forward, after = [], None
+    while True:
+        page = selectors.product_list(after=after, limit=5, sort=sort, in_stock=True)
+        forward.append((page.number, [card.id for card in page.products]))
+        if page.next_cursor is None:
+            break
+        after = page.next_cursor
+    assert [number for number, _ in forward] == list(range(1, len(forward) + 1))
+
+    backward = [forward[-1]]
+    while page.has_previous:
+        page = selectors.product_list(before=page.previous_cursor, limit=5, sort=sort, in_stock=True)
+        backward.append((page.number, [card.id for card in page.products]))
+        assert len(backward) <= len(forward)
+    assert backward == forward[::-1]
+    assert page.previous_cursor is None and forward[0][0] == 1
+
+
+def test_the_second_page_leads_back_to_the_first_without_a_cursor(shelf):
+    second = selectors.product_list(after=selectors.product_list(limit=5).next_cursor, limit=5)
+    assert (second.number, second.has_previous, second.previous_cursor) == (2, True, None)
+    assert not selectors.product_list(limit=5).has_previous
+
+
+def test_a_link_with_both_cursors_is_refused(shelf):
+    cursor = selectors.product_list(limit=5).next_cursor
+    with pytest.raises(selectors.InvalidCursor):
+        selectors.product_list(limit=5, after=cursor, before=cursor)
+
+
 def test_the_last_page_has_no_next_cursor(shelf):
     page = selectors.product_list(limit=43)
     assert len(page.products) == 43

@@ -44,6 +44,19 @@ def test_following_next_page_links_visits_every_product_once(client, make_produc
     assert sorted(seen) == sorted(made)
 
 
+def test_a_later_page_says_which_it_is_and_links_both_ways(client, make_product):
+    for n in range(30):
+        make_product(f"Thing {n}")
+    first = client.get("/products/?q=thing").content.decode()
+    assert '<span aria-current="page">Page 1</span>' in first and "Previous page" not in first
+    second_url = first.split('rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    second = client.get("/products/" + second_url).content.decode()
+    assert '<span aria-current="page">Page 2</span>' in second and 'rel="next"' not in second
+    back = second.split('rel="prev" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert back == "/products/?q=thing"
+    assert client.get("/products/?after=x&before=y").status_code == 400
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

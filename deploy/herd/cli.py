@@ -83,8 +83,9 @@ def run_tests(pytest_args: list[str]) -> int:
     """Start the test profile's services, run pytest against them, stop them."""
     herd = Herd(PROFILES["test"], replicas=0)
     try:
-        # The browser tests drive Debian's Chromium (Playwright cannot download one here).
-        ensure_packages(extra={"/usr/bin/chromium": "chromium"})
+        # The browser tests drive Debian's Chromium (Playwright cannot download one here);
+        # the accessibility test installs its pinned axe-core with npm.
+        ensure_packages(extra={"/usr/bin/chromium": "chromium", "/usr/bin/npm": "npm"})
         herd.start_services()
         env = {**os.environ, **herd.profile.django_env()}
         return subprocess.run([str(VENV_PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode

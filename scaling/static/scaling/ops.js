@@ -1,5 +1,7 @@
 // The operations dashboard (/ops/): polls the merged counters of every replica every
 // 2 s and draws them as inline SVG. No third-party code; data is written as text only.
+// A line chart's legend is an HTML list under it (it wraps at any width instead of
+// overlapping the axis); colours come from classes (ops.css), never from inline style.
 (function () {
   "use strict";
   var root = document.getElementById("ops");
@@ -9,7 +11,8 @@
   var KEEP = 150; // points of history: 5 minutes
   var COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"];
   var SVG = "http://www.w3.org/2000/svg";
-  var W = 360, H = 150, LEFT = 90, TOP = 8, BOTTOM = 18;
+  var W = 360, H = 150, LEFT = 90, AXIS = 44, TOP = 8, BOTTOM = 18;
+  var CHAR = 6.2; // the width of one character at the charts' 11 px font, roughly
   var history = {lag: [], queue: [], rates: []};
   // The panels apps registered (scaling.ops.dashboard.register_panel): one line chart each.
   var panels = Array.prototype.slice.call(root.querySelectorAll("svg[data-panel]"));
@@ -27,7 +30,7 @@
   function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
 
   function empty(svg, message) {
-    svg.appendChild(el("text", {x: 10, y: H / 2, fill: "#888"}, message));
+    svg.appendChild(el("text", {x: 10, y: H / 2, "class": "note"}, message));
   }
 
   // Horizontal bars: rows of [label, value, caption].
@@ -39,18 +42,44 @@
     var step = Math.min(24, (H - TOP) / rows.length);
     rows.forEach(function (row, i) {
       var y = TOP + i * step;
-      var width = (W - LEFT - 60) * (row[1] / top);
-      svg.appendChild(el("text", {x: 0, y: y + step * 0.6}, row[0]));
-      svg.appendChild(el("rect", {x: LEFT, y: y, width: Math.max(width, 1), height: step * 0.7,
+      var width = Math.max((W - LEFT - 4) * (row[1] / top), 1);
+      var label = el("text", {x: 0, y: y + step * 0.6}, fit(row[0], LEFT - 6));
+      label.appendChild(el("title", {}, row[0]));
+      svg.appendChild(label);
+      svg.appendChild(el("rect", {x: LEFT, y: y, width: width, height: step * 0.7,
                                   fill: COLORS[i % COLORS.length]}));
-      svg.appendChild(el("text", {x: LEFT + width + 4, y: y + step * 0.6}, row[2]));
+      // The caption goes right of the bar if it fits there, else inside its end.
+      var caption = String(row[2]);
+      var outside = LEFT + width + 4 + caption.length * CHAR <= W;
+      svg.appendChild(el("text", outside ? {x: LEFT + width + 4, y: y + step * 0.6}
+                                         : {x: LEFT + width - 4, y: y + step * 0.6, "text-anchor": "end", "class": "on-bar"},
+                         caption));
     });
+  }
+
+  // A label cut to what fits in ``room`` pixels (the whole of it is in the <title>).
+  function fit(text, room) {
+    var most = Math.floor(room / CHAR);
+    return text.length <= most ? text : text.slice(0, Math.max(most - 1, 1)) + "…";
+  }
+
+  // The legend list right after a chart, made on first use.
+  function legendOf(svg) {
+    var list = svg.nextElementSibling;
+    if (!list || !list.classList.contains("ops-legend")) {
+      list = document.createElement("ul");
+      list.className = "ops-legend";
+      svg.parentNode.insertBefore(list, svg.nextSibling);
+    }
+    while (list.firstChild) list.removeChild(list.firstChild);
+    return list;
   }
 
   // Lines over time: series is [{time, values: {name: number}}].
   function lines(id, series) {
     var svg = document.getElementById(id);
     clear(svg);
+    var legend = legendOf(svg);
     var names = {};
     series.forEach(function (p) { Object.keys(p.values).forEach(function (n) { names[n] = true; }); });
     names = Object.keys(names).sort();
@@ -58,11 +87,11 @@
     var top = 0;
     series.forEach(function (p) { names.forEach(function (n) { top = Math.max(top, p.values[n] || 0); }); });
     top = top > 0 ? top * 1.1 : 1;
-    var x = function (i) { return LEFT + (W - LEFT - 4) * (series.length > 1 ? i / (series.length - 1) : 1); };
+    var x = function (i) { return AXIS + (W - AXIS - 4) * (series.length > 1 ? i / (series.length - 1) : 1); };
     var y = function (v) { return TOP + (H - TOP - BOTTOM) * (1 - v / top); };
-    svg.appendChild(el("line", {x1: LEFT, y1: y(0), x2: W, y2: y(0), stroke: "#ccc"}));
-    svg.appendChild(el("text", {x: LEFT - 4, y: y(top) + 8, "text-anchor": "end"}, format(top)));
-    svg.appendChild(el("text", {x: LEFT - 4, y: y(0), "text-anchor": "end"}, "0"));
+    svg.appendChild(el("line", {x1: AXIS, y1: y(0), x2: W, y2: y(0), "class": "axis"}));
+    svg.appendChild(el("text", {x: AXIS - 4, y: y(top) + 8, "text-anchor": "end"}, format(top)));
+    svg.appendChild(el("text", {x: AXIS - 4, y: y(0), "text-anchor": "end"}, "0"));
     names.forEach(function (name, k) {
       var color = COLORS[k % COLORS.length];
       var points = series.map(function (p, i) {
@@ -70,10 +99,17 @@
       });
       svg.appendChild(el("polyline", {points: points.join(" "), fill: "none", stroke: color, "stroke-width": 1.5}));
       var last = series[series.length - 1].values[name];
-      svg.appendChild(el("text", {x: 0, y: TOP + 10 + k * 13, fill: color},
-                         name + " " + (last === undefined || last === null ? "–" : format(last))));
+      var item = document.createElement("li");
+      item.className = "c" + (k % COLORS.length);
+      var label = document.createElement("span");
+      label.textContent = name;
+      var value = document.createElement("b");
+      value.textContent = last === undefined || last === null ? "–" : format(last);
+      item.appendChild(label);
+      item.appendChild(value);
+      legend.appendChild(item);
     });
-    svg.appendChild(el("text", {x: LEFT, y: H - 4, fill: "#888"}, "last " + Math.round(series.length * EVERY_MS / 1000) + " s"));
+    svg.appendChild(el("text", {x: AXIS, y: H - 4, "class": "note"}, "last " + Math.round(series.length * EVERY_MS / 1000) + " s"));
   }
 
   function format(v) {

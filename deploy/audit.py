@@ -1,0 +1,169 @@
+"""``make audit``: Lighthouse scores and screenshots of the main pages of a running herd.
+
+Runs against the local herd (``make up``; log in as ``demo``): the home page, a category,
+a search, a product, the log-in page, and the jobs page logged in. Lighthouse 12.2.3
+(``npx``, mobile settings, its default) drives Debian's Chromium (``CHROME_PATH``); its four
+category scores per page go into the generated block of docs/DESIGN-AUDIT.md with the date
+and commit. Playwright saves each page at phone (360 px) and desktop (1280 px) width into
+docs/screenshots/. Exits non-zero, writing nothing, if the herd is not up or a run fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from deploy.doc_blocks import ROOT, provenance, replace_block
+from deploy.herd.profiles import PROFILES
+from deploy.visitor import Visitor
+
+LIGHTHOUSE = "lighthouse@12.2.3"
+CHROMIUM = "/usr/bin/chromium"
+CATEGORIES = ["performance", "accessibility", "best-practices", "seo"]
+REPORT = ROOT / "docs" / "DESIGN-AUDIT.md"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+BEGIN, END = "<!-- audit:begin -->", "<!-- audit:end -->"
+DEMO_USER, DEMO_PASSWORD = "demo", "herd-demo-password"
+WIDTHS = {"phone": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 900}}
+
+
+def pages(visitor: Visitor) -> list[tuple[str, str, bool]]:
+    """(name, path, logged in) of each audited page, the category and product found by following links."""
+    home = visitor.get("/").text
+    category = re.search(r'href="(/c/[^"/]+/)"', home)
+    if category is None:
+        raise SystemExit("audit: the home page links no category; is the demo data loaded (make up)?")
+    listing = visitor.get(category.group(1)).text
+    product = re.search(r'href="(/p/[^"/]+/)"', listing)
+    if product is None:
+        raise SystemExit(f"audit: {category.group(1)} lists no product")
+    return [
+        ("home", "/", False),
+        ("category", category.group(1), False),
+        ("search", "/products/?q=a", False),
+        ("product", product.group(1), False),
+        ("log-in", "/accounts/login/", False),
+        ("jobs", "/jobs/", True),
+    ]
+
+
+def lighthouse(url: str, cookie: str | None, attempts: int = 3) -> dict[str, int]:
+    """The four category scores (0-100) of one Lighthouse run with mobile settings; a run
+    whose trace Chromium failed to record (Lighthouse's NO_NAVSTART, now and then in
+    headless mode) is run again, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _lighthouse_once(url, cookie)
+        except RuntimeError as error:
+            print(f"audit: attempt {attempt} of {attempts} on {url}: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(f"audit: Lighthouse failed {attempts} times on {url}")
+
+
+def _lighthouse_once(url: str, cookie: str | None) -> dict[str, int]:
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "report.json"
+        command = [
+            "npx",
+            "--yes",
+            LIGHTHOUSE,
+            url,
+            "--output=json",
+            f"--output-path={output}",
+            f"--only-categories={','.join(CATEGORIES)}",
+            "--chrome-flags=--headless=new --no-sandbox --disable-gpu",
+            "--quiet",
+        ]
+        if cookie:
+            command.append("--extra-headers=" + json.dumps({"Cookie": cookie}))
+        subprocess.run(command, env={**os.environ, "CHROME_PATH": CHROMIUM}, timeout=300)
+        if not output.exists():
+            raise RuntimeError("no report")
+        report = json.loads(output.read_text())
+    if report.get("runtimeError"):
+        raise RuntimeError(report["runtimeError"].get("code", "runtime error"))
+    return {name: round(report["categories"][name]["score"] * 100) for name in CATEGORIES}
+
+
+def screenshots(base_url: str, audited: list[tuple[str, str, bool]], session: str) -> list[str]:
+    """Each page at each width, light colour scheme; the files written, relative to docs/."""
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    written = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for width_name, viewport in WIDTHS.items():
+                for logged_in in (False, True):
+                    context = browser.new_context(viewport=viewport, color_scheme="light")
+                    if logged_in:
+                        host = base_url.split("//", 1)[1].split(":", 1)[0]
+                        context.add_cookies([{"name": "sessionid", "value": session, "domain": host, "path": "/"}])
+                    page = context.new_page()
+                    for name, path, needs_login in audited:
+                        if needs_login != logged_in:
+                            continue
+                        page.goto(base_url.rstrip("/") + path, wait_until="load")
+                        target = SCREENSHOTS / f"{name}-{width_name}.png"
+                        page.screenshot(path=str(target))
+                        written.append(str(target.relative_to(REPORT.parent)))
+                    context.close()
+        finally:
+            browser.close()
+    return written
+
+
+def block(
+    scores: dict[str, dict[str, int]], audited: list[tuple[str, str, bool]], shots: list[str], measured: str
+) -> str:
+    lines = [
+        BEGIN,
+        "<!-- Written by deploy/audit.py (make audit): edit the prose outside these markers. -->",
+        f"## Lighthouse {LIGHTHOUSE.split('@')[1]}, mobile settings, {datetime.now(UTC):%Y-%m-%d}, commit {measured}",
+        "",
+        "| page | path | " + " | ".join(CATEGORIES) + " |",
+        "|---|---|" + "---:|" * len(CATEGORIES),
+    ]
+    for name, path, logged_in in audited:
+        shown = f"`{path}`" + (" (logged in)" if logged_in else "")
+        lines.append(f"| {name} | {shown} | " + " | ".join(str(scores[name][c]) for c in CATEGORIES) + " |")
+    lines += ["", "### Screenshots", ""]
+    for name, _, _ in audited:
+        pair = [s for s in shots if Path(s).name.startswith(f"{name}-")]
+        lines.append(f"- {name}: " + ", ".join(f"[{Path(s).stem.split('-')[-1]}]({s})" for s in pair))
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    base_url = PROFILES["local"].url
+    measured = provenance()  # before this run writes its screenshots into the tree
+    visitor = Visitor(base_url)
+    try:
+        logged_in = visitor.log_in(DEMO_USER, DEMO_PASSWORD)
+    except OSError as error:
+        print(f"audit: no herd answers at {base_url} ({error}); run `make up` first", file=sys.stderr)
+        return 1
+    if logged_in.status_code != 302:
+        print(f"audit: could not log in as {DEMO_USER} ({logged_in.status_code})", file=sys.stderr)
+        return 1
+    session = visitor.client.cookies["sessionid"]
+    audited = pages(Visitor(base_url))
+    scores = {}
+    for name, path, needs_login in audited:
+        print(f"audit: Lighthouse on {path}", flush=True)
+        scores[name] = lighthouse(base_url.rstrip("/") + path, f"sessionid={session}" if needs_login else None)
+    shots = screenshots(base_url, audited, session)
+    replace_block(REPORT, BEGIN, END, block(scores, audited, shots, measured))
+    print(f"audit: wrote {REPORT.relative_to(ROOT)} and {len(shots)} screenshots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
