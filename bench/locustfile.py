@@ -107,6 +107,9 @@ def _discover(environment, **_kwargs) -> None:
 
 _shopper_numbers = itertools.count()
 _shoppers_done = itertools.count(1)
+# Logged-in shoppers started and not yet done: with --stop-after the run waits for them,
+# whatever the anonymous ones (or their replacements) have done.
+_logged_in_busy = 0
 
 
 class Shopper(HttpUser):
@@ -118,7 +121,10 @@ class Shopper(HttpUser):
         options = self.environment.parsed_options
         self.tasks_done += 1
         if options.stop_after and self.tasks_done >= options.stop_after:
-            if next(_shoppers_done) >= options.num_users:
+            global _logged_in_busy
+            if isinstance(self, LoggedInShopper):
+                _logged_in_busy -= 1
+            if next(_shoppers_done) >= options.num_users and not _logged_in_busy:
                 gevent.spawn(self.environment.runner.quit)
             raise StopUser
         return random.uniform(0, 2 * options.think_seconds)
@@ -175,6 +181,8 @@ class LoggedInShopper(Shopper):
     weight = 1
 
     def on_start(self) -> None:
+        global _logged_in_busy
+        _logged_in_busy += 1
         options = self.environment.parsed_options
         names = [name.strip() for name in options.shoppers.split(",") if name.strip()]
         self.username = names[next(_shopper_numbers) % len(names)]

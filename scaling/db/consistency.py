@@ -49,7 +49,9 @@ class ReadState:
 
     user_id: Callable[[], str | None] = lambda: None
     wrote: bool = False
-    pinned: bool = False  # a replica failed under this request: the primary from now on
+    # The primary from now on: a request that may write (its reads check what it is about
+    # to change, and cannot be run again if a replica fails under them), or a replica failed.
+    pinned: bool = False
     min_lsn: int | None = None
     min_lsn_loaded: bool = False
     replica: str | None = None
@@ -273,18 +275,22 @@ def _session_user_id(request: HttpRequest) -> str | None:
     return session.get(SESSION_KEY)
 
 
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
 class ReadYourWritesMiddleware:
     """Opens the read state of each request and records its writes' LSN at the end.
 
     Sits after the session middleware: the user id comes from the session, so finding
-    it costs no database query (the auth middleware's user lookup itself is routed).
+    it costs no database query (the auth middleware's user lookup itself is routed). A
+    request that may write (POST, PUT, PATCH, DELETE) reads the primary throughout.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        state = ReadState(user_id=lambda: _session_user_id(request))
+        state = ReadState(user_id=lambda: _session_user_id(request), pinned=request.method not in _SAFE_METHODS)
         token = _state.set(state)
         try:
             response = self.get_response(request)

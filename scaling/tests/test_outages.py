@@ -131,6 +131,19 @@ def test_with_the_cache_redis_stopped_every_page_answers_and_writes_are_saved(
 # --------------------------------------------------------------------------- PostgreSQL replica
 
 
+def test_a_write_made_the_moment_a_replica_stops_is_saved_its_reads_are_on_the_primary(
+    shopper, products, stopped, wait_for_replicas
+):
+    wait_for_replicas()  # the shopper's log-in replayed: nothing sends its reads to the primary
+    assert replica_health.check("replica1").healthy
+    with stopped(Postgres(PROFILES["test"], replica=True)):
+        # The last check, moments ago, said healthy: a read routed by it would fail.
+        assert "replica1" in replica_health.healthy_aliases()
+        saved = shopper.post(f"/p/{products[1].slug}/review/", {"rating": 4, "text": "Written as it stopped."})
+        assert saved.status_code == 302
+    assert Review.objects.using("default").filter(text="Written as it stopped.").exists()
+
+
 def test_a_replica_stopped_under_a_get_is_taken_out_and_the_view_run_again_on_the_primary(
     shopper, products, stopped, caplog
 ):
