@@ -38,7 +38,7 @@ class Herd:
         postgres: str | None = None,
     ) -> None:
         # PostgreSQL as ``postgres`` says (plain, patroni), else as the herd last ran it.
-        self.profile = profile.with_postgres(postgres or recorded_postgres(profile))
+        self.profile = profile.with_postgres(postgres or ("patroni" if profile.patroni else recorded_postgres(profile)))
         self.database = database
         self.extra_env = extra_env or {}
         self.replica_count = replicas if replicas is not None else self.recorded_replicas()

@@ -295,26 +295,37 @@ defaults
     timeout client 30m
     timeout server 30m
     timeout check 2s
-    # A server that turns down (a lost primary, a replica promoted) loses its sessions at
-    # once: the app reconnects to the right one instead of writing into a dead socket.
-    default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+    # A refused connect (a member just killed, not yet marked down) fails the client's at
+    # once: HAProxy's retries wait a second each, and the app's health checks give up sooner.
+    retries 0
+    default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1
 
+# With no server up, a connection is closed at once, as a stopped server refuses one: held
+# in the queue instead, every connect of the app (its health checks too) would wait.
 frontend postgres_primary
     bind 127.0.0.1:{primary_port}
+    tcp-request connection reject if {{ nbsrv(primary) eq 0 }}
     default_backend primary
 
 frontend postgres_replicas
     bind 127.0.0.1:{replica_port}
+    tcp-request connection reject if {{ nbsrv(replicas) eq 0 }} {{ nbsrv(primary) eq 0 }}
     use_backend replicas if {{ nbsrv(replicas) gt 0 }}
     default_backend primary
 
 backend primary
     option httpchk GET /primary
     http-check expect status 200
+    # A primary that turns down (lost, demoted) loses its sessions at once: the app
+    # reconnects to the new one instead of writing into a dead socket or a standby.
+    default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1 on-marked-down shutdown-sessions
 {primary_servers}
 
 backend replicas
     balance roundrobin
+    # No shutdown-sessions here: a replica out of this backend because it was promoted
+    # still answers its readers correctly (the app's own checks take out a lagging one);
+    # cutting them at the instant of promotion failed reads that had just moved to it.
     option httpchk GET /replica?lag={lag}
     http-check expect status 200
 {replica_servers}
@@ -343,13 +354,21 @@ class PostgresProxy(Process):
             replica_servers=servers,
         ).replace("GET /primary", f"GET {primary_check}")
 
-    def start(self, primary_check: str = "/primary") -> None:
+    def ensure(self, primary_check: str = "/primary") -> bool:
+        """Start, or reload when its configuration changed (seamless: ``-sf``)."""
+        config = self.render(primary_check)
+        if self.healthy() and self.config.exists() and self.config.read_text() == config:
+            return False
         self.profile.run.mkdir(parents=True, exist_ok=True)
         self.profile.logs.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(self.render(primary_check))
+        self.config.write_text(config)
         run(["haproxy", "-c", "-q", "-f", str(self.config)], log=self.log)
-        run(["haproxy", "-D", "-f", str(self.config), "-p", str(self.pidfile)], log=self.log)
+        reload = ["-sf", str(self.pid())] if self.healthy() else []
+        run(["haproxy", "-D", "-f", str(self.config), "-p", str(self.pidfile), *reload], log=self.log)
         wait_for(lambda: port_open(self.port) and port_open(self.replica_port), 10, self.name, self.log)
+        return True
+
+    start = ensure
 
 
 class PatroniCluster:
