@@ -554,9 +554,9 @@ class PrimaryFailover(Drill):
         write_back, rejoin = [], []
         failed: list[str] = []
         for number in range(1, rounds + 1):
-            old = cluster.primary()
-            standby = next((m for m in cluster.members if m is not old), None)
-            if old is None or standby is None or not standby.is_sync_standby():
+            cluster.wait_ready(120)
+            old, standby = cluster.primary(), cluster.synchronous_standby()
+            if old is None or standby is None:
                 raise DrillError(f"round {number}: no primary with a synchronous standby to fail over to")
             timeline = old.timeline()
             probe = Visitor(rig.url)

@@ -307,11 +307,14 @@ frontend postgres_primary
     tcp-request connection reject if {{ nbsrv(primary) eq 0 }}
     default_backend primary
 
+# Replicas first; with none up, any member that serves reads (the primary), by a check of
+# its own: a standby being promoted passes it throughout, where it leaves the replicas
+# before the primary listener has it (a second in which reads had nowhere to go).
 frontend postgres_replicas
     bind 127.0.0.1:{replica_port}
-    tcp-request connection reject if {{ nbsrv(replicas) eq 0 }} {{ nbsrv(primary) eq 0 }}
+    tcp-request connection reject if {{ nbsrv(replicas) eq 0 }} {{ nbsrv(readable) eq 0 }}
     use_backend replicas if {{ nbsrv(replicas) gt 0 }}
-    default_backend primary
+    default_backend readable
 
 backend primary
     option httpchk GET /primary
@@ -320,6 +323,11 @@ backend primary
     # reconnects to the new one instead of writing into a dead socket or a standby.
     default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1 on-marked-down shutdown-sessions
 {primary_servers}
+
+backend readable
+    option httpchk GET /read-only?lag={lag}
+    http-check expect status 200
+{replica_servers}
 
 backend replicas
     balance roundrobin
@@ -411,14 +419,29 @@ class PatroniCluster:
     def replicas(self) -> list[PatroniMember]:
         return [member for member in self.members if member.role() == "replica"]
 
+    def synchronous_standby(self) -> PatroniMember | None:
+        """The member the primary streams to synchronously now (its ``pg_stat_replication``, as
+        its Patroni reports it): the one a failover may promote. Etcd's record of it (``/sync``)
+        may outlive a standby that has not yet followed a new primary."""
+        primary = self.primary()
+        if primary is None:
+            return None
+        for row in primary.state().get("replication", []):
+            if row.get("state") == "streaming" and row.get("sync_state") in ("sync", "quorum"):
+                member = next((m for m in self.members if m.member == row.get("application_name")), None)
+                if member is not None and member.is_sync_standby():
+                    return member
+        return None
+
     def wait_ready(self, timeout: float) -> None:
-        """A primary, a streaming synchronous standby, and HAProxy routing writes to it."""
+        """A primary, a streaming synchronous standby, and HAProxy routing writes to it only:
+        a HAProxy just started takes every server for up until its checks say otherwise, and
+        balances connections round robin, so several in a row must all reach the primary."""
 
         def ready() -> bool:
-            return (
-                self.primary() is not None
-                and any(member.is_sync_standby() for member in self.members)
-                and self.psql_value("SELECT NOT pg_is_in_recovery()", port=self.proxy.port) == "t"
+            return self.synchronous_standby() is not None and all(
+                self.psql_value("SELECT NOT pg_is_in_recovery()", port=self.proxy.port) == "t"
+                for _ in range(2 * MEMBERS)
             )
 
         wait_for(ready, timeout, "the Patroni cluster (a primary and its synchronous standby)", self.members[0].log)
