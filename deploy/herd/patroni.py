@@ -319,6 +319,9 @@ frontend postgres_replicas
 backend primary
     option httpchk GET /primary
     http-check expect status 200
+    # Patroni answers 200 from the instant it holds the leader key, a second before its
+    # server leaves recovery: writes sent then fail as read-only. Its role says when.
+    http-check expect rstring role.{{1,4}}primary
     # A primary that turns down (lost, demoted) loses its sessions at once: the app
     # reconnects to the new one instead of writing into a dead socket or a standby.
     default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1 on-marked-down shutdown-sessions
