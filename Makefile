@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HERD := $(PYTHON) -m deploy.herd
 
-.PHONY: up down status test lint bench drills audit clean
+.PHONY: up down status test test-failover lint bench drills audit clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(VENV)/.installed
 
 test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Redis and RabbitMQ
 	$(HERD) test $(PYTEST_ARGS)
+
+test-failover: $(VENV)/.installed  ## the Patroni failover test (opt-in PostgreSQL under Patroni; about a minute)
+	$(HERD) test -m patroni deploy/tests/test_failover.py
 
 bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written into docs/PERFORMANCE.md
 	$(PY) -m bench.report; status=$$?; $(HERD) --profile bench down; exit $$status

@@ -48,6 +48,7 @@ from deploy.doc_blocks import provenance, replace_block
 from deploy.faults import Faults
 from deploy.herd.app import Web, Worker
 from deploy.herd.control import Herd
+from deploy.herd.patroni import LOOP_WAIT, TTL, PatroniCluster, elapsed_until
 from deploy.herd.processes import HerdError, pid_alive, run, wait_for
 from deploy.herd.profiles import PROFILES, VENV_PYTHON
 from deploy.herd.services import Postgres, RabbitMQ, Redis
@@ -70,6 +71,7 @@ REPLICA_HEALTH_ENV = {
 }
 DRILL_ENV = {**REPLICA_HEALTH_ENV, "DJANGO_LOG_LEVEL": "WARNING"}
 SESSION_DOWN_TEXT = "temporarily unavailable"
+READ_ONLY_TEXT = "read-only for a moment"
 REPORT = ROOT / "docs" / "RELIABILITY.md"
 BEGIN, END = "<!-- drills:begin -->", "<!-- drills:end -->"
 
@@ -152,6 +154,7 @@ class Drill:
     name = ""
     restarts: tuple[str, ...] = ()  # replicas the drill itself restarts (new pids expected)
     needs_worker = False
+    needs_patroni = False  # runs on the herd with PostgreSQL under Patroni (deploy/herd/patroni.py)
 
     def setup(self, rig: Rig) -> None:
         return None
@@ -529,6 +532,177 @@ class BrokerPartition(Drill):
             raise DrillError(f"starting a job during the partition: {outcome} after {took:.1f} s")
 
 
+class PrimaryFailover(Drill):
+    """SIGKILL the PostgreSQL primary's member, Patroni and its postmaster at once (its machine
+    lost), under the load; Patroni promotes the synchronous standby once the leader key
+    expires. Meanwhile reads answer from the standby (read-only mode) and writes get the
+    clean 503. Notes how long until a write is accepted again through HAProxy's primary
+    listener and through the app, and, once the killed member is started again (as its
+    supervisor would), how long until it is back as the synchronous standby (pg_rewind).
+    ``rounds`` failovers in the full form (the median is the figure), one in the short."""
+
+    name = "primary-failover"
+    needs_patroni = True
+    rounds = 3
+
+    def fault(self, rig: Rig) -> None:
+        from django.db import connections
+
+        cluster = PatroniCluster(rig.herd.profile)
+        self.killed_at: list[float] = []
+        rounds = self.rounds if rig.timing is FULL else 1
+        write_back, rejoin = [], []
+        failed: list[str] = []
+        for number in range(1, rounds + 1):
+            cluster.wait_ready(120)
+            old, standby = cluster.primary(), cluster.synchronous_standby()
+            if old is None or standby is None:
+                raise DrillError(f"round {number}: no primary with a synchronous standby to fail over to")
+            timeline = old.timeline()
+            probe = Visitor(rig.url)
+            assert probe.log_in(rig.shoppers[0][0], PASSWORD).status_code == 302
+            watch = ReadinessWatch(rig.herd)
+            old.kill()
+            self.killed_at.append(time.monotonic())
+            rig.note(f"round {number}: {old.member} (primary, timeline {timeline}) SIGKILLed, Patroni and postmaster")
+            try:
+                time.sleep(2)
+                failed.extend(probe_read_only_write(rig, probe))
+                if elapsed_until(lambda: primary_writable(cluster), 120) is None:
+                    raise DrillError(f"round {number}: no write accepted within 120 s of the kill")
+                took = time.monotonic() - self.killed_at[-1]
+                write_back.append(took)
+                app_took = elapsed_until(lambda visitor=probe: review_saved(rig, visitor), 60)
+                app = "never" if app_took is None else f"{time.monotonic() - self.killed_at[-1]:.1f} s"
+                rig.note(
+                    f"round {number}: {standby.member} promoted (timeline {standby.timeline()}); a write through "
+                    f"HAProxy's primary listener accepted {took:.1f} s after the kill, a review through the app {app}"
+                )
+                time.sleep(rig.timing.hold)
+            finally:
+                rig.note(f"round {number}: app replicas' /readyz after the kill: {watch.stop(self.killed_at[-1])}")
+                # Its supervisor starts the lost member again (here, the drill): Patroni rewinds it.
+                rewinds = old.log.read_text().count("pg_rewind exit code=0")
+                old.launch()
+            back = elapsed_until(lambda m=old: m.role() == "replica" and m.is_sync_standby(), 180)
+            if back is None:
+                raise DrillError(f"round {number}: {old.member} did not come back as the synchronous standby")
+            rejoin.append(back)
+            rewound = old.log.read_text().count("pg_rewind exit code=0") > rewinds
+            rig.note(
+                f"round {number}: {old.member} started again: the synchronous standby on timeline "
+                f"{old.timeline()} {back:.1f} s later{' (pg_rewind)' if rewound else ''}"
+            )
+            connections.close_all()
+            time.sleep(rig.timing.settle)
+        median = sorted(write_back)[len(write_back) // 2]
+        rig.note(
+            f"writes accepted again after the kill, median of {rounds}: {median:.1f} s "
+            f"(each: {', '.join(f'{t:.1f}' for t in write_back)} s; Patroni's ttl {TTL} s, loop_wait {LOOP_WAIT} s); "
+            f"old primary back as the synchronous standby, median {sorted(rejoin)[len(rejoin) // 2]:.1f} s"
+        )
+        if failed:
+            raise DrillError("; ".join(failed))
+
+    def designed(self, failure: Failure) -> bool:
+        # A write while no primary is up: the app's clean 503 (read-only mode), never a 500;
+        # a write in flight at the kill got the same, its transaction never acknowledged.
+        return not failure.idempotent and failure.status == 503 and failure.served_by is not None
+
+    def verify(self, rig: Rig, problems: list[str]) -> None:
+        from django.db import connections
+
+        connections.close_all()  # this process's connections went to the killed primary
+
+
+class ReadinessWatch:
+    """Each app replica's ``/readyz`` polled on a thread of its own until ``stop``: when one
+    said it was not ready, and what its checks said."""
+
+    def __init__(self, herd: Herd) -> None:
+        import threading
+
+        self.herd = herd
+        self.seen: list[tuple[float, str, int | None, dict]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=3) as client:
+            while not self.done.is_set():
+                for web in self.herd.webs():
+                    try:
+                        answer = client.get(f"http://127.0.0.1:{web.port}/readyz")
+                        status, checks = answer.status_code, answer.json().get("checks", {})
+                    except (httpx.HTTPError, ValueError):
+                        status, checks = None, {}
+                    if status != 200:
+                        self.seen.append((time.monotonic(), web.name, status, checks))
+                time.sleep(0.25)
+
+    def stop(self, since: float) -> str:
+        self.done.set()
+        self.thread.join(5)
+        if not self.seen:
+            return "200 throughout"
+        first, last = self.seen[0], self.seen[-1]
+        bad = {key: value for key, value in first[3].items() if value not in ("ok", "no")}
+        return (
+            f"{len(self.seen)} answers not 200, from {first[0] - since:+.1f} s to {last[0] - since:+.1f} s "
+            f"(first: {first[1]} {first[2]} {bad})"
+        )
+
+
+def primary_writable(cluster: PatroniCluster) -> bool:
+    """A committed write through HAProxy's primary listener (a fresh connection each time)."""
+    try:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=cluster.proxy.port,
+            user="herd",
+            dbname="postgres",
+            connect_timeout=2,
+            options="-c statement_timeout=3000",
+            autocommit=True,
+        ) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS drill_failover (at timestamptz)")
+            conn.execute("INSERT INTO drill_failover VALUES (now())")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def review_form(rig: Rig, visitor: Visitor) -> tuple[str, dict]:
+    slug = rig.shoppers[0][1][int.from_bytes(os.urandom(2)) % PRODUCTS_PER_SHOPPER]
+    page = visitor.get(f"/p/{slug}/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    text = f"probe {os.urandom(6).hex()}"
+    data = {"csrfmiddlewaretoken": token.group(1) if token else "", "rating": "4", "text": text}
+    return f"/p/{slug}/review/", data
+
+
+def review_saved(rig: Rig, visitor: Visitor) -> bool:
+    path, data = review_form(rig, visitor)
+    return visitor.client.post(visitor.url(path), data=data).status_code == 302
+
+
+def probe_read_only_write(rig: Rig, visitor: Visitor) -> list[str]:
+    """While no primary is up, a logged-in shopper's review: the clean 503 of read-only mode.
+    The problems seen (none when it was)."""
+    path, data = review_form(rig, visitor)
+    response = visitor.client.post(visitor.url(path), data=data)
+    clean = READ_ONLY_TEXT in response.text and "Traceback" not in response.text
+    rig.note(
+        f"a review posted while no primary was up: {response.status_code} from "
+        f"{response.headers.get('X-Served-By', 'haproxy')}, Retry-After {response.headers.get('Retry-After')}, "
+        f"{'the clean read-only page' if clean else 'NOT the read-only page'}"
+    )
+    if response.status_code != 503 or not clean:
+        return [f"a write with no primary answered {response.status_code}: {' '.join(response.text[:300].split())!r}"]
+    return []
+
+
 DRILLS: dict[str, type[Drill]] = {
     drill.name: drill
     for drill in (
@@ -549,6 +723,8 @@ DRILLS: dict[str, type[Drill]] = {
         BrokerPartition,
     )
 }
+# Drills run only when named: PostgreSQL under Patroni is opt-in (``--postgres patroni``).
+OPT_IN: dict[str, type[Drill]] = {PrimaryFailover.name: PrimaryFailover}
 
 
 class DrillError(Exception):
@@ -875,14 +1051,15 @@ def make_shoppers(prefix: str = "drill") -> tuple[list[tuple[str, list[str]]], s
     return shoppers, staff
 
 
-def prepare(timing: Timing, with_worker: bool) -> Rig:
-    """The drills profile's herd, up, with data: services, database, worker, replicas, HAProxy."""
-    profile = PROFILES["drills"]
+def prepare(timing: Timing, with_worker: bool, patroni: bool = False) -> Rig:
+    """The drills profile's herd, up, with data: services, database, worker, replicas, HAProxy.
+    ``patroni``: PostgreSQL as a Patroni cluster (deploy/herd/patroni.py), else plain."""
+    profile = PROFILES["drills"].with_postgres("patroni" if patroni else "plain")
     os.environ.update(profile.django_env())
     # The app replicas and the worker reach every data service through a proxy of this
     # process (deploy/faults.py): ones left running by an earlier run use dead ones.
     faults = Faults(profile)
-    herd = Herd(profile, replicas=3, extra_env={**DRILL_ENV, **faults.env()})
+    herd = Herd(profile, replicas=3, extra_env={**DRILL_ENV, **faults.env()}, postgres=profile.postgres_kind)
     worker = Worker(profile, extra_env=herd.extra_env)
     for process in [*herd.webs(), worker]:
         process.stop()
@@ -900,7 +1077,8 @@ def prepare(timing: Timing, with_worker: bool) -> Rig:
         worker.ensure()
     herd.start_herd_processes()
     wait_all_up(herd)
-    set_replay_delay(herd, "0")
+    if not patroni:
+        set_replay_delay(herd, "0")
     return Rig(herd, shoppers, staff, timing, worker=worker, faults=faults)
 
 
@@ -909,35 +1087,49 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m deploy.drills", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--short", action="store_true", help="shorter load and faults")
-    parser.add_argument("drills", nargs="*", metavar="DRILL", help=", ".join(DRILLS))
+    parser.add_argument(
+        "drills", nargs="*", metavar="DRILL", help=", ".join(DRILLS) + "; only when named: " + ", ".join(OPT_IN)
+    )
     args = parser.parse_args(argv)
-    if unknown := set(args.drills) - set(DRILLS):
-        parser.error(f"no drill named {', '.join(sorted(unknown))}; the drills: {', '.join(DRILLS)}")
+    known = {**DRILLS, **OPT_IN}
+    if unknown := set(args.drills) - set(known):
+        parser.error(f"no drill named {', '.join(sorted(unknown))}; the drills: {', '.join(known)}")
     names = args.drills or list(DRILLS)
-    print("preparing the drills herd (profile drills)...", flush=True)
+    drills = [known[name]() for name in names]
+    patroni = any(drill.needs_patroni for drill in drills)
+    if patroni and not all(drill.needs_patroni for drill in drills):
+        parser.error(f"{', '.join(OPT_IN)} runs on a herd of its own (PostgreSQL under Patroni): name it alone")
+    print(f"preparing the drills herd (profile drills{', PostgreSQL under Patroni' if patroni else ''})...", flush=True)
     started = time.monotonic()
-    drills = [DRILLS[name]() for name in names]
-    rig = prepare(SHORT if args.short else FULL, with_worker=any(drill.needs_worker for drill in drills))
+    rig = prepare(
+        SHORT if args.short else FULL, with_worker=any(drill.needs_worker for drill in drills), patroni=patroni
+    )
     results = []
     for drill in drills:
         results.append(run_drill(rig, drill))
         with contextlib.suppress(HerdError):
             wait_all_up(rig.herd)
-    block = render(results, time.monotonic() - started)
+    command = "`make drills`" if not patroni else f"`python -m deploy.drills {' '.join(names)}`"
+    block = render(results, time.monotonic() - started, command)
     print("\n" + block)
     if not args.short and names == list(DRILLS):
         replace_block(REPORT, BEGIN, END, block)
         print(f"\nwritten: {REPORT}")
+    elif not args.short and patroni:
+        # The opt-in drills' figures have a block of their own, written by a run of them alone.
+        begin, end = (marker.replace("drills:", "drills-patroni:") for marker in (BEGIN, END))
+        replace_block(REPORT, begin, end, block.replace(BEGIN, begin).replace(END, end))
+        print(f"\nwritten: {REPORT}")
     return 0 if all(result.passed for result in results) else 1
 
 
-def render(results: list[Result], wall_seconds: float) -> str:
+def render(results: list[Result], wall_seconds: float, command: str = "`make drills`") -> str:
     """The generated block of docs/RELIABILITY.md: when, from which commit, the table, the notes."""
     lines = [
         BEGIN,
         "<!-- Written by deploy/drills.py (make drills): edit the prose outside these markers. -->",
         "",
-        f"### Figures from `make drills`, {datetime.now(UTC):%Y-%m-%d}, commit {provenance()}",
+        f"### Figures from {command}, {datetime.now(UTC):%Y-%m-%d}, commit {provenance()}",
         "",
         f"{os.cpu_count()} cores (os.cpu_count()); {wall_seconds / 60:.1f} min in all, preparing the herd included.",
         "",

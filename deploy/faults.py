@@ -39,6 +39,16 @@ HOST = "127.0.0.1"
 CHUNK = 65536
 
 
+def upstream_port(profile: Profile, service: str) -> int:
+    """The port ``service`` answers on in ``profile``: under Patroni, PostgreSQL's are
+    HAProxy's listeners for the primary and the replicas."""
+    if service == "postgres-primary":
+        return profile.postgres_ports[0]
+    if service == "postgres-replica":
+        return profile.postgres_ports[1]
+    return profile.port(SERVICES[service])
+
+
 class Proxy:
     """One listening port forwarding to one service, in one of ``MODES``."""
 
@@ -108,7 +118,7 @@ class Faults:
         self.thread.start()
         self.proxies: dict[str, Proxy] = {}
         for name in services:
-            proxy = Proxy(profile.port(SERVICES[name]))
+            proxy = Proxy(upstream_port(profile, name))
             asyncio.run_coroutine_threadsafe(proxy.start(), self.loop).result(10)
             self.proxies[name] = proxy
 

@@ -1,6 +1,7 @@
 """The herd's command line:
 
     python3 -m deploy.herd up [--replicas N]   bring the herd up (idempotent), print the URL
+    python3 -m deploy.herd up --postgres patroni   the same, PostgreSQL as a Patroni cluster
     python3 -m deploy.herd status              one line per process
     python3 -m deploy.herd start NAME          start one process again (web2, worker, ...)
     python3 -m deploy.herd restart             rolling restart of the app replicas, one by one
@@ -35,9 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python3 -m deploy.herd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("HERD_PROFILE", "local"))
+    parser.add_argument(
+        "--postgres",
+        choices=("plain", "patroni"),
+        default=None,
+        help="PostgreSQL as a primary and a streaming replica (plain), or a Patroni cluster with etcd "
+        "behind HAProxy (deploy/herd/patroni.py); default: as the herd last ran it, else plain",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="bring the herd up (idempotent)")
     up.add_argument("--replicas", type=int, default=None, help="app replicas (default 3, or as last time)")
+    up.add_argument("--postgres", choices=("plain", "patroni"), default=argparse.SUPPRESS, help="as above")
     commands.add_parser("down", help="stop every process")
     commands.add_parser("status", help="one line per process")
     start = commands.add_parser("start", help="start one process")
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
 
     profile = PROFILES[args.profile]
-    herd = Herd(profile, args.replicas if args.command == "up" else None)
+    herd = Herd(profile, args.replicas if args.command == "up" else None, postgres=args.postgres)
     try:
         if args.command == "up":
             herd.up()
@@ -81,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_tests(pytest_args: list[str]) -> int:
     """Start the test profile's services, run pytest against them, stop them."""
-    herd = Herd(PROFILES["test"], replicas=0)
+    herd = Herd(PROFILES["test"], replicas=0, postgres="plain")
     try:
         # The browser tests drive Debian's Chromium (Playwright cannot download one here);
-        # the accessibility test installs its pinned axe-core with npm.
-        ensure_packages(extra={"/usr/bin/chromium": "chromium", "/usr/bin/npm": "npm"})
+        # the accessibility test installs its pinned axe-core with npm; etcd for the Patroni
+        # tests (deploy/tests/test_failover.py).
+        extra = {"/usr/bin/chromium": "chromium", "/usr/bin/npm": "npm", "/usr/bin/etcd": "etcd-server"}
+        ensure_packages(extra=extra)
         herd.start_services()
         env = {**os.environ, **herd.profile.django_env()}
         return subprocess.run([str(VENV_PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode

@@ -17,6 +17,7 @@ from pathlib import Path
 from deploy.herd.app import Web, Worker
 from deploy.herd.debian import ensure_packages
 from deploy.herd.haproxy import HAProxy
+from deploy.herd.patroni import PatroniCluster
 from deploy.herd.processes import HerdError, Process, pid_alive, run, wait_for
 from deploy.herd.profiles import ROOT, VENV_PYTHON, Profile, reserve_ports, shard_names
 from deploy.herd.services import Postgres, RabbitMQ, Redis, state_redis
@@ -29,9 +30,15 @@ class Herd:
     """Every process of one profile. ``database`` names the database the apps use."""
 
     def __init__(
-        self, profile: Profile, replicas: int | None = None, database: str = "herd", extra_env: dict | None = None
+        self,
+        profile: Profile,
+        replicas: int | None = None,
+        database: str = "herd",
+        extra_env: dict | None = None,
+        postgres: str | None = None,
     ) -> None:
-        self.profile = profile
+        # PostgreSQL as ``postgres`` says (plain, patroni), else as the herd last ran it.
+        self.profile = profile.with_postgres(postgres or ("patroni" if profile.patroni else recorded_postgres(profile)))
         self.database = database
         self.extra_env = extra_env or {}
         self.replica_count = replicas if replicas is not None else self.recorded_replicas()
@@ -42,11 +49,15 @@ class Herd:
         except (OSError, ValueError):
             return 3
 
+    def postgres_processes(self) -> list[Process]:
+        if self.profile.patroni:
+            return PatroniCluster(self.profile).processes()
+        return [Postgres(self.profile, replica=False), Postgres(self.profile, replica=True)]
+
     def services(self) -> list[Process]:
         p = self.profile
         return [
-            Postgres(p, replica=False),
-            Postgres(p, replica=True),
+            *self.postgres_processes(),
             *state_redis(p),
             Redis(p, "cache"),
             RabbitMQ(p),
@@ -74,14 +85,27 @@ class Herd:
         ensure_packages()
         # WhiteNoise expects the static folder to exist even before collectstatic.
         (self.profile.state / "static").mkdir(parents=True, exist_ok=True)
+        # The other kind of PostgreSQL, left by an earlier run, stops: one source of truth.
+        other = Herd(self.profile, 0, postgres="plain" if self.profile.patroni else "patroni")
+        for process in reversed(other.postgres_processes()):
+            if process.running():
+                process.stop()
+                say(process, "stopped (PostgreSQL now runs as " + self.profile.postgres_kind + ")")
+        self.profile.state.mkdir(parents=True, exist_ok=True)
+        (self.profile.state / "postgres").write_text(self.profile.postgres_kind)
+        postgres = {process.name for process in self.postgres_processes()}
+        if self.profile.patroni:
+            ensure_packages(extra={"/usr/bin/etcd": "etcd-server"})
+            PatroniCluster(self.profile).ensure(say)
         for process in self.services():
-            say(process, "started" if process.ensure() else "already running")
+            if not (self.profile.patroni and process.name in postgres):
+                say(process, "started" if process.ensure() else "already running")
 
     def prepare_database(self) -> None:
         env = {"PATH": os.environ.get("PATH", ""), **self.profile.django_env()}
         log = self.profile.logs / "setup.log"
         # A primary first started before sharding has no shard databases yet.
-        primary = Postgres(self.profile, replica=False)
+        primary = PatroniCluster(self.profile) if self.profile.patroni else Postgres(self.profile, replica=False)
         for name in shard_names("herd"):
             primary.create_database(name)
         for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"], ["seed_demo"]):
@@ -267,6 +291,14 @@ class Herd:
             pid = process.pid() if process.running() else None
             print(f"{process.name:<18} {state:<6} {pid or '-':>7}  {process.port or '-':>5}  {process.detail}{extra}")
         return all_up
+
+
+def recorded_postgres(profile: Profile) -> str:
+    """How the profile's herd last ran PostgreSQL (``plain`` unless it was ``patroni``)."""
+    try:
+        return (profile.state / "postgres").read_text().strip() or "plain"
+    except OSError:
+        return "plain"
 
 
 def target_webs(herd: Herd, replicas: int) -> list[Web]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +36,24 @@ SENTINEL_PORTS = (56391, 56392, 56393)
 SENTINEL_MASTER = "herd-state"
 HAPROXY_PORT = 8000  # app replica N listens on HAPROXY_PORT + N
 HAPROXY_STATS_PORT = 8404
+# PostgreSQL under Patroni (``--postgres patroni``, deploy/herd/patroni.py): the app reaches
+# the primary and the replicas through HAProxy's two listeners; behind them two members,
+# each a PostgreSQL server and its Patroni's REST API, and the three etcd members.
+PATRONI_PRIMARY_PORT = 55434  # HAProxy: the member Patroni's /primary answers 200 for
+PATRONI_REPLICA_PORT = 55435  # HAProxy: members /replica?lag=... says 200 for, else the primary
+PATRONI_POSTGRES_PORTS = (55436, 55437)
+PATRONI_REST_PORTS = (55438, 55439)
+ETCD_CLIENT_PORTS = (55440, 55441, 55442)
+ETCD_PEER_PORTS = (55443, 55444, 55445)
 LISTEN_PORTS = (
     POSTGRES_PORT,
     POSTGRES_REPLICA_PORT,
+    PATRONI_PRIMARY_PORT,
+    PATRONI_REPLICA_PORT,
+    *PATRONI_POSTGRES_PORTS,
+    *PATRONI_REST_PORTS,
+    *ETCD_CLIENT_PORTS,
+    *ETCD_PEER_PORTS,
     RABBITMQ_PORT,
     RABBITMQ_DIST_PORT,
     REDIS_STATE_PORT,
@@ -63,6 +78,25 @@ class Profile:
     # The state Redis as two nodes watched by three Sentinels (docs/RELIABILITY.md);
     # otherwise one node.
     sentinel: bool = False
+    # PostgreSQL as a Patroni cluster behind HAProxy (deploy/herd/patroni.py) instead of
+    # the plain primary and streaming replica; opt-in (``up --postgres patroni``).
+    patroni: bool = False
+
+    def with_postgres(self, kind: str) -> Profile:
+        """This profile with PostgreSQL run as ``kind``: ``plain`` or ``patroni``."""
+        return replace(self, patroni=kind == "patroni")
+
+    @property
+    def postgres_kind(self) -> str:
+        return "patroni" if self.patroni else "plain"
+
+    @property
+    def postgres_ports(self) -> tuple[int, int]:
+        """Where the app finds the primary and the replicas: the servers themselves, or
+        under Patroni HAProxy's two listeners."""
+        if self.patroni:
+            return self.port(PATRONI_PRIMARY_PORT), self.port(PATRONI_REPLICA_PORT)
+        return self.port(POSTGRES_PORT), self.port(POSTGRES_REPLICA_PORT)
 
     @property
     def state(self) -> Path:
@@ -107,7 +141,7 @@ class Profile:
 
     def django_env(self, database: str = "herd") -> dict[str, str]:
         """The environment every Django process of this profile runs with."""
-        pg, pg_replica = self.port(POSTGRES_PORT), self.port(POSTGRES_REPLICA_PORT)
+        pg, pg_replica = self.postgres_ports
         redis_state, redis_cache = self.port(REDIS_STATE_PORT), self.port(REDIS_CACHE_PORT)
         return {
             "DJANGO_SETTINGS_MODULE": "config.settings",
