@@ -88,7 +88,7 @@ def test_staff_add_a_picture_in_the_product_admin_and_see_its_thumbnail(admin_cl
         f"/admin/catalog/product/{product.pk}/change/", change_form(product, upload=upload(data), alt="A brass lamp")
     )
     assert response.status_code == 302, response.context and response.context["inline_admin_formsets"]
-    (added,) = ProductImage.objects.filter(product=product)
+    (added,) = ProductImage.objects.using("default").filter(product=product)
     assert added.alt == "A brass lamp"
     # Public, under the hash of its bytes, stored whole; sizes not prepared yet.
     assert added.image.original.name == f"products/originals/{hashlib.sha256(data).hexdigest()}.jpg"
@@ -99,7 +99,7 @@ def test_staff_add_a_picture_in_the_product_admin_and_see_its_thumbnail(admin_cl
     assert f'src="/media/{added.image.original.name}"' in listing
     prepare(added.image)
     listing = admin_client.get("/admin/catalog/product/").content.decode()
-    smallest_webp = ImageFile.objects.get(pk=added.image_id).renditions["webp"][0][2]
+    smallest_webp = ImageFile.objects.using("default").get(pk=added.image_id).renditions["webp"][0][2]
     assert f'src="/media/{smallest_webp}"' in listing
     assert (
         f'src="/media/{smallest_webp}"'
@@ -132,7 +132,7 @@ def test_a_bad_picture_gets_a_clear_form_error_and_nothing_is_stored(admin_clien
 def test_the_prepare_job_writes_every_size_and_format_under_content_addressed_names(product):
     added = add_picture(product, jpeg(1600, 1200))
     prepare(added.image)
-    renditions = ImageFile.objects.get(pk=added.image_id).renditions
+    renditions = ImageFile.objects.using("default").get(pk=added.image_id).renditions
     assert sorted(renditions) == ["avif", "jpeg", "webp"]
     pillow_formats = {"avif": "AVIF", "webp": "WEBP", "jpeg": "JPEG"}
     for kind, sizes in renditions.items():
@@ -148,7 +148,7 @@ def test_the_prepare_job_writes_every_size_and_format_under_content_addressed_na
     # Never enlarged: a narrow original gets its own width as the widest size.
     narrow = add_picture(product, jpeg(500, 400), position=1)
     prepare(narrow.image)
-    widths = [width for width, _, _ in ImageFile.objects.get(pk=narrow.image_id).renditions["webp"]]
+    widths = [width for width, _, _ in ImageFile.objects.using("default").get(pk=narrow.image_id).renditions["webp"]]
     assert widths == [320, 500]
 
 
@@ -157,9 +157,9 @@ def test_the_job_is_idempotent_and_a_second_upload_of_the_same_bytes_shares_the_
     data = jpeg()
     first = add_picture(product, data)
     prepare(first.image)
-    prepared = ImageFile.objects.get(pk=first.image_id)
+    prepared = ImageFile.objects.using("default").get(pk=first.image_id)
     prepare(prepared)
-    again_prepared = ImageFile.objects.get(pk=first.image_id)
+    again_prepared = ImageFile.objects.using("default").get(pk=first.image_id)
     assert (again_prepared.renditions, again_prepared.prepared_at) == (prepared.renditions, prepared.prepared_at)
     again = add_picture(make_product(), data, alt="The same lamp")
     assert again.image_id == first.image_id and ImageFile.objects.count() == 1
@@ -183,7 +183,7 @@ def test_a_page_shows_the_original_until_the_sizes_are_ready_then_a_picture_elem
     prepare(added.image)
     prepare(second.image)
     first_html, second_html = pictures_in(client.get(url).content.decode())
-    renditions = ImageFile.objects.get(pk=added.image_id).renditions
+    renditions = ImageFile.objects.using("default").get(pk=added.image_id).renditions
     for kind, mime in (("avif", "image/avif"), ("webp", "image/webp")):
         srcset = ", ".join(f"/media/{name} {width}w" for width, _, name in renditions[kind])
         assert f'<source type="{mime}" srcset="{srcset}" sizes="' in first_html
@@ -213,7 +213,7 @@ def test_removing_a_picture_flushes_the_cached_page(client, product):
 def test_a_prepared_size_is_served_immutable_and_identical_for_everyone(client, product, alice):
     added = add_picture(product, jpeg())
     prepare(added.image)
-    name = ImageFile.objects.get(pk=added.image_id).renditions["avif"][0][2]
+    name = ImageFile.objects.using("default").get(pk=added.image_id).renditions["avif"][0][2]
     response = client.get(f"/media/{name}")
     assert response.status_code == 200
     assert response["Content-Type"] == "image/avif"
@@ -249,10 +249,10 @@ def test_a_zip_archive_imports_its_csv_and_gives_products_their_pictures_once(st
         job.refresh_from_db()
         assert job.state == Job.State.SUCCEEDED, job.error
     assert job.result["pictures"] == 0
-    (picture,) = ProductImage.objects.filter(product__slug="brass-desk-lamp")
+    (picture,) = ProductImage.objects.using("default").filter(product__slug="brass-desk-lamp")
     assert picture.alt == "A brass lamp, lit"
     assert picture.image.original.name == f"products/originals/{hashlib.sha256(data).hexdigest()}.jpg"
-    assert not ProductImage.objects.filter(product__slug="oak-chair").exists()
+    assert not ProductImage.objects.using("default").filter(product__slug="oak-chair").exists()
 
 
 @pytest.mark.django_db
