@@ -101,12 +101,10 @@ def slugs_of_products(queryset: QuerySet) -> list[str]:
     with use_primary():
         if queryset.model is Product:
             return list(queryset.values_list("slug", flat=True))
-        if queryset.model is Review:
+        if queryset.model in (Review, ProductImage):
             return list(Product.objects.filter(id__in=queryset.values("product_id")).values_list("slug", flat=True))
         if queryset.model is Category:
             return list(Product.objects.filter(category__in=queryset.values("id")).values_list("slug", flat=True))
-        if queryset.model is ProductImage:
-            return list(Product.objects.filter(id__in=queryset.values("product_id")).values_list("slug", flat=True))
         if queryset.model is ImageFile:
             used_by = ProductImage.objects.filter(image__in=queryset.values("id")).values("product_id")
             return list(Product.objects.filter(id__in=used_by).values_list("slug", flat=True))
@@ -128,13 +126,9 @@ def _product_changed(sender, instance: Product, **kwargs) -> None:
 
 @receiver(post_save, sender=Review, dispatch_uid="catalog.cache.review_saved")
 @receiver(post_delete, sender=Review, dispatch_uid="catalog.cache.review_deleted")
-def _review_changed(sender, instance: Review, **kwargs) -> None:
-    flush_product_pages(slugs_of_products(Product.objects.filter(pk=instance.product_id)))
-
-
 @receiver(post_save, sender=ProductImage, dispatch_uid="catalog.cache.product_image_saved")
 @receiver(post_delete, sender=ProductImage, dispatch_uid="catalog.cache.product_image_deleted")
-def _product_image_changed(sender, instance: ProductImage, **kwargs) -> None:
+def _product_part_changed(sender, instance: Review | ProductImage, **kwargs) -> None:
     flush_product_pages(slugs_of_products(Product.objects.filter(pk=instance.product_id)))
 
 
