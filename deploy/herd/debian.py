@@ -52,8 +52,10 @@ def ensure_packages(extra: dict[str, str] | None = None) -> None:
         )
     print(f"installing Debian packages: {' '.join(missing)}", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+    # Another herd (a concurrent suite, the bench) may be installing too: wait for dpkg's lock.
+    wait = ["-o", "DPkg::Lock::Timeout=600"]
+    subprocess.run(["apt-get", *wait, "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", *wait, "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
     # Debian starts the packaged services; the herd runs private ones on its own ports.
     still_missing = missing_packages()
     if still_missing:
