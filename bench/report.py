@@ -116,8 +116,9 @@ def short_settings() -> dict[str, str]:
     return {k: os.environ[k] for k, v in DEFAULTS.items() if os.environ.get(k, v) != v}
 
 
-def history_entry(parts: dict[str, Part], wall_seconds: float) -> dict[str, Any]:
-    """This run as one line of the history: every part's figures (``history(figures)``)."""
+def history_entry(parts: dict[str, Part], wall_seconds: float, commit: str | None = None) -> dict[str, Any]:
+    """This run as one line of the history: every part's figures (``history(figures)``);
+    ``commit`` is the code measured, taken before the run writes its figures into the tree."""
     figures: dict[str, dict[str, float]] = {group: {} for group in GROUPS}
     recorded = {name: "ok" if part.ok else "failed" for name, part in parts.items()}
     for name, part in parts.items():
@@ -130,7 +131,7 @@ def history_entry(parts: dict[str, Part], wall_seconds: float) -> dict[str, Any]
             recorded[name] = f"figures not recorded: {type(error).__name__}: {error}"[:300]
     return {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
-        "commit": provenance(),
+        "commit": commit or provenance(),
         "machine": machine_record(),
         "short": bool(short_settings()),
         "settings": {k: os.environ.get(k, v) for k, v in DEFAULTS.items()},
@@ -148,13 +149,13 @@ def _module(name: str) -> Any:
     return {"catalog": catalog, "baseline": baseline, "replicas": replicas, "growth": growth, "shards": shards}[name]
 
 
-def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: float) -> str:
+def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: float, commit: str) -> str:
     short = short_settings()
     lines = [
         BEGIN,
         "<!-- Written by bench/report.py (make bench): edit the prose outside these markers. -->",
         "",
-        f"## Figures from `make bench`, {datetime.now(UTC):%Y-%m-%d}, commit {provenance()}",
+        f"## Figures from `make bench`, {datetime.now(UTC):%Y-%m-%d}, commit {commit}",
         "",
     ]
     if short:
@@ -198,6 +199,7 @@ def measure_jobs(herd: Herd) -> Any:
 
 def main() -> int:
     started = time.monotonic()
+    commit = provenance()  # before the history and the charts change the tree
     parts: dict[str, Part] = {}
     prepared = attempt("bench herd and catalog data", catalog.prepare)
     herd: Herd | None = prepared.value
@@ -215,8 +217,8 @@ def main() -> int:
         if shards is not None:
             parts["shards"] = attempt("shards", lambda: shards.measure())
     wall_seconds = time.monotonic() - started
-    append_history(history_entry(parts, wall_seconds))
-    block = render(parts, about, wall_seconds)
+    append_history(history_entry(parts, wall_seconds, commit))
+    block = render(parts, about, wall_seconds, commit)
     replace_block(REPORT, BEGIN, END, block)
     print(block)
     print(f"\nwritten: {REPORT} (charts in {CHARTS}); this run added to {HISTORY}")
