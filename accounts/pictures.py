@@ -151,15 +151,24 @@ def _decode(image: Image.Image) -> None:
 
 def _prepare(image: Image.Image, longest_side: int) -> Image.Image:
     """The pixels of ``image``, upright and at most ``longest_side``; ``image`` is reduced in place."""
+    image = upright(image)
+    # thumbnail() keeps the aspect ratio and never enlarges.
+    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
+    return pixels_only(image)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """A decoded ``image`` turned as its EXIF orientation says (in place when nothing turns), in RGB or RGBA."""
     # Orientation lives in EXIF, which is about to be dropped: turn it into real pixel order first.
     # In place: no copy of the full-size pixels unless there is something to turn.
     ImageOps.exif_transpose(image, in_place=True)
     mode = "RGBA" if image.has_transparency_data else "RGB"
-    if image.mode != mode:
-        image = image.convert(mode)
-    # thumbnail() keeps the aspect ratio and never enlarges.
-    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
-    # A new image from the raw pixels carries no info dict: no EXIF, ICC or XMP can leak into the output.
+    return image if image.mode == mode else image.convert(mode)
+
+
+def pixels_only(image: Image.Image) -> Image.Image:
+    """The same pixels as a new image without an info dict: no EXIF (GPS), ICC or XMP can
+    reach what is encoded from it. Every picture we store is encoded from one of these."""
     return Image.frombytes(image.mode, image.size, image.tobytes())
 
 

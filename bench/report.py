@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baseline, catalog, growth, replicas
+from bench import baseline, catalog, growth, images, replicas
 from bench.rendering import CHARTS, GROUPS, HISTORY, REPORT, Part, append_history, history_section, read_history
 from bench.wrk import wrk_version
 from deploy.doc_blocks import provenance, replace_block
@@ -146,7 +146,8 @@ def _module(name: str) -> Any:
         from bench import jobs  # sets Django up in this process for the bench herd
 
         return jobs
-    return {"catalog": catalog, "baseline": baseline, "replicas": replicas, "growth": growth, "shards": shards}[name]
+    modules = {"catalog": catalog, "images": images, "baseline": baseline, "replicas": replicas, "growth": growth}
+    return {**modules, "shards": shards}[name]
 
 
 def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: float, commit: str) -> str:
@@ -177,6 +178,7 @@ def render(parts: dict[str, Part], about: list[tuple[str, str]], wall_seconds: f
     from bench import jobs
 
     lines += catalog.render(parts["catalog"])
+    lines += images.render(parts["images"])
     lines += baseline.render(parts["baseline"])
     lines += replicas.render(parts["replicas"])
     lines += growth.render(parts["growth"])
@@ -205,11 +207,12 @@ def main() -> int:
     herd: Herd | None = prepared.value
     about = machine()
     if herd is None:
-        for name in ("catalog", "baseline", "replicas", "growth", "jobs"):
+        for name in ("catalog", "images", "baseline", "replicas", "growth", "jobs"):
             parts[name] = Part(name, error=f"the bench herd did not come up: {prepared.error}")
     else:
         parts["catalog"] = attempt("catalog", lambda: catalog.measure(herd))
         sessions = parts["catalog"].value.sessions if parts["catalog"].ok else None
+        parts["images"] = attempt("images", lambda: images.measure(herd))
         parts["baseline"] = attempt("baseline", lambda: baseline.measure(herd))
         parts["replicas"] = attempt("replicas", lambda: replicas.measure(herd, sessions))
         parts["growth"] = attempt("growth", lambda: growth.measure(herd))

@@ -2,7 +2,8 @@
 
 ``check_upload`` refuses what profile pictures refuse (``accounts.pictures``: type by
 content, bytes and pixels bounded before decoding, truncated files) with one clear
-message. The original is kept as uploaded, public, under the SHA-256 of its bytes
+message. The original is public: ``public_original`` re-encodes it upright and without
+metadata (EXIF, GPS, ICC, XMP), stored under the SHA-256 of those bytes
 (``original_name``). ``prepare`` (run by the job ``catalog.tasks.prepare_image``) makes
 each width of ``WIDTHS`` no wider than the original, in AVIF, WebP and JPEG, upright and
 without metadata, each under the SHA-256 of its own bytes: a name never changes meaning,
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from PIL import Image, ImageOps
+from PIL import Image
 
 from accounts import pictures
 
@@ -33,6 +34,12 @@ _ENCODE = {
     "avif": {"format": "AVIF", "quality": 60, "speed": 8},
     "webp": {"format": "WEBP", "quality": 80, "method": 4},
     "jpeg": {"format": "JPEG", "quality": 82, "optimize": True, "progressive": True},
+}
+# An original, re-encoded without its metadata: close to what was uploaded.
+_ORIGINAL_ENCODE = {
+    "jpg": {"format": "JPEG", "quality": 90},
+    "png": {"format": "PNG"},
+    "webp": {"format": "WEBP", "quality": 90},
 }
 _SWAPPED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that turn the picture a quarter
 MAX_ARCHIVE_ENTRIES = 1000
@@ -77,6 +84,22 @@ def check_upload(upload: pictures.Upload) -> CheckedUpload:
     return CheckedUpload(data=data, suffix=suffix, width=width, height=height)
 
 
+def public_original(checked: CheckedUpload) -> CheckedUpload:
+    """The upload as anyone may see it: its pixels turned upright, whole, re-encoded in its own
+    format from pixels alone (``accounts.pictures.pixels_only``), so no EXIF (a phone's GPS
+    position, its make), ICC or XMP is kept. The same upload always gives the same bytes."""
+    image = pictures.open_checked(checked.data)
+    with pictures.decode_slot():
+        try:
+            image.load()
+            image = pictures.pixels_only(pictures.upright(image))
+        except pictures.DECODE_ERRORS as error:
+            raise pictures.corrupt_error() from error
+        buffer = io.BytesIO()
+        image.save(buffer, **_ORIGINAL_ENCODE[checked.suffix])
+    return CheckedUpload(data=buffer.getvalue(), suffix=checked.suffix, width=image.width, height=image.height)
+
+
 def original_name(checked: CheckedUpload) -> str:
     return f"products/originals/{hashlib.sha256(checked.data).hexdigest()}.{checked.suffix}"
 
@@ -102,17 +125,13 @@ def prepare(data: bytes) -> dict[str, list[list]]:
         image.draft(None, (max(WIDTHS), max(WIDTHS)))
         try:
             image.load()
-            ImageOps.exif_transpose(image, in_place=True)
+            image = pictures.upright(image)
         except pictures.DECODE_ERRORS as error:
             raise pictures.corrupt_error() from error
-        transparent = image.has_transparency_data
-        image = image.convert("RGBA" if transparent else "RGB")
         renditions: dict[str, list[list]] = {kind: [] for kind in FORMATS}
         for width in target_widths(image.width):
             height = max(1, round(image.height * width / image.width))
-            # A new image from raw pixels: no EXIF, ICC or XMP reaches the output.
-            resized = image.resize((width, height), Image.Resampling.LANCZOS)
-            resized = Image.frombytes(resized.mode, resized.size, resized.tobytes())
+            resized = pictures.pixels_only(image.resize((width, height), Image.Resampling.LANCZOS))
             for kind in FORMATS:
                 data_out = _encode(resized, kind)
                 name = f"products/{hashlib.sha256(data_out).hexdigest()}.{'jpg' if kind == 'jpeg' else kind}"

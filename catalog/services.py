@@ -127,8 +127,10 @@ def update_product(product: Product, **changes) -> Product:
 
 @transaction.atomic
 def image_file_for(checked: images.CheckedUpload) -> ImageFile:
-    """The stored picture with these bytes: stored now if new, and its sizes prepared
-    by a job sent on commit (once: a picture uploaded twice is one ``ImageFile``)."""
+    """The stored picture of this upload: its original stored now if new, without metadata
+    (``images.public_original``), and its sizes prepared by a job sent on commit (once: a
+    picture uploaded twice is one ``ImageFile``)."""
+    checked = images.public_original(checked)
     name = images.original_name(checked)
     image_file = ImageFile.objects.filter(original=name).first()
     if image_file is None:

@@ -39,7 +39,22 @@ def _product_list(request: HttpRequest, category: Category | None) -> HttpRespon
         )
     except selectors.InvalidCursor as error:
         return render(request, "catalog/product_list.html", {**context, "cursor_error": str(error)}, status=400)
-    return render(request, "catalog/product_list.html", {**context, "page": page})
+    pages, about = _pages(page, category, data)
+    return render(request, "catalog/product_list.html", {**context, "page": page, "pages": pages, "about": about})
+
+
+def _pages(page: selectors.ProductPage, category: Category | None, filters: dict) -> tuple[int | None, bool]:
+    """How many pages the list has, and whether that is an estimate: the last page knows;
+    otherwise the whole list or a whole category is estimated (never counted), and under
+    any other filter nothing is said."""
+    if page.number and page.next_cursor is None:
+        return page.number, False
+    if filters["q"] or filters["min_price"] is not None or filters["max_price"] is not None or filters["in_stock"]:
+        return None, False
+    estimate = selectors.estimated_products(category.pk if category else None)
+    pages = -(-estimate // selectors.PAGE_SIZE) if estimate else None
+    # An estimate not beyond where the visitor already is says nothing.
+    return (pages, True) if pages and page.number and pages > page.number else (None, False)
 
 
 @require_safe

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench import baseline, catalog, rendering, report
+from bench import baseline, catalog, images, rendering, report
 from bench.rendering import Part
 from bench.wrk import Run
 
@@ -132,3 +132,22 @@ def test_the_baseline_records_its_ratio_and_the_stale_reads_of_each_configuratio
     }
     assert entry["figures"]["measures"]["stale reads, Herd (author + visitor)"] == 1
     assert entry["figures"]["measures"]["stale reads, competent baseline (author + visitor)"] == 6
+
+
+def test_the_picture_part_records_its_ratio_to_the_minimal_view_and_the_app_requests_it_caused():
+    served = {
+        images.MINIMAL_VIEW: images.Served(Run(1000, 5, 20, 0, 8000), 8000, 0.9, 0.05),
+        images.PICTURE: images.Served(Run(9000, 1, 3, 0, 72000), 0, 0.001, 0.04),
+    }
+    first = [
+        images.FirstRequest("first request", 200, "", "web1", 12.0, 1),
+        images.FirstRequest("second request", 200, "hit", "web1", 0.8, 0),
+    ]
+    figures = images.ImageFigures("/media/products/a.webp", 5000, served, 0, first)
+    entry = report.history_entry({"images": Part("images", figures)}, wall_seconds=60)
+    assert entry["parts"] == {"images": "ok"}
+    assert entry["figures"]["ratios"]["prepared picture (media cache) / minimal view"] == 9.0
+    assert entry["figures"]["measures"]["app requests during the picture runs"] == 0
+    shown = "\n".join(images.render(Part("images", figures)))
+    assert "| prepared picture, media cache | 0 | 0.001 |" in shown
+    assert "| first request | 200 | (miss) | web1 |" in shown and "| second request | 200 | hit | web1 |" in shown

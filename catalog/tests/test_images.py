@@ -14,6 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
+from accounts.tests.test_pictures import BLUE, RED, close_to, phone_jpeg
 from catalog import cache, csv_format, images, services
 from catalog.jobs import CatalogImportForm
 from catalog.models import ImageFile, ProductImage
@@ -90,9 +91,10 @@ def test_staff_add_a_picture_in_the_product_admin_and_see_its_thumbnail(admin_cl
     assert response.status_code == 302, response.context and response.context["inline_admin_formsets"]
     (added,) = ProductImage.objects.using("default").filter(product=product)
     assert added.alt == "A brass lamp"
-    # Public, under the hash of its bytes, stored whole; sizes not prepared yet.
-    assert added.image.original.name == f"products/originals/{hashlib.sha256(data).hexdigest()}.jpg"
-    assert default_storage.open(added.image.original.name).read() == data
+    # Public, under the hash of its stored bytes (re-encoded whole, without metadata); sizes not prepared yet.
+    stored = default_storage.open(added.image.original.name).read()
+    assert added.image.original.name == f"products/originals/{hashlib.sha256(stored).hexdigest()}.jpg"
+    assert Image.open(io.BytesIO(stored)).size == (1600, 1200)
     assert (added.image.width, added.image.height, added.image.renditions) == (1600, 1200, {})
 
     listing = admin_client.get("/admin/catalog/product/").content.decode()
@@ -105,6 +107,28 @@ def test_staff_add_a_picture_in_the_product_admin_and_see_its_thumbnail(admin_cl
         f'src="/media/{smallest_webp}"'
         in admin_client.get(f"/admin/catalog/product/{product.pk}/change/").content.decode()
     )
+
+
+@pytest.mark.django_db
+def test_a_phone_photo_uploaded_by_staff_is_public_upright_and_without_its_gps_position(admin_client, product):
+    data = phone_jpeg()  # 800x600 stored, Orientation 6, GPS position, camera make, ICC profile
+    response = admin_client.post(
+        f"/admin/catalog/product/{product.pk}/change/", change_form(product, upload=upload(data), alt="A brass lamp")
+    )
+    assert response.status_code == 302
+    (added,) = ProductImage.objects.using("default").filter(product=product)
+    # What anyone gets at the original's public URL (the pages' fallback until the sizes are ready).
+    public = Client().get(f"/media/{added.image.original.name}")
+    assert public.status_code == 200
+    served = b"".join(public.streaming_content) if public.streaming else public.content
+    original = Image.open(io.BytesIO(served))
+    assert original.format == "JPEG"
+    assert not original.getexif() and not {"exif", "icc_profile", "xmp"} & original.info.keys()
+    assert b"Example Phone Co." not in served and b"Exif" not in served
+    # Upright: 600x800 as viewed, the stored left (red) half now on top.
+    assert original.size == (added.image.width, added.image.height) == (600, 800)
+    assert close_to(original.convert("RGB").getpixel((300, 100)), RED)
+    assert close_to(original.convert("RGB").getpixel((300, 700)), BLUE)
 
 
 @pytest.mark.django_db
@@ -242,16 +266,17 @@ PICTURED_ROWS = [
 @pytest.mark.django_db
 def test_a_zip_archive_imports_its_csv_and_gives_products_their_pictures_once(staff):
     data = jpeg()
-    upload = archive({"products.csv": csv_bytes(PICTURED_ROWS, HEADER), "photos/lamp.jpg": data})
+    archived = archive({"products.csv": csv_bytes(PICTURED_ROWS, HEADER), "photos/lamp.jpg": data})
     for _ in range(2):  # twice: the picture is added once
-        job = start_job(staff, "catalog_import", input_bytes=upload)
+        job = start_job(staff, "catalog_import", input_bytes=archived)
         run(job)
         job.refresh_from_db()
         assert job.state == Job.State.SUCCEEDED, job.error
     assert job.result["pictures"] == 0
     (picture,) = ProductImage.objects.using("default").filter(product__slug="brass-desk-lamp")
     assert picture.alt == "A brass lamp, lit"
-    assert picture.image.original.name == f"products/originals/{hashlib.sha256(data).hexdigest()}.jpg"
+    stored = images.public_original(images.check_upload(upload(data))).data
+    assert picture.image.original.name == f"products/originals/{hashlib.sha256(stored).hexdigest()}.jpg"
     assert not ProductImage.objects.using("default").filter(product__slug="oak-chair").exists()
 
 

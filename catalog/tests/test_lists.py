@@ -3,11 +3,13 @@
 import base64
 import io
 import json
+import re
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from catalog import selectors
 from catalog.models import Product
@@ -163,3 +165,16 @@ def test_search_can_use_the_trigram_index():
     found = [card.name for card in selectors.product_list(query="walnut lam").products]
     assert found
     assert all("Walnut Lam" in name for name in found)
+
+
+def test_the_pages_say_how_many_there_are_about_from_statistics_never_by_counting(shelf, client):
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE catalog_product")  # what autovacuum does on a real table
+    with CaptureQueriesContext(connection) as captured:
+        first = client.get("/products/").content.decode()
+    assert "Page 1 of about 2<" in first  # 43 products, 24 a page: an estimate, said to be one
+    assert not any("COUNT(" in query["sql"].upper() for query in captured.captured_queries)
+    after = re.search(r'rel="next" href="\?after=([^"&]+)"', first).group(1)
+    assert "Page 2 of 2<" in client.get(f"/products/?after={after}").content.decode()  # the last page knows
+    # Under a filter the estimate would be a guess: only the page's own number.
+    assert re.search(r"Page 1<", client.get("/products/?q=brass").content.decode())
