@@ -213,8 +213,10 @@ def has_replayed(alias: str, lsn: int, state: ReadState | None = None) -> bool:
 def read_only_replica(primary: str = PRIMARY, replicas: list[str] | None = None) -> str | None:
     """Read-only mode, the one rule for every primary (the main one, each shard database):
     while ``primary`` is unreachable, a healthy replica of it (one of ``replicas``, by
-    default the main database's) serves every read, whatever it has replayed. None while
-    the primary is up, inside a transaction on it, or with no healthy replica.
+    default the main database's) serves every read, whatever it has replayed and however
+    it fared in a check made while the primary still answered (``can_stand_in``: the
+    kill's instant often finds a synchronous standby just past the lag thresholds). None
+    while the primary is up, inside a transaction on it, or with no replica answering.
 
     The price (docs/READS.md): until the primary is back or replaced, a user may not see
     their last moments of writes; nothing acknowledged is lost, a write being
@@ -223,7 +225,7 @@ def read_only_replica(primary: str = PRIMARY, replicas: list[str] | None = None)
     if primary_health.is_up(primary) or connections[primary].in_atomic_block:
         return None
     candidates = replica_aliases() if replicas is None else replicas
-    healthy = [alias for alias in candidates if replica_health.is_healthy(alias, primary)]
+    healthy = [alias for alias in candidates if replica_health.can_stand_in(alias, primary)]
     if not healthy:
         return None
     state = _state.get()

@@ -110,3 +110,38 @@ def test_a_replica_that_answers_slowly_is_taken_out_until_it_answers_promptly(se
         replica.settings_dict["PORT"] = port
         replica_health.check("replica1")  # its probe connection renewed, to the replica itself
         faults.close()
+
+
+def test_at_the_instant_the_primary_fails_a_replica_last_found_lagging_serves_the_rerun_get(settings):
+    """Read-only mode at a failover's first instant (docs/READS.md): the replica's last check,
+    made while the primary still answered, found it lagging (thresholds below any lag, as a
+    synchronous standby under load is often just past the drills' 1 s and 64 kB). Then the
+    primary refuses connections (the drills' fault proxy) under a logged-in GET that reads it:
+    the view runs again on that replica (200), not on the primary again (the 503 page)."""
+    from django.test import Client
+
+    from accounts.tests.factories import make_user
+    from scaling.db.replicas import primary_health
+
+    settings.HERD_REPLICA_CHECK_INTERVAL = 60  # the lagging verdict stays the last one
+    faults = Faults(PROFILES["test"], ("postgres-primary",))
+    primary = connections["default"]
+    port = primary.settings_dict["PORT"]
+    client = Client(raise_request_exception=False)
+    client.force_login(make_user("reader"))
+    primary.close()
+    primary.settings_dict["PORT"] = faults.proxies["postgres-primary"].port
+    try:
+        settings.HERD_REPLICA_MAX_LAG_BYTES = settings.HERD_REPLICA_MAX_LAG_SECONDS = -1
+        status = replica_health.check("replica1")
+        assert not status.healthy and status.reachable, status
+        with faults.injected("postgres-primary", "refuse"):
+            response = client.get("/accounts/profile/")
+            assert response.status_code == 200, response.content[:300]
+            assert 'data-username="reader"' in response.content.decode()
+            assert "default" in primary_health.down()
+    finally:
+        primary.close()
+        primary.settings_dict["PORT"] = port
+        primary_health.mark_up("default")
+        faults.close()
