@@ -280,6 +280,21 @@ def _session_user_id(request: HttpRequest) -> str | None:
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
+def _stand_ins(down: list[str]) -> list[str]:
+    """The replicas that can serve the reads of the primaries ``down``. One whose last check
+    says it cannot is asked again now: that check may predate the failure (one that timed out
+    under the load of a failover's first instant, or a replica taken out since)."""
+    shard_replicas = getattr(settings, "SHARD_REPLICAS", {})
+    standing = []
+    for primary in down:
+        for alias in replica_aliases() if primary == PRIMARY else [shard_replicas.get(primary)]:
+            if alias and (
+                replica_health.can_stand_in(alias, primary) or replica_health.check(alias, primary).reachable
+            ):
+                standing.append(alias)
+    return standing
+
+
 class ReadYourWritesMiddleware:
     """Opens the read state of each request and records its writes' LSN at the end.
 
@@ -316,9 +331,10 @@ class ReadYourWritesMiddleware:
             return None
         if down := primary_health.unreachable():
             logger.warning(
-                "primary %s unreachable during %s; read-only, reading from the replicas: %s",
+                "primary %s unreachable during %s; read-only, reading from %s: %s",
                 ", ".join(down),
                 request.path,
+                ", ".join(_stand_ins(down)) or "no replica (none answers)",
                 exception,
             )
         else:

@@ -146,6 +146,10 @@ def test_at_the_instant_the_primary_fails_a_replica_last_found_lagging_serves_th
             primary.__dict__.pop("pg_version", None)
             listing = client.get("/products/")
             assert listing.status_code == 200, listing.content[:300]
+            # A replica whose last check failed (a timeout at that instant) is asked again.
+            replica_health.mark_down("replica1", "no answer within 0.5s")
+            again = client.get("/accounts/profile/")
+            assert again.status_code == 200, again.content[:300]
     finally:
         primary.close()
         primary.settings_dict["PORT"] = port
