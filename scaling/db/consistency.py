@@ -330,13 +330,19 @@ class ReadYourWritesMiddleware:
         if state is None or request.method not in ("GET", "HEAD") or not isinstance(exception, CONNECTION_ERRORS):
             return None
         if down := primary_health.unreachable():
+            standing = _stand_ins(down)
             logger.warning(
                 "primary %s unreachable during %s; read-only, reading from %s: %s",
                 ", ".join(down),
                 request.path,
-                ", ".join(_stand_ins(down)) or "no replica (none answers)",
+                ", ".join(standing) or "no replica (none answers)",
                 exception,
             )
+            # This thread's connection to a stand-in may be on the server just lost (under
+            # Patroni the replica listener sends reads to the primary while no standby is
+            # up, and keeps those sessions): the re-run opens new ones.
+            for alias in standing:
+                connections[alias].close()
         else:
             used = [alias for alias in (state.replica, *sorted(state.shard_replicas)) if alias]
             if not used:
