@@ -29,7 +29,7 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed lint  ## lint, then the tests on private PostgreSQL, Redis and RabbitMQ
 	$(HERD) test $(PYTEST_ARGS)
 
-test-failover: $(VENV)/.installed  ## the Patroni failover test (opt-in PostgreSQL under Patroni; about a minute)
+test-failover: $(VENV)/.installed  ## the Patroni failover test alone (also in make test; under a minute)
 	$(HERD) test -m patroni deploy/tests/test_failover.py
 
 bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written into docs/PERFORMANCE.md

@@ -559,8 +559,10 @@ class PrimaryFailover(Drill):
             if old is None or standby is None:
                 raise DrillError(f"round {number}: no primary with a synchronous standby to fail over to")
             timeline = old.timeline()
+            # The drill's own reviews come from the staff account: a shopper's would replace the
+            # load's acknowledged review of the same product (one review per user and product).
             probe = Visitor(rig.url)
-            assert probe.log_in(rig.shoppers[0][0], PASSWORD).status_code == 302
+            assert probe.log_in(rig.staff, PASSWORD).status_code == 302
             watch = ReadinessWatch(rig.herd)
             old.kill()
             self.killed_at.append(time.monotonic())
@@ -764,6 +766,8 @@ def run_drill(rig: Rig, drill: Drill) -> Result:
     found = reviews_in_primary(report.saved_reviews)
     if found != len(report.saved_reviews):
         problems.append(f"{len(report.saved_reviews) - found} acknowledged writes lost")
+        for note in missing_reviews(rig, report.saved_reviews):
+            rig.note(note)
     if report.sessions_lost:
         problems.append(f"{report.sessions_lost} sessions lost")
     if report.stale_reads:
@@ -789,6 +793,25 @@ def reviews_in_primary(texts: list[str]) -> int:
     for start in range(0, len(texts), 500):
         found += Review.objects.using("default").filter(text__in=texts[start : start + 500]).count()
     return found
+
+
+def missing_reviews(rig: Rig, texts: list[str]) -> list[str]:
+    """For each acknowledged review not in the primary, what the primary holds for that
+    shopper and product now (a later review of the same product replaces it)."""
+    from catalog.models import Review
+
+    found = set(Review.objects.using("default").filter(text__in=texts).values_list("text", flat=True))
+    slugs = dict(rig.shoppers)
+    notes = []
+    for text in texts:
+        match = re.fullmatch(r"review (\d+) by (\S+) \(\d+\)", text)
+        if text in found or match is None:
+            continue
+        slug = slugs[match.group(2)][int(match.group(1))]
+        now = Review.objects.using("default").filter(user__username=match.group(2), product__slug=slug).first()
+        held = f"{now.text!r}, dated {now.created_at:%H:%M:%S.%f}" if now else "no review"
+        notes.append(f"lost: {text!r} ({slug}); the primary holds for that shopper and product: {held}")
+    return notes
 
 
 # --------------------------------------------------------------------------- helpers

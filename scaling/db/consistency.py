@@ -213,8 +213,10 @@ def has_replayed(alias: str, lsn: int, state: ReadState | None = None) -> bool:
 def read_only_replica(primary: str = PRIMARY, replicas: list[str] | None = None) -> str | None:
     """Read-only mode, the one rule for every primary (the main one, each shard database):
     while ``primary`` is unreachable, a healthy replica of it (one of ``replicas``, by
-    default the main database's) serves every read, whatever it has replayed. None while
-    the primary is up, inside a transaction on it, or with no healthy replica.
+    default the main database's) serves every read, whatever it has replayed and however
+    it fared in a check made while the primary still answered (``can_stand_in``: the
+    kill's instant often finds a synchronous standby just past the lag thresholds). None
+    while the primary is up, inside a transaction on it, or with no replica answering.
 
     The price (docs/READS.md): until the primary is back or replaced, a user may not see
     their last moments of writes; nothing acknowledged is lost, a write being
@@ -223,7 +225,7 @@ def read_only_replica(primary: str = PRIMARY, replicas: list[str] | None = None)
     if primary_health.is_up(primary) or connections[primary].in_atomic_block:
         return None
     candidates = replica_aliases() if replicas is None else replicas
-    healthy = [alias for alias in candidates if replica_health.is_healthy(alias, primary)]
+    healthy = [alias for alias in candidates if replica_health.can_stand_in(alias, primary)]
     if not healthy:
         return None
     state = _state.get()
@@ -278,6 +280,21 @@ def _session_user_id(request: HttpRequest) -> str | None:
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
+def _stand_ins(down: list[str]) -> list[str]:
+    """The replicas that can serve the reads of the primaries ``down``. One whose last check
+    says it cannot is asked again now: that check may predate the failure (one that timed out
+    under the load of a failover's first instant, or a replica taken out since)."""
+    shard_replicas = getattr(settings, "SHARD_REPLICAS", {})
+    standing = []
+    for primary in down:
+        for alias in replica_aliases() if primary == PRIMARY else [shard_replicas.get(primary)]:
+            if alias and (
+                replica_health.can_stand_in(alias, primary) or replica_health.check(alias, primary).reachable
+            ):
+                standing.append(alias)
+    return standing
+
+
 class ReadYourWritesMiddleware:
     """Opens the read state of each request and records its writes' LSN at the end.
 
@@ -313,12 +330,19 @@ class ReadYourWritesMiddleware:
         if state is None or request.method not in ("GET", "HEAD") or not isinstance(exception, CONNECTION_ERRORS):
             return None
         if down := primary_health.unreachable():
+            standing = _stand_ins(down)
             logger.warning(
-                "primary %s unreachable during %s; read-only, reading from the replicas: %s",
+                "primary %s unreachable during %s; read-only, reading from %s: %s",
                 ", ".join(down),
                 request.path,
+                ", ".join(standing) or "no replica (none answers)",
                 exception,
             )
+            # This thread's connection to a stand-in may be on the server just lost (under
+            # Patroni the replica listener sends reads to the primary while no standby is
+            # up, and keeps those sessions): the re-run opens new ones.
+            for alias in standing:
+                connections[alias].close()
         else:
             used = [alias for alias in (state.replica, *sorted(state.shard_replicas)) if alias]
             if not used:

@@ -3,7 +3,8 @@
 
 - ``replica_health``: a read replica is reachable, answers its check's query within
   ``HERD_REPLICA_SLOW_SECONDS`` and lags little by time *or* by bytes; while its primary
-  is unreachable, reachable is enough. One that does not answer within
+  is unreachable, reachable is enough (``can_stand_in``: also by a check made while the
+  primary still answered, which may have found it lagging or slow). One that does not answer within
   ``HERD_REPLICA_CHECK_TIMEOUT`` (hung) is down: its check never hangs the caller.
 - ``primary_health``: a primary (the main one, each shard database) is reachable; marked
   down on a connection failure. While it is down, its replicas serve every read
@@ -55,6 +56,8 @@ class ReplicaStatus:
     lag_bytes: int | None = None
     error: str = ""
     replay_lsn: int = 0  # what it had replayed when checked
+    # It answered its check (lagging or slow maybe): it can serve reads while its primary is away.
+    reachable: bool = False
 
 
 class ReplicaHealth:
@@ -77,6 +80,16 @@ class ReplicaHealth:
         if status is None or time.monotonic() - status.checked_at >= settings.HERD_REPLICA_CHECK_INTERVAL:
             status = self.check(alias, primary)
         return status.healthy
+
+    def can_stand_in(self, alias: str, primary: str = PRIMARY) -> bool:
+        """Whether replica ``alias`` may serve every read while ``primary`` is unreachable
+        (read-only mode): it answered its last check, however far behind or slowly. A check
+        made just before the primary went away judged it against the primary (lag, speed):
+        that verdict is no reason to send reads to a primary that is gone."""
+        status = self._statuses.get(alias)
+        if status is None or time.monotonic() - status.checked_at >= settings.HERD_REPLICA_CHECK_INTERVAL:
+            status = self.check(alias, primary)
+        return status.healthy or status.reachable
 
     def replayed_at_last_check(self, alias: str) -> int:
         """What ``alias`` had replayed when last checked (0 if unknown): a position at or
@@ -119,10 +132,12 @@ class ReplicaHealth:
         else:
             if not in_recovery:
                 # Not a standby (a development URL pointing at the primary): no lag.
-                status = ReplicaStatus(alias, True, now, 0.0, 0)
+                status = ReplicaStatus(alias, True, now, 0.0, 0, reachable=True)
             elif (current := primary_health.position(primary)) is None:
                 # Its primary is away: the replica is the newest copy there is (read-only mode).
-                status = ReplicaStatus(alias, True, now, float(lag_seconds or 0.0), None, replay_lsn=replay_lsn)
+                status = ReplicaStatus(
+                    alias, True, now, float(lag_seconds or 0.0), None, replay_lsn=replay_lsn, reachable=True
+                )
             else:
                 lag_bytes = max(0, current - replay_lsn)
                 lag_seconds = float(lag_seconds or 0.0)
@@ -135,7 +150,14 @@ class ReplicaHealth:
                 slow = took > settings.HERD_REPLICA_SLOW_SECONDS
                 error = f"answered in {took * 1000:.0f} ms (slow)" if slow else ""
                 status = ReplicaStatus(
-                    alias, healthy and not slow, now, lag_seconds, lag_bytes, error=error, replay_lsn=replay_lsn
+                    alias,
+                    healthy and not slow,
+                    now,
+                    lag_seconds,
+                    lag_bytes,
+                    error=error,
+                    replay_lsn=replay_lsn,
+                    reachable=True,
                 )
         with self._lock:
             self._statuses[alias] = status

@@ -1,5 +1,6 @@
 """The router on the real primary and its real streaming replica."""
 
+import psycopg
 import pytest
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
@@ -110,3 +111,64 @@ def test_a_replica_that_answers_slowly_is_taken_out_until_it_answers_promptly(se
         replica.settings_dict["PORT"] = port
         replica_health.check("replica1")  # its probe connection renewed, to the replica itself
         faults.close()
+
+
+def test_at_the_instant_the_primary_fails_a_replica_last_found_lagging_serves_the_rerun_get(
+    settings, wait_for_replicas
+):
+    """Read-only mode at a failover's first instant (docs/READS.md): the replica's last check,
+    made while the primary still answered, found it lagging (thresholds below any lag, as a
+    synchronous standby under load is often just past the drills' 1 s and 64 kB). Then the
+    primary refuses connections (the drills' fault proxy) under a logged-in GET that reads it:
+    the view runs again on that replica (200), not on the primary again (the 503 page); and a
+    list page's query cache compiles its SQL without the primary."""
+    from django.test import Client
+
+    from accounts.tests.factories import make_user
+    from scaling.db.replicas import primary_health
+
+    settings.HERD_REPLICA_CHECK_INTERVAL = 60  # the lagging verdict stays the last one
+    faults = Faults(PROFILES["test"], ("postgres-primary",))
+    primary = connections["default"]
+    port = primary.settings_dict["PORT"]
+    client = Client(raise_request_exception=False)
+    client.force_login(make_user("reader"))
+    wait_for_replicas()  # the user is on the replica that will stand in
+    primary.close()
+    primary.settings_dict["PORT"] = faults.proxies["postgres-primary"].port
+    try:
+        lag = settings.HERD_REPLICA_MAX_LAG_BYTES, settings.HERD_REPLICA_MAX_LAG_SECONDS
+        settings.HERD_REPLICA_MAX_LAG_BYTES = settings.HERD_REPLICA_MAX_LAG_SECONDS = -1
+        status = replica_health.check("replica1")
+        settings.HERD_REPLICA_MAX_LAG_BYTES, settings.HERD_REPLICA_MAX_LAG_SECONDS = lag  # the shards' as usual
+        assert not status.healthy and status.reachable, status
+        with faults.injected("postgres-primary", "refuse"):
+            response = client.get("/accounts/profile/")
+            assert response.status_code == 200, response.content[:300]
+            assert 'data-username="reader"' in response.content.decode()
+            assert "default" in primary_health.down()
+            # A thread's connection that never connected has no server version yet, and the
+            # query cache compiles its key's SQL before it reads: not on the primary then.
+            primary.__dict__.pop("pg_version", None)
+            listing = client.get("/products/")
+            assert listing.status_code == 200, listing.content[:300]
+            # A replica whose last check failed (a timeout at that instant) is asked again.
+            replica_health.mark_down("replica1", "no answer within 0.5s")
+            again = client.get("/accounts/profile/")
+            assert again.status_code == 200, again.content[:300]
+            # This thread's connection to the stand-in dies under the GET (it was on the server
+            # just lost, checked already in this request): the re-run opens a new one.
+            replica = connections["replica1"]
+            replica.ensure_connection()
+            replica.health_check_done = True
+            with psycopg.connect(**{**replica.get_connection_params(), "autocommit": True}) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", (replica.connection.info.backend_pid,))
+            third = client.get("/accounts/profile/")
+            assert third.status_code == 200, third.content[:300]
+    finally:
+        primary.close()
+        primary.settings_dict["PORT"] = port
+        primary_health.mark_up("default")
+        faults.close()
+        for replica in settings.SHARD_REPLICAS.values():  # later tests check them afresh
+            replica_health._statuses.pop(replica, None)
