@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from scaling.cache.versions import cache_backend, lookup, may_fill, table_version_name, written_here
 from scaling.db import consistency
-from scaling.db.replicas import PRIMARY
+from scaling.db.replicas import PRIMARY, primary_health
 from scaling.ops import metrics
 
 
@@ -31,16 +31,20 @@ def cached_query(queryset: QuerySet, timeout: int = 300, extra_tables: Iterable[
     """The queryset's rows, from the cache when its tables have not changed since.
 
     Key: a hash of the release, the SQL and parameters (as compiled for the primary, so
-    the same for every alias). The entry holds the versions of the tables it read and is
-    served only while they are current. Subqueries over other tables are not seen: name
-    those tables in ``extra_tables``.
+    the same for every alias; by a replica's connection while the primary is away). The
+    entry holds the versions of the tables it read and is served only while they are
+    current. Subqueries over other tables are not seen: name those tables in ``extra_tables``.
     """
     if not settings.HERD_CACHES_ENABLED:
         return list(queryset)
     tables = _tables_of(queryset) | set(extra_tables)
     if written_here(table_version_name(t) for t in tables):
         return list(queryset.using(PRIMARY))
-    sql, params = queryset.query.get_compiler(using=PRIMARY).as_sql()
+    # Compiled as for the primary: the same SQL for every alias (one PostgreSQL version). The
+    # compiler may ask its server's version (JSON functions do), and in read-only mode a
+    # thread whose primary connection never opened could not: a replica's says the same.
+    compiler_alias = PRIMARY if primary_health.is_up() else consistency.read_alias()
+    sql, params = queryset.query.get_compiler(using=compiler_alias).as_sql()
     key = f"{settings.HERD_RELEASE}:q:{hashlib.sha256(repr((sql, params)).encode()).hexdigest()}"
     try:
         versions, entry = lookup((table_version_name(t) for t in tables), key)
