@@ -1308,6 +1308,8 @@ def merge(old: str, new: str) -> str:
     The heading stays the old one's (the last full run); the new run is named under it."""
     old_heading, old_rows, old_notes = parts(old)
     new_heading, new_rows, new_notes = parts(new)
+    if set(old_rows) <= set(new_rows):
+        return new  # the run measured every row the block had (the opt-in drills' block)
     order = [*DRILLS, *OPT_IN]
     names = sorted({*old_rows, *new_rows}, key=lambda name: order.index(name) if name in order else len(order))
     rows = [new_rows.get(name) or old_rows[name] for name in names]

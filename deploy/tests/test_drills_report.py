@@ -41,3 +41,15 @@ def test_a_run_of_some_drills_merges_its_rows_and_keeps_the_others_with_their_ow
     monkeypatch.setattr(drills, "provenance", lambda: "ccccccc")
     drills.write_report(report, drills.render(full, 60.0), full=True)
     assert "bbbbbbb" not in report.read_text() and "stop again" not in report.read_text()
+
+
+def test_a_run_of_every_drill_a_block_holds_replaces_it(tmp_path, monkeypatch):
+    """The opt-in drills' block (one drill): a new run of it is the block, its heading too."""
+    report = tmp_path / "RELIABILITY.md"
+    monkeypatch.setattr(drills, "provenance", lambda: "aaaaaaa")
+    drills.write_report(report, drills.render([result("primary-failover", 5, ["old"])], 1.0), False, patroni=True)
+    monkeypatch.setattr(drills, "provenance", lambda: "bbbbbbb")
+    drills.write_report(report, drills.render([result("primary-failover", 6, ["new"])], 1.0), False, patroni=True)
+    text = report.read_text()
+    assert "aaaaaaa" not in text and "commit bbbbbbb" in text and "  - new" in text
+    assert "drills-patroni:begin" in text and drills.BEGIN not in text
