@@ -72,6 +72,16 @@ def _stopped(process):
         _wait_until_serving(process)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, and before the test databases are dropped, the primary position
+    checks' kept connections closed (``scaling.db.replicas.PrimaryHealth.close``)."""
+    yield
+    from scaling.db.replicas import primary_health
+
+    primary_health.close()
+
+
 @pytest.fixture
 def frozen():
     """``with frozen(process) as freeze:`` the real service process and its children are

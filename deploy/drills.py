@@ -13,7 +13,9 @@ found, sessions lost, and a verdict against the target (no failed idempotent req
 no lost acknowledged write, no 500), minus the failures the drill's design expects
 (each drill says which and why). A full run of every drill writes the table and each
 drill's notes between ``<!-- drills:begin -->`` and ``<!-- drills:end -->`` in
-docs/RELIABILITY.md, with the date and the commit; ``--short`` or a list of drills only prints.
+docs/RELIABILITY.md, with the date and the commit; a run of some drills merges its rows
+and notes into that block (each row says the date and commit of its run, ``merge``);
+``--short`` only prints.
 
 Runs on a herd of its own, the ``drills`` profile (ports offset by 300, state in
 ``.herd/drills``): three app replicas, a worker, HAProxy, which reach each data service
@@ -126,20 +128,21 @@ class Result:
     def passed(self) -> bool:
         return not self.problems
 
-    def row(self) -> str:
+    def row(self, run: str = "") -> str:
+        """The table row; ``run``: the date and commit it was measured at."""
         r = self.report
         verdict = "pass" if self.passed else "FAIL: " + "; ".join(self.problems)
         if self.passed and self.allowed:
             verdict += f" ({self.allowed} designed failures)"
         return (
             f"| {self.drill} | {r.requests} | {r.idempotent_failed} / {r.writes_failed} | {len(r.saved_reviews)} "
-            f"| {self.writes_found} | {r.sessions_lost} | {verdict} |"
+            f"| {self.writes_found} | {r.sessions_lost} | {verdict} | {run} |"
         )
 
 
 TABLE_HEADER = (
     "| drill | requests sent | failed (idempotent / writes) | writes acknowledged | writes found "
-    "| sessions lost | verdict |\n|---|---:|---:|---:|---:|---:|---|"
+    "| sessions lost | verdict | run |\n|---|---:|---:|---:|---:|---:|---|---|"
 )
 
 
@@ -427,8 +430,10 @@ class ServiceFault(Drill):
             time.sleep(rig.timing.hold / 2)
             during, outcomes = sample_pages(rig, self.probe)
             rig.note(f"web1 /readyz during: {readiness_checks(rig.herd) or 'no answer'}")
+            self.during(rig)
             time.sleep(rig.timing.hold / 2)
         rig.note(f"{self.service} proxy back to pass")
+        self.after(rig)
         reference = self.reference(rig, faults)
         rig.note(
             f"anonymous {self.probe}, median: {before * 1000:.0f} ms before, {during * 1000:.0f} ms during"
@@ -440,6 +445,12 @@ class ServiceFault(Drill):
             raise DrillError(f"pages took {during * 1000:.0f} ms during the fault, target {limit * 1000:.0f} ms")
         if bad := {k: v for k, v in outcomes.items() if not (isinstance(k, int) and k < 500)}:
             raise DrillError(f"timed pages answered {bad} during the fault")
+
+    def during(self, rig: Rig) -> None:
+        """More probes while the fault holds (after the timed pages)."""
+
+    def after(self, rig: Rig) -> None:
+        """More checks once the proxy is back to ``pass``."""
 
     def reference(self, rig: Rig, faults: Faults) -> float:
         return 0.0
@@ -500,6 +511,133 @@ class StateRedisSlow(ServiceFault):
     service = "redis-state"
     mode = "delay"
     delay_ms = 200
+
+
+class PrimaryAway:
+    """What the primary drills check while the app cannot reach the plain primary (no
+    failover): reads answer, anonymous and logged in; a write is the clean 503; no app
+    replica leaves HAProxy; once it is back, a review is saved through the app."""
+
+    def start_watch(self, rig: Rig) -> None:
+        self.shopper = Visitor(rig.url)
+        assert self.shopper.log_in(rig.shoppers[0][0], PASSWORD).status_code == 302
+        self.watch = ReadinessWatch(rig.herd)
+        self.since = time.monotonic()
+        self.failed: list[str] = []
+
+    def probe_reads_and_write(self, rig: Rig) -> None:
+        slug = rig.shoppers[0][1][1]
+        anonymous = httpx.Client(headers={"Cache-Control": "no-cache"}, timeout=15)
+        answers = {}
+        for what, client, path in (
+            ("anonymous product page", anonymous, f"/p/{slug}/"),
+            ("logged-in profile", self.shopper.client, "/accounts/profile/"),
+            ("logged-in product page", self.shopper.client, f"/p/{slug}/"),
+        ):
+            started = time.monotonic()
+            try:
+                status = str(client.get(self.shopper.url(path)).status_code)
+            except httpx.HTTPError as error:
+                status = type(error).__name__
+            answers[what] = f"{status} in {time.monotonic() - started:.1f} s"
+            if status != "200":
+                self.failed.append(f"{what}: {status} with the primary away")
+        anonymous.close()
+        rig.note(f"reads with the primary away: {', '.join(f'{k} {v}' for k, v in answers.items())}")
+        started = time.monotonic()
+        try:
+            self.failed.extend(probe_read_only_write(rig, self.shopper))
+        except httpx.HTTPError as error:
+            self.failed.append(f"a write with the primary away: {type(error).__name__}")
+        rig.note(f"(that write answered in {time.monotonic() - started:.1f} s)")
+
+    def stop_watch(self, rig: Rig) -> None:
+        rig.note(f"app replicas' /readyz while the primary was away: {self.watch.stop(self.since)}")
+        if self.watch.seen:
+            self.failed.append("an app replica's /readyz failed while the primary was away")
+
+    def writes_again(self, rig: Rig) -> None:
+        def saved() -> bool:
+            try:
+                return review_saved(rig, self.shopper)
+            except httpx.HTTPError:
+                return False
+
+        took = elapsed_until(saved, 60)
+        rig.note(f"a review through the app saved {'never' if took is None else f'{took:.1f} s'} after it was back")
+        if took is None:
+            self.failed.append("no review saved within 60 s of the primary coming back")
+        if self.failed:
+            raise DrillError("; ".join(self.failed))
+
+    def designed(self, failure: Failure) -> bool:
+        # A write while the primary is away: the app's clean 503 (read-only mode).
+        return not failure.idempotent and failure.status == 503 and failure.served_by is not None
+
+    def verify(self, rig: Rig, problems: list[str]) -> None:
+        from django.db import connections
+
+        connections.close_all()  # this process's connections to the primary may be broken
+
+
+class DatabasePrimaryStop(PrimaryAway, Drill):
+    """Stop the plain PostgreSQL primary for the hold (no failover), then start it again:
+    the site is read-only meanwhile (``PrimaryAway``)."""
+
+    name = "db-primary-stop"
+
+    def fault(self, rig: Rig) -> None:
+        primary = Postgres(rig.herd.profile, replica=False)
+        self.start_watch(rig)
+        primary.stop()
+        rig.note("postgres-primary stopped (fast shutdown)")
+        try:
+            time.sleep(min(1.0, rig.timing.hold / 2))
+            self.probe_reads_and_write(rig)
+            time.sleep(max(0.0, rig.timing.hold - (time.monotonic() - self.since)))
+        finally:
+            self.stop_watch(rig)
+            primary.start()
+            rig.note("postgres-primary started again")
+        self.writes_again(rig)
+
+
+class PrimaryFault(PrimaryAway, ServiceFault):
+    """The app's path to the plain primary cut (blackhole) through its proxy, the primary
+    itself running (the drill's own checks reach it directly): read-only, as when it stops."""
+
+    service = "postgres-primary"
+
+    def fault(self, rig: Rig) -> None:
+        self.start_watch(rig)
+        try:
+            super().fault(rig)
+        finally:
+            if not self.watch.done.is_set():
+                self.stop_watch(rig)
+        self.writes_again(rig)
+
+    def during(self, rig: Rig) -> None:
+        self.probe_reads_and_write(rig)
+        self.stop_watch(rig)
+
+    def limit(self, before: float, reference: float) -> float:
+        return 3 * before + 0.3
+
+
+PrimaryPartition = in_mode(PrimaryFault, "db-primary-partition", "blackhole")
+
+
+class PrimarySlow(ServiceFault):
+    """The primary 200 ms per round trip: writes slower, reads (on the replica) near their time."""
+
+    name = "db-primary-slow"
+    service = "postgres-primary"
+    mode = "delay"
+    delay_ms = 200
+
+    def limit(self, before: float, reference: float) -> float:
+        return 3 * before + 0.3
 
 
 class BrokerPartition(Drill):
@@ -723,6 +861,9 @@ DRILLS: dict[str, type[Drill]] = {
         ReplicaPartition,
         StateRedisSlow,
         BrokerPartition,
+        DatabasePrimaryStop,
+        PrimaryPartition,
+        PrimarySlow,
     )
 }
 # Drills run only when named: PostgreSQL under Patroni is opt-in (``--postgres patroni``).
@@ -1132,32 +1273,110 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_drill(rig, drill))
         with contextlib.suppress(HerdError):
             wait_all_up(rig.herd)
-    command = "`make drills`" if not patroni else f"`python -m deploy.drills {' '.join(names)}`"
+    command = "`make drills`" if names == list(DRILLS) else f"`python -m deploy.drills {' '.join(names)}`"
     block = render(results, time.monotonic() - started, command)
     print("\n" + block)
-    if not args.short and names == list(DRILLS):
-        replace_block(REPORT, BEGIN, END, block)
-        print(f"\nwritten: {REPORT}")
-    elif not args.short and patroni:
-        # The opt-in drills' figures have a block of their own, written by a run of them alone.
-        begin, end = (marker.replace("drills:", "drills-patroni:") for marker in (BEGIN, END))
-        replace_block(REPORT, begin, end, block.replace(BEGIN, begin).replace(END, end))
+    if not args.short:
+        write_report(REPORT, block, full=names == list(DRILLS), patroni=patroni)
         print(f"\nwritten: {REPORT}")
     return 0 if all(result.passed for result in results) else 1
 
 
+def write_report(path: Path, block: str, full: bool, patroni: bool = False) -> None:
+    """A full run's block replaces the drills block; a run of some drills merges its rows
+    and notes into it (``merge``), the others' kept with their own date and commit; the
+    opt-in drills (Patroni) have a block of their own."""
+    begin, end = BEGIN, END
+    if patroni:
+        begin, end = (marker.replace("drills:", "drills-patroni:") for marker in (BEGIN, END))
+        block = block.replace(BEGIN, begin).replace(END, end)
+    text = path.read_text() if path.exists() else ""
+    if not full and begin in text and end in text:
+        block = merge(text.split(begin, 1)[1].split(end, 1)[0], block)
+    replace_block(path, begin, end, block)
+
+
+_ROW = re.compile(r"^\| (?P<drill>[a-z0-9-]+) \|")
+_NOTES = re.compile(r"^- \*\*(?P<drill>[a-z0-9-]+)\*\*$")
+_HEADING = re.compile(r"^### Figures from .*, (?P<date>\d{4}-\d\d-\d\d), commit (?P<commit>.+)$")
+
+
+def parts(block: str) -> tuple[str, dict[str, str], dict[str, list[str]]]:
+    """A block's heading line, its rows by drill (each with its run: a row of a block
+    written before rows had one takes the heading's) and its notes by drill."""
+    lines = block.splitlines()
+    heading = next((line for line in lines if _HEADING.match(line)), "")
+    run = "{date}, {commit}".format(**_HEADING.match(heading).groupdict()) if heading else ""
+    header_cells = TABLE_HEADER.splitlines()[0].count("|")
+    rows: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines:
+        if (row := _ROW.match(line)) and row["drill"] != "drill":
+            rows[row["drill"]] = line if line.count("|") >= header_cells else f"{line} {run} |"
+        elif note := _NOTES.match(line):
+            current = notes.setdefault(note["drill"], [])
+        elif current is not None and line.startswith("  - "):
+            current.append(line)
+        elif not line.strip() or line.startswith("<!--"):
+            continue
+        else:
+            current = None
+    return heading, rows, notes
+
+
+def merge(old: str, new: str) -> str:
+    """``new`` (a block of some drills) with the rows and notes of ``old`` for the drills it
+    did not run, in the drills' order: each row keeps the date and commit of its own run.
+    The heading stays the old one's (the last full run); the new run is named under it."""
+    old_heading, old_rows, old_notes = parts(old)
+    new_heading, new_rows, new_notes = parts(new)
+    if set(old_rows) <= set(new_rows):
+        return new  # the run measured every row the block had (the opt-in drills' block)
+    order = [*DRILLS, *OPT_IN]
+    names = sorted({*old_rows, *new_rows}, key=lambda name: order.index(name) if name in order else len(order))
+    rows = [new_rows.get(name) or old_rows[name] for name in names]
+    notes = []
+    for name in names:
+        if name in new_notes or name in old_notes:
+            notes.append(f"- **{name}**")
+            notes.extend(new_notes[name] if name in new_notes else old_notes[name])
+    lines = new.splitlines()
+    top = lines[: lines.index(new_heading)]
+    since = new_heading.removeprefix("### Figures from ")
+    rest = lines[lines.index(new_heading) + 1 : lines.index(TABLE_HEADER.splitlines()[0])]
+    return "\n".join(
+        [
+            *top,
+            old_heading or new_heading,
+            "",
+            f"Rows of {', '.join(new_rows)} since from {since} (each row's run column says when it was measured).",
+            *rest,
+            TABLE_HEADER,
+            *rows,
+            "",
+            "What each drill saw (its notes):",
+            "",
+            *notes,
+            "",
+            END if END in new else lines[-1],
+        ]
+    )
+
+
 def render(results: list[Result], wall_seconds: float, command: str = "`make drills`") -> str:
     """The generated block of docs/RELIABILITY.md: when, from which commit, the table, the notes."""
+    date, commit = f"{datetime.now(UTC):%Y-%m-%d}", provenance()
     lines = [
         BEGIN,
         "<!-- Written by deploy/drills.py (make drills): edit the prose outside these markers. -->",
         "",
-        f"### Figures from {command}, {datetime.now(UTC):%Y-%m-%d}, commit {provenance()}",
+        f"### Figures from {command}, {date}, commit {commit}",
         "",
         f"{os.cpu_count()} cores (os.cpu_count()); {wall_seconds / 60:.1f} min in all, preparing the herd included.",
         "",
         TABLE_HEADER,
-        *(result.row() for result in results),
+        *(result.row(f"{date}, {commit}") for result in results),
         "",
         "What each drill saw (its notes):",
         "",

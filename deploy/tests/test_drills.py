@@ -4,9 +4,10 @@ steady load through HAProxy.
 Uses the herd of deploy/tests/conftest.py (web1..web3 behind HAProxy) and starts one
 Dramatiq worker of the test profile for the module. Breaks, one drill at a time and
 back: web2 (SIGKILL, SIGTERM), the PostgreSQL replica (stopped, lagging), the session
-and cache Redis, the worker (SIGKILL) and RabbitMQ; then, with the app replicas
-restarted to reach the cache and session Redis through fault proxies
-(``deploy/faults.py``), the cache Redis cut off and the session Redis slow. Targets: no
+and cache Redis, the worker (SIGKILL), RabbitMQ and the PostgreSQL primary (stopped: the
+site read-only); then, with the app replicas restarted to reach the cache and session
+Redis and the primary through fault proxies (``deploy/faults.py``), the cache Redis cut
+off, the session Redis slow, and the primary cut off and slow. Targets: no
 failed idempotent request, no acknowledged write missing from the primary, no lost
 session, no stale read, no 500, no crashed replica; only the failures each drill's
 design expects (see docs/RELIABILITY.md).
@@ -32,7 +33,7 @@ JOB_PRODUCTS = 40_000
 # the test herd has not, or a long hold; the slow cache Redis and the slow replica have
 # tests of their own through the same proxy (docs/RELIABILITY.md).
 NOT_IN_SUITE = {"cache-redis-slow", "replica-slow", "replica-partition", "broker-partition"}
-PROXIED = ("redis-cache", "redis-state")
+PROXIED = ("redis-cache", "redis-state", "postgres-primary")
 
 
 @pytest.fixture(scope="module")

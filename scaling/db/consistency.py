@@ -295,6 +295,17 @@ def _stand_ins(down: list[str]) -> list[str]:
     return standing
 
 
+def _position_after_write() -> int:
+    """A write answered as done while this process had the primary marked down (it came
+    back before the re-check said so, or went away just after the commit): its position
+    from this request's own connection, which just wrote; if that fails too, one no replica
+    reaches, so its writer reads the primary (or, read-only, a replica) until it expires."""
+    try:
+        return positions.current()
+    except CONNECTION_ERRORS:
+        return UNKNOWN_LSN
+
+
 class ReadYourWritesMiddleware:
     """Opens the read state of each request and records its writes' LSN at the end.
 
@@ -308,16 +319,20 @@ class ReadYourWritesMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         state = ReadState(user_id=lambda: _session_user_id(request), pinned=request.method not in _SAFE_METHODS)
+        for alias in primary_health.down():
+            # This thread's connection to a primary found away may be one a partition holds
+            # (never answered): a write opens a new one, which fails in its connect timeout.
+            connections[alias].close()
         token = _state.set(state)
         try:
             response = self.get_response(request)
-            # No position: the primary is away, and whatever this request wrote was not committed.
-            if (
-                state.wrote
-                and (user_id := _session_user_id(request))
-                and (lsn := primary_health.position()) is not None
-            ):
-                remember_lsn(user_id, lsn)
+            if state.wrote and (user_id := _session_user_id(request)):
+                lsn = primary_health.position()
+                if lsn is None and response.status_code < 500:
+                    lsn = _position_after_write()
+                # No position: the primary is away, and whatever this request wrote was not committed.
+                if lsn is not None:
+                    remember_lsn(user_id, lsn)
             return response
         finally:
             _state.reset(token)

@@ -30,6 +30,7 @@ from scaling.deadline import Workers
 PRIMARY = "default"
 # What a query raises when its server cannot be reached (or went away under it).
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
+_CURRENT_POSITION = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint"
 _REPLICA_STATE = (
     "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()),"
     " COALESCE(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint, 0)"
@@ -133,7 +134,7 @@ class ReplicaHealth:
             if not in_recovery:
                 # Not a standby (a development URL pointing at the primary): no lag.
                 status = ReplicaStatus(alias, True, now, 0.0, 0, reachable=True)
-            elif (current := primary_health.position(primary)) is None:
+            elif (current := primary_health.lag_position(primary)) is None:
                 # Its primary is away: the replica is the newest copy there is (read-only mode).
                 status = ReplicaStatus(
                     alias, True, now, float(lag_seconds or 0.0), None, replay_lsn=replay_lsn, reachable=True
@@ -199,22 +200,30 @@ def _first_line(error: Exception) -> str:
 class PrimaryHealth:
     """Process-wide: which primaries were found unreachable, and when.
 
-    Nothing is asked while a primary works: it is marked down when a connection to it
-    fails (``mark_down``, ``position``, ``unreachable``) and asked again, with a connection
-    of its own, at most every ``HERD_REPLICA_CHECK_INTERVAL`` seconds after that.
+    Nothing is asked while a primary works but its position for the replicas' lag
+    (``lag_position``): it is marked down when a connection to it fails (``mark_down``,
+    ``position``, ``unreachable``) or that question goes unanswered, and asked again, with a
+    connection of its own, at most every ``HERD_REPLICA_CHECK_INTERVAL`` seconds after that.
+    Every question has a deadline on a thread of its own (``scaling.deadline``): a primary
+    cut off (connections accepted, never answered) never hangs a request or readiness.
     """
 
     def __init__(self) -> None:
         self._down: dict[str, tuple[float, str]] = {}  # alias -> (checked at, error)
         self._lock = threading.Lock()
+        self._probes = Workers("primary-check")
+        # Used by each alias' position thread only; kept with the parameters it was made with.
+        self._probe_connections: dict[str, tuple[dict, psycopg.Connection]] = {}
 
     def is_up(self, alias: str = PRIMARY) -> bool:
+        """Whether ``alias`` is not marked down. Once its interval has passed, one marked down
+        is asked again in the background: down until that check answers (no caller waits)."""
         down = self._down.get(alias)
         if down is None:
             return True
-        if time.monotonic() - down[0] < settings.HERD_REPLICA_CHECK_INTERVAL:
-            return False
-        return self.check(alias)
+        if time.monotonic() - down[0] >= settings.HERD_REPLICA_CHECK_INTERVAL:
+            self._probes[f"{alias}:check"].submit(functools.partial(self._check_now, alias))
+        return False
 
     def down(self) -> dict[str, str]:
         """The primaries marked down now, with the error that took each out (no check)."""
@@ -231,8 +240,16 @@ class PrimaryHealth:
             self._down.pop(alias, None)
 
     def check(self, alias: str) -> bool:
-        """Whether ``alias`` accepts a connection now (a new one: whatever state this
-        thread's connection is in); remembered."""
+        """Whether ``alias`` answers a new connection now (whatever state this thread's
+        connection is in) within twice ``HERD_REPLICA_CHECK_TIMEOUT``; remembered."""
+        deadline = 2 * settings.HERD_REPLICA_CHECK_TIMEOUT
+        try:
+            return self._probes[f"{alias}:check"].submit(functools.partial(self._check_now, alias)).result(deadline)
+        except FutureTimeout:
+            self.mark_down(alias, f"no answer within {deadline:g}s")
+            return False
+
+    def _check_now(self, alias: str) -> bool:
         params = {**connections[alias].get_connection_params(), "autocommit": True}
         try:
             with psycopg.connect(**params) as probe:
@@ -242,6 +259,48 @@ class PrimaryHealth:
             return False
         self.mark_up(alias)
         return True
+
+    def lag_position(self, alias: str = PRIMARY) -> int | None:
+        """The primary's position for measuring a replica's lag, or None while it is away:
+        asked on a connection and a thread of its own for at most ``HERD_REPLICA_CHECK_TIMEOUT``;
+        a primary that does not answer in time is marked down (a partition, a hung server)."""
+        if not self.is_up(alias):
+            return None
+        params = {**connections[alias].get_connection_params(), "autocommit": True}
+        timeout = settings.HERD_REPLICA_CHECK_TIMEOUT
+        answer = self._probes[f"{alias}:position"].submit(functools.partial(self._ask_position, alias, params))
+        try:
+            return answer.result(timeout=timeout)
+        except FutureTimeout:
+            self.mark_down(alias, f"no answer within {timeout:g}s")
+        except psycopg.Error as error:
+            self.mark_down(alias, _first_line(error))
+        return None
+
+    def close(self) -> None:
+        """Close the kept position connections (before their database is dropped: the tests)."""
+        while self._probe_connections:
+            _, (_, connection) = self._probe_connections.popitem()
+            connection.close()
+
+    def _ask_position(self, alias: str, params: dict) -> int:
+        kept_params, connection = self._probe_connections.pop(alias, (None, None))
+        if connection is not None and kept_params != params:
+            connection.close()
+            connection = None
+        for attempt in ("kept", "new") if connection is not None else ("new",):
+            if attempt == "new":
+                connection = psycopg.connect(**params)
+            try:
+                row = connection.execute(_CURRENT_POSITION).fetchone()
+            except psycopg.Error:
+                connection.close()
+                if attempt == "new":
+                    raise
+                continue  # a kept connection may only have gone stale (a restarted primary)
+            self._probe_connections[alias] = (params, connection)
+            return int(row[0])
+        raise AssertionError("unreachable")
 
     def failed(self, alias: str) -> bool:
         """After a connection error on ``alias``: close this thread's connection and ask the
@@ -253,10 +312,14 @@ class PrimaryHealth:
     def unreachable(self) -> list[str]:
         """The primaries that do not answer: those marked down, and any other that fails a
         connection attempt now. For after a connection error: which server was it?"""
-        # One marked down is asked again only once its interval has passed (``is_up``).
         down = []
         for alias in primary_aliases():
-            if not (self.is_up(alias) if alias in self._down else self.check(alias)):
+            if alias in self._down:
+                # Asked again only once its interval has passed (without waiting: ``is_up``).
+                self.is_up(alias)
+                if alias in self._down:
+                    down.append(alias)
+            elif not self.check(alias):
                 down.append(alias)
         return down
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -28,7 +30,9 @@ from deploy.herd.services import Postgres, Redis
 from notifications import services as notification_services
 from notifications.consumers import CLOSE_TRY_AGAIN
 from notifications.tests.test_socket import scenario, socket
-from scaling.db.replicas import primary_health, replica_health
+from scaling.db import consistency, positions
+from scaling.db.replicas import primary_aliases, primary_health, replica_health
+from scaling.ops import health
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -240,3 +244,70 @@ def test_with_the_primary_stopped_the_site_reads_from_the_replica_and_writes_get
     saved = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 4, "text": "Written once it is back."})
     assert saved.status_code == 302
     assert "Written once it is back." in shopper.get(f"/p/{products[0].slug}/").content.decode()
+
+
+def test_with_the_primary_stopped_a_list_page_answers_on_a_thread_that_never_connected_to_it(products, stopped):
+    """The db-primary-stop drill's defect: the query cache compiled its key's SQL for the
+    primary, and a JSON function asks its server's version: a thread whose primary
+    connection had never opened (a new server thread) failed every list page with a 503."""
+    answers: list[int] = []
+
+    def browse() -> None:  # a thread of its own: connections of its own, none opened yet
+        client = Client(raise_request_exception=False)
+        answers.extend(client.get(f"{path}?fresh=thread").status_code for path in ("/products/", "/products/?q=lamp"))
+
+    with stopped(Postgres(PROFILES["test"], replica=False)):
+        thread = threading.Thread(target=browse)
+        thread.start()
+        thread.join(30)
+    assert answers == [200, 200]
+
+
+def test_a_primary_cut_off_leaves_readiness_answering_and_the_site_read_only(products, frozen):
+    """The db-primary-partition drill's defect: a primary that accepts connections and never
+    answers (SIGSTOPped with its backends) hung the replicas' lag check, which asks it for its
+    position, so every app replica's /readyz failed and HAProxy took them all out."""
+    anonymous = Client(raise_request_exception=False)
+    assert replica_health.check("replica1").healthy
+    connections["default"].ensure_connection()  # a pooled connection, as a server thread keeps
+    with frozen(Postgres(PROFILES["test"], replica=False)) as freeze:
+        started = time.monotonic()
+        ready = anonymous.get("/readyz")
+        took = time.monotonic() - started
+        assert not freeze.thawed_early.is_set(), "/readyz hung on the frozen primary"
+        assert ready.status_code == 200, ready.content
+        checks = ready.json()["checks"]
+        assert checks["database:replica1"] == "ok", checks
+        assert took < 2 * settings.HERD_READINESS_DEADLINE_SECONDS
+        # Marked down by that check: reads go to the replica (read-only mode), none hangs.
+        assert "default" in primary_health.down()
+        for path in catalog_paths(products):
+            assert anonymous.get(f"{path}?fresh=cut").status_code == 200, path
+        assert not freeze.thawed_early.is_set(), "a page hung on the frozen primary"
+    # The readiness threads' own connections, answered once thawed: closed on their threads.
+    for alias in primary_aliases():
+        health._checks[f"database:{alias}"].submit(connections.close_all).result(10)
+
+
+def test_a_write_saved_while_the_primary_is_still_marked_down_is_read_back_by_its_writer(
+    shopper, products, replica_delay
+):
+    """The db-primary-stop drill's second defect: once the primary is back, a process sees it
+    down until its next check; a write saved meanwhile stored no position for its writer
+    (``primary_health.position`` said None), whose next page came from a replica that had not
+    replayed it: their own review missing."""
+    replica_delay("1h")
+    writer = str(User.objects.get(username="shopper").pk)
+    before = positions.current()
+    primary_health.mark_down("default", "the test: as seen just before it came back")
+    try:
+        saved = shopper.post(f"/p/{products[2].slug}/review/", {"rating": 5, "text": "Written as it came back."})
+        assert saved.status_code == 302
+        # What any app replica's next request of theirs must reach (this process alone would
+        # read the primary anyway: it remembers the tables it wrote).
+        assert (consistency.stored_lsn(writer) or 0) > before
+        primary_health.mark_up("default")
+        assert "Written as it came back." in shopper.get(f"/p/{products[2].slug}/").content.decode()
+    finally:
+        primary_health.mark_up("default")
+        replica_delay("0")
