@@ -21,7 +21,8 @@ from django_redis.exceptions import ConnectionInterrupted
 from accounts.tests.factories import logged_in_client, make_user
 from config.asgi import application
 from notifications import push as push_module
-from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_MESSAGES, CLOSE_TRY_AGAIN, NotificationConsumer
+from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_MESSAGES, CLOSE_TRY_AGAIN, this_loops_hub
+from notifications.hub import SocketHub
 from notifications.push import push, user_group
 from notifications.tests.communicator import WebsocketCommunicator
 
@@ -142,7 +143,7 @@ def test_a_socket_is_closed_on_the_next_message_once_its_session_logged_out(logg
 
 def test_a_quiet_socket_is_closed_by_the_periodic_recheck_once_its_session_logged_out(logged_in, monkeypatch):
     [(_, client)] = logged_in("alice")
-    monkeypatch.setattr(NotificationConsumer, "recheck_seconds", 0.2)
+    monkeypatch.setattr(SocketHub, "recheck_seconds", 0.2)
 
     async def body():
         communicator = socket(client)
@@ -238,5 +239,72 @@ def test_a_socket_that_sends_too_many_messages_is_closed(logged_in, settings):
         await communicator.send_to(text_data="ping")
         closed = await communicator.receive_output(timeout=3)
         assert closed == {"type": "websocket.close", "code": CLOSE_TOO_MANY_MESSAGES}
+
+    scenario(body)
+
+
+def group_members(user_id: int) -> int:
+    layer = push_module.channel_layer()
+    return redis.Redis.from_url(settings.REDIS_CHANNELS_URL).zcard(layer._group_key(user_group(user_id)))
+
+
+def test_a_users_sockets_on_one_process_are_one_member_of_their_group_and_all_get_each_event(logged_in):
+    # The hub joins the group once for all of a user's sockets here: one Redis message per
+    # event and process, not one per socket (the group of a user with a channel per socket
+    # held one member per socket, and each event woke as many receive loops).
+    [(alice, client), (_, bob_client)] = logged_in("alice", "bob")
+
+    async def body():
+        sockets = [socket(client) for _ in range(20)]
+        for communicator in sockets:
+            assert (await communicator.connect())[0]
+        bobs = socket(bob_client)
+        assert (await bobs.connect())[0]
+        assert await sync_to_async(group_members)(alice.pk) == 1
+        assert await sync_to_async(push)(alice.pk, progress("for-all", 60))
+        for communicator in sockets:
+            assert (await communicator.receive_json_from(timeout=3))["job"] == "for-all"
+        await assert_nothing_arrives(bobs)
+        for communicator in sockets[1:]:
+            await communicator.disconnect()
+        assert await sync_to_async(group_members)(alice.pk) == 1  # one socket still open
+        assert await sync_to_async(push)(alice.pk, progress("for-one", 70))
+        assert (await sockets[0].receive_json_from(timeout=3))["job"] == "for-one"
+        await sockets[0].disconnect()
+        await bobs.disconnect()
+        for _ in range(50):  # the hub leaves the group with the user's last socket, just after
+            if await sync_to_async(group_members)(alice.pk) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await sync_to_async(group_members)(alice.pk) == 0
+
+    scenario(body)
+
+
+def test_the_periodic_recheck_checks_each_session_once_however_many_sockets_it_has(logged_in, monkeypatch):
+    [(_, client)] = logged_in("alice")
+    monkeypatch.setattr(SocketHub, "recheck_seconds", 0.2)
+    checked = []
+
+    async def body():
+        sockets = [socket(client) for _ in range(10)]
+        for communicator in sockets:
+            assert (await communicator.connect())[0]
+        found = this_loops_hub()
+        original = found.session_check
+
+        async def counting(session_key: str, user_id: int) -> bool:
+            checked.append(session_key)
+            return await original(session_key, user_id)
+
+        found.session_check = counting
+        await asyncio.sleep(0.5)  # two re-checks at least
+        assert checked and len(checked) <= 3, checked  # once per round, not once per socket
+        await sync_to_async(client.logout)()
+        for communicator in sockets:
+            assert await communicator.receive_output(timeout=3) == {
+                "type": "websocket.close",
+                "code": CLOSE_SESSION_ENDED,
+            }
 
     scenario(body)
