@@ -308,3 +308,28 @@ def test_the_periodic_recheck_checks_each_session_once_however_many_sockets_it_h
             }
 
     scenario(body)
+
+
+def test_a_socket_costs_no_thread_hop_to_close_database_connections_per_message(logged_in, monkeypatch):
+    # Channels' dispatch runs aclose_old_connections on database_sync_to_async's one thread
+    # before every handler; thousands of sockets closing at once queued behind it. The
+    # session checks go through database_sync_to_async, which closes them itself.
+    import channels.consumer
+
+    [(_, client)] = logged_in("alice")
+    hops = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        await communicator.send_to(text_data="ping")
+        await assert_nothing_arrives(communicator)  # still logged in: stays open
+        await communicator.disconnect()
+
+    scenario(body)
+    assert hops == []
