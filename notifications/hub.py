@@ -14,7 +14,8 @@ Promises: an event reaches only the sockets registered under the user whose grou
 was sent to (a socket registers under its own session's user, nothing a client says);
 a socket whose client stops reading never holds up the others (each socket writes from
 its own outbox, bounded); the session of every socket is re-checked every
-``recheck_seconds``, once per session, not once per socket.
+``recheck_seconds``, once per session, not once per socket; the hub's group memberships
+are renewed before channels-redis's group expiry drops them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -49,6 +51,9 @@ class Socket(Protocol):
 
 class SocketHub:
     recheck_seconds: float = 60.0
+    # channels-redis drops a group member a day (group_expiry) after its group_add, sockets
+    # or not: the hub joins again, at a re-check, once its join is this old.
+    rejoin_seconds: float = 3600.0
 
     def __init__(self, frame: Frame, session_check: SessionCheck) -> None:
         self.frame = frame  # an event as the text its sockets get, or None to drop it
@@ -58,6 +63,7 @@ class SocketHub:
         self.channel_of: dict[int, str] = {}  # user id -> the hub's channel in their group
         self.user_of: dict[str, int] = {}  # and back: how an event finds its sockets
         self.joined: dict[int, asyncio.Future] = {}
+        self.joined_at: dict[int, float] = {}
         self.numbers = itertools.count()
         self.base: str | None = None  # "herd-sockets.<this layer's prefix>!"
         self.tasks: set[asyncio.Task] = set()  # the listener, the recheck and leaves
@@ -80,6 +86,7 @@ class SocketHub:
             self.user_of.pop(self.channel_of.get(user_id, ""), None)
             self.channel_of[user_id], self.user_of[channel] = channel, user_id
             joined = self.joined[user_id] = asyncio.ensure_future(self.layer.group_add(user_group(user_id), channel))
+            self.joined_at[user_id] = time.monotonic()
         try:
             await asyncio.shield(joined)
         except BaseException:
@@ -98,6 +105,7 @@ class SocketHub:
         del self.sockets[user_id]
         channel = self.channel_of.pop(user_id)
         self.user_of.pop(channel, None)
+        self.joined_at.pop(user_id, None)
         self._spawn(self._leave(user_id, channel, self.joined.pop(user_id)))
         if not self.sockets:
             for task in (self.listener, self.rechecker):
@@ -164,7 +172,17 @@ class SocketHub:
             await self.recheck()
 
     async def recheck(self) -> None:
-        """Check each session once; close its sockets if it no longer maps to their user."""
+        """Check each session once; close its sockets if it no longer maps to their user.
+        Join again the groups joined ``rejoin_seconds`` ago or more."""
+        now = time.monotonic()
+        for user_id, since in list(self.joined_at.items()):
+            channel = self.channel_of.get(user_id)
+            if now - since >= self.rejoin_seconds and channel is not None:
+                self.joined_at[user_id] = now
+                try:
+                    await self.layer.group_add(user_group(user_id), channel)
+                except Exception:
+                    logger.warning("could not join the group of user %s again", user_id, exc_info=True)
         sessions: dict[tuple[str, int], list[Socket]] = {}
         for sockets in list(self.sockets.values()):
             for socket in sockets:

@@ -333,3 +333,24 @@ def test_a_socket_costs_no_thread_hop_to_close_database_connections_per_message(
 
     scenario(body)
     assert hops == []
+
+
+def test_the_hub_renews_its_group_membership_before_channels_redis_expires_it(logged_in, monkeypatch):
+    # A user who always has a socket here keeps one join however long: channels-redis drops
+    # a member group_expiry (a day) after its group_add unless it is added again.
+    [(alice, client)] = logged_in("alice")
+    monkeypatch.setattr(SocketHub, "recheck_seconds", 0.2)
+    monkeypatch.setattr(SocketHub, "rejoin_seconds", 0.3)
+    group = push_module.channel_layer()._group_key(user_group(alice.pk))
+    state = redis.Redis.from_url(settings.REDIS_CHANNELS_URL)
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        channel = this_loops_hub().channel_of[alice.pk]
+        joined = await sync_to_async(state.zscore)(group, channel)
+        await asyncio.sleep(1.0)
+        assert await sync_to_async(state.zscore)(group, channel) > joined
+        await communicator.disconnect()
+
+    scenario(body)
