@@ -354,3 +354,32 @@ def test_the_hub_renews_its_group_membership_before_channels_redis_expires_it(lo
         await communicator.disconnect()
 
     scenario(body)
+
+
+def test_a_socket_whose_client_stops_reading_holds_up_none_of_the_others(logged_in):
+    [(alice, client)] = logged_in("alice")
+
+    async def body():
+        sockets = [socket(client) for _ in range(5)]
+        for communicator in sockets:
+            assert (await communicator.connect())[0]
+        hub = this_loops_hub()
+        stuck = next(iter(hub.sockets[alice.pk]))
+        never = asyncio.Event()
+
+        async def blocked_write(message: dict) -> None:
+            await never.wait()  # what a full send buffer does to a write
+
+        stuck.base_send = blocked_write
+        for job in ("first", "second"):
+            assert await sync_to_async(push)(alice.pk, progress(job))
+        received = []
+        for communicator in sockets:
+            try:
+                received.append([(await communicator.receive_json_from(timeout=2))["job"] for _ in range(2)])
+            except TimeoutError:
+                received.append(None)
+        assert sorted(received, key=str) == [None] + [["first", "second"]] * 4
+        never.set()
+
+    scenario(body)
