@@ -116,6 +116,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores."""
+    with open("/proc/stat") as stat:
+        ticks = [int(n) for n in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
+
+
 def file_limit(pid: int) -> int | None:
     """The soft open-file limit of a running process."""
     with open(f"/proc/{pid}/limits") as limits:
@@ -139,6 +147,13 @@ class Step:
     median_seconds: float | None
     replica_cpu: float | None  # share of one core the replica used from the push to the last arrival
     open_seconds: float = 0.0
+    machine_busy: float | None = None  # share of all the machine's cores busy meanwhile
+
+    @property
+    def replica_us_per_socket(self) -> float | None:
+        if self.replica_cpu is None or self.last_seconds is None or not self.received:
+            return None
+        return self.replica_cpu * self.last_seconds / self.received * 1e6
 
     @property
     def all_within_1s(self) -> bool:
@@ -152,8 +167,15 @@ class Step:
             )
         if self.received < self.opened:
             return f"{self.opened - self.received:,} of {self.opened:,} open sockets did not get the event within 10 s"
-        cpu = f"; the replica's process used {self.replica_cpu:.0%} of a core meanwhile" if self.replica_cpu else ""
-        return f"the last socket got the event after {self.last_seconds * 1000:,.0f} ms{cpu}"
+        said = f"the last socket got the event after {self.last_seconds * 1000:,.0f} ms"
+        if self.replica_cpu is not None:
+            said += f"; the replica's process used {self.replica_cpu:.0%} of a core meanwhile"
+            said += f" ({self.replica_us_per_socket:,.0f} µs of CPU per socket)"
+        if self.machine_busy is not None:
+            said += f", while the machine's {os.cpu_count()} cores were {self.machine_busy:.0%} busy"
+            if self.replica_cpu is not None and self.replica_cpu < 0.8 and self.machine_busy > 0.9:
+                said += " (the replica waited for a core: the machine, shared with the clients, is what ran out)"
+        return said
 
 
 def broadcast(port: int, cookie: str, user: User, sockets: int) -> Step:
@@ -163,12 +185,12 @@ def broadcast(port: int, cookie: str, user: User, sockets: int) -> Step:
     headers = {"Cookie": f"sessionid={cookie}", "Origin": f"http://127.0.0.1:{port}"}
     marker = random.randrange(1_000_000, 2_000_000_000)
     pid = next(web.pid() for web in Herd(PROFILE).webs() if web.port == port)
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, float, float]] = []  # wall clock, replica CPU, machine busy, total
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append((time.time(), cpu_seconds(pid)))
+            samples.append((time.time(), cpu_seconds(pid), *machine_cpu()))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -183,11 +205,13 @@ def broadcast(port: int, cookie: str, user: User, sockets: int) -> Step:
         stop.set()
     arrivals = sorted(a - sent for h in held for a in h.arrivals)
     last = arrivals[-1] if arrivals else None
-    cpu = None
+    cpu = busy = None
     if last is not None and samples:
         inside = [s for s in samples if s[0] <= sent + last + 0.02] or samples[:1]
         window = inside[-1][0] - samples[0][0]
-        cpu = (inside[-1][1] - samples[0][1]) / window if window >= 0.05 else None
+        if window >= 0.05:
+            cpu = (inside[-1][1] - samples[0][1]) / window
+            busy = (inside[-1][2] - samples[0][2]) / max(inside[-1][3] - samples[0][3], 1e-9)
     return Step(
         sockets=sockets,
         opened=sum(h.opened for h in held),
@@ -197,6 +221,7 @@ def broadcast(port: int, cookie: str, user: User, sockets: int) -> Step:
         last_seconds=last,
         median_seconds=statistics.median(arrivals) if arrivals else None,
         replica_cpu=cpu,
+        machine_busy=busy,
         open_seconds=max((h.open_seconds for h in held), default=0.0),
     )
 
@@ -292,14 +317,17 @@ def socket_lines(figures: JobsFigures) -> list[str]:
         f"replica, opened from {figures.client_processes} client processes; the replica's open-file "
         f"limit: {figures.replica_file_limit or 'unlimited'}.",
         "",
-        "| sockets | opened (failed) | got the event | median | last socket | replica CPU meanwhile |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| sockets | opened (failed) | got the event | median | last socket | replica CPU meanwhile "
+        "| replica CPU per socket | machine busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for step in figures.steps:
         cpu = "-" if step.replica_cpu is None else f"{step.replica_cpu:.0%}"
+        per = "-" if step.replica_us_per_socket is None else f"{step.replica_us_per_socket:,.0f} µs"
+        busy = "-" if step.machine_busy is None else f"{step.machine_busy:.0%}"
         lines.append(
             f"| {step.sockets:,} | {step.opened:,} ({step.open_failures:,}) | {step.received:,} "
-            f"| {ms(step.median_seconds)} | {ms(step.last_seconds)} | {cpu} |"
+            f"| {ms(step.median_seconds)} | {ms(step.last_seconds)} | {cpu} | {per} | {busy} |"
         )
     held = figures.held()
     last_step = figures.steps[-1] if figures.steps else None
