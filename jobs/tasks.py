@@ -188,8 +188,10 @@ def _succeed(running: Job, apply: Apply) -> None:
 
 
 def _announce(job: Job, alias: str) -> None:
-    """Inside the finishing transaction (on ``alias``, the owner's shard): the owner's
-    notification, and the final progress push on commit."""
+    """Inside the finishing transaction (on ``alias``, the owner's shard): the final
+    progress push on commit, and the owner's notification. The push is registered first:
+    on commit it goes out before the notification's, which reads the unread count first."""
+    push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state), using=alias)
     succeeded = job.state == Job.State.SUCCEEDED
     notifications.notify(
         job.owner_id,
@@ -199,7 +201,6 @@ def _announce(job: Job, alias: str) -> None:
         link=job.get_absolute_url(),
         job=job,
     )
-    push_on_commit(job.owner_id, progress_event(job.pk, job.progress, job.state), using=alias)
 
 
 # --- FAULT INJECTION POINT, for tests only ------------------------------------------

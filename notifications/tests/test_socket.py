@@ -21,7 +21,8 @@ from django_redis.exceptions import ConnectionInterrupted
 from accounts.tests.factories import logged_in_client, make_user
 from config.asgi import application
 from notifications import push as push_module
-from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_MESSAGES, CLOSE_TRY_AGAIN, NotificationConsumer
+from notifications.consumers import CLOSE_SESSION_ENDED, CLOSE_TOO_MANY_MESSAGES, CLOSE_TRY_AGAIN, this_loops_hub
+from notifications.hub import SocketHub
 from notifications.push import push, user_group
 from notifications.tests.communicator import WebsocketCommunicator
 
@@ -142,7 +143,7 @@ def test_a_socket_is_closed_on_the_next_message_once_its_session_logged_out(logg
 
 def test_a_quiet_socket_is_closed_by_the_periodic_recheck_once_its_session_logged_out(logged_in, monkeypatch):
     [(_, client)] = logged_in("alice")
-    monkeypatch.setattr(NotificationConsumer, "recheck_seconds", 0.2)
+    monkeypatch.setattr(SocketHub, "recheck_seconds", 0.2)
 
     async def body():
         communicator = socket(client)
@@ -238,5 +239,147 @@ def test_a_socket_that_sends_too_many_messages_is_closed(logged_in, settings):
         await communicator.send_to(text_data="ping")
         closed = await communicator.receive_output(timeout=3)
         assert closed == {"type": "websocket.close", "code": CLOSE_TOO_MANY_MESSAGES}
+
+    scenario(body)
+
+
+def group_members(user_id: int) -> int:
+    layer = push_module.channel_layer()
+    return redis.Redis.from_url(settings.REDIS_CHANNELS_URL).zcard(layer._group_key(user_group(user_id)))
+
+
+def test_a_users_sockets_on_one_process_are_one_member_of_their_group_and_all_get_each_event(logged_in):
+    # The hub joins the group once for all of a user's sockets here: one Redis message per
+    # event and process, not one per socket (the group of a user with a channel per socket
+    # held one member per socket, and each event woke as many receive loops).
+    [(alice, client), (_, bob_client)] = logged_in("alice", "bob")
+
+    async def body():
+        sockets = [socket(client) for _ in range(20)]
+        for communicator in sockets:
+            assert (await communicator.connect())[0]
+        bobs = socket(bob_client)
+        assert (await bobs.connect())[0]
+        assert await sync_to_async(group_members)(alice.pk) == 1
+        assert await sync_to_async(push)(alice.pk, progress("for-all", 60))
+        for communicator in sockets:
+            assert (await communicator.receive_json_from(timeout=3))["job"] == "for-all"
+        await assert_nothing_arrives(bobs)
+        for communicator in sockets[1:]:
+            await communicator.disconnect()
+        assert await sync_to_async(group_members)(alice.pk) == 1  # one socket still open
+        assert await sync_to_async(push)(alice.pk, progress("for-one", 70))
+        assert (await sockets[0].receive_json_from(timeout=3))["job"] == "for-one"
+        await sockets[0].disconnect()
+        await bobs.disconnect()
+        for _ in range(50):  # the hub leaves the group with the user's last socket, just after
+            if await sync_to_async(group_members)(alice.pk) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await sync_to_async(group_members)(alice.pk) == 0
+
+    scenario(body)
+
+
+def test_the_periodic_recheck_checks_each_session_once_however_many_sockets_it_has(logged_in, monkeypatch):
+    [(_, client)] = logged_in("alice")
+    monkeypatch.setattr(SocketHub, "recheck_seconds", 0.2)
+    checked = []
+
+    async def body():
+        sockets = [socket(client) for _ in range(10)]
+        for communicator in sockets:
+            assert (await communicator.connect())[0]
+        found = this_loops_hub()
+        original = found.session_check
+
+        async def counting(session_key: str, user_id: int) -> bool:
+            checked.append(session_key)
+            return await original(session_key, user_id)
+
+        found.session_check = counting
+        await asyncio.sleep(0.5)  # two re-checks at least
+        assert checked and len(checked) <= 3, checked  # once per round, not once per socket
+        await sync_to_async(client.logout)()
+        for communicator in sockets:
+            assert await communicator.receive_output(timeout=3) == {
+                "type": "websocket.close",
+                "code": CLOSE_SESSION_ENDED,
+            }
+
+    scenario(body)
+
+
+def test_a_socket_costs_no_thread_hop_to_close_database_connections_per_message(logged_in, monkeypatch):
+    # Channels' dispatch runs aclose_old_connections on database_sync_to_async's one thread
+    # before every handler; thousands of sockets closing at once queued behind it. The
+    # session checks go through database_sync_to_async, which closes them itself.
+    import channels.consumer
+
+    [(_, client)] = logged_in("alice")
+    hops = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        await communicator.send_to(text_data="ping")
+        await assert_nothing_arrives(communicator)  # still logged in: stays open
+        await communicator.disconnect()
+
+    scenario(body)
+    assert hops == []
+
+
+def test_the_hub_renews_its_group_membership_before_channels_redis_expires_it(logged_in, monkeypatch):
+    # A user who always has a socket here keeps one join however long: channels-redis drops
+    # a member group_expiry (a day) after its group_add unless it is added again.
+    [(alice, client)] = logged_in("alice")
+    monkeypatch.setattr(SocketHub, "recheck_seconds", 0.2)
+    monkeypatch.setattr(SocketHub, "rejoin_seconds", 0.3)
+    group = push_module.channel_layer()._group_key(user_group(alice.pk))
+    state = redis.Redis.from_url(settings.REDIS_CHANNELS_URL)
+
+    async def body():
+        communicator = socket(client)
+        assert (await communicator.connect())[0]
+        channel = this_loops_hub().channel_of[alice.pk]
+        joined = await sync_to_async(state.zscore)(group, channel)
+        await asyncio.sleep(1.0)
+        assert await sync_to_async(state.zscore)(group, channel) > joined
+        await communicator.disconnect()
+
+    scenario(body)
+
+
+def test_a_socket_whose_client_stops_reading_holds_up_none_of_the_others(logged_in):
+    [(alice, client)] = logged_in("alice")
+
+    async def body():
+        sockets = [socket(client) for _ in range(5)]
+        for communicator in sockets:
+            assert (await communicator.connect())[0]
+        hub = this_loops_hub()
+        stuck = next(iter(hub.sockets[alice.pk]))
+        never = asyncio.Event()
+
+        async def blocked_write(message: dict) -> None:
+            await never.wait()  # what a full send buffer does to a write
+
+        stuck.base_send = blocked_write
+        for job in ("first", "second"):
+            assert await sync_to_async(push)(alice.pk, progress(job))
+        received = []
+        for communicator in sockets:
+            try:
+                received.append([(await communicator.receive_json_from(timeout=2))["job"] for _ in range(2)])
+            except TimeoutError:
+                received.append(None)
+        assert sorted(received, key=str) == [None] + [["first", "second"]] * 4
+        never.set()
 
     scenario(body)

@@ -4,11 +4,13 @@ On SIGTERM the replica drains before it stops: ``/readyz`` turns 503 at once, it
 keeps serving for ``HERD_DRAIN_SECONDS`` while the load balancer notices and stops
 sending it requests, then uvicorn stops accepting, lets requests in flight finish and
 closes open WebSockets with 1012 "service restart", so clients reconnect elsewhere.
-A second SIGTERM, or SIGINT, skips the wait.
+A second SIGTERM, or SIGINT, skips the wait. Each open WebSocket holds a file, so the
+replica raises its soft open-file limit to the hard one first (often 1,024 by default).
 """
 
 from __future__ import annotations
 
+import resource
 import signal
 import threading
 
@@ -32,6 +34,14 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def raise_file_limit() -> int:
+    """The soft open-file limit raised to the hard one; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 class Command(BaseCommand):
     help = "Serve HTTP and WebSockets for one replica; drain on SIGTERM."
 
@@ -47,6 +57,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, graceful_timeout: float, **options) -> None:
         check_services()
+        files = raise_file_limit()
         config = uvicorn.Config(
             "config.asgi:application",
             host=host,
@@ -63,5 +74,5 @@ class Command(BaseCommand):
             # named here so that does not depend on which libraries "auto" finds.
             ws="websockets-sansio",
         )
-        self.stdout.write(f"{settings.HERD_REPLICA_ID} serving on http://{host}:{port}/")
+        self.stdout.write(f"{settings.HERD_REPLICA_ID} serving on http://{host}:{port}/ (open files: {files})")
         DrainingServer(config).run()
