@@ -17,7 +17,7 @@ from catalog import cache, selectors, services
 from catalog.forms import ProductFilterForm, ReviewForm
 from catalog.models import Category, Product
 from catalog.pages import product_pages
-from scaling.cache.fragments import shared_fragment
+from scaling.cache.fragments import shared_fragment, shared_fragments
 from scaling.web.edge import anonymous_page, public_when_anonymous
 
 
@@ -90,15 +90,17 @@ def _product_page(request: HttpRequest, slug: str, form: ReviewForm | None = Non
     except Product.DoesNotExist:
         raise Http404("No such product.") from None
     own_review, form_fields = None, ""
+    shared = [(_PRODUCT_BODY, {"product": data}, None)]
     if request.user.is_authenticated:
         own_review = selectors.review_of(user_id=request.user.pk, product_id=data.id)
         if form is None and own_review is None:
-            form_fields = shared_fragment(_REVIEW_FIELDS, {}, extra=lambda: {"form": ReviewForm()})
+            shared.append((_REVIEW_FIELDS, {}, lambda: {"form": ReviewForm()}))
         else:
             # The user's own review or their invalid input: theirs alone, never a shared fragment.
             initial = {"rating": own_review.rating, "text": own_review.text} if own_review else {}
             form_fields = (form or ReviewForm(initial=initial)).as_div()
-    body = shared_fragment(_PRODUCT_BODY, {"product": data})
+    body, *blank_form = shared_fragments(shared)
+    form_fields = blank_form[0] if blank_form else form_fields
     context = {"product": data, "body": body, "form_fields": form_fields, "own_review": own_review}
     return render(request, "catalog/product.html", context, status=status)
 

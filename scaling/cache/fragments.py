@@ -1,7 +1,8 @@
 """Shared fragments: the parts of a page that are the same for every visitor, rendered
 once and cached by what they show, so a logged-in page renders only its per-user bits.
 
-``shared_fragment(template_name, values)`` renders the template with ``values`` alone:
+``shared_fragment(template_name, values)`` (``shared_fragments`` for several, in one
+round trip) renders the template with ``values`` alone:
 no request, no user, no context processors, so nothing personal can reach the HTML. The
 key is a hash of the release, the template name and ``repr(values)``; values must be
 plain data whose ``repr`` shows all they hold (frozen dataclasses, strings, numbers,
@@ -34,22 +35,35 @@ def fragment_key(template_name: str, values: dict) -> str:
     return f"{settings.HERD_RELEASE}:f:{digest}"
 
 
+Spec = tuple[str, dict, Callable[[], dict] | None]  # template name, values, extra
+
+
 def shared_fragment(template_name: str, values: dict, extra: Callable[[], dict] | None = None) -> SafeString:
-    def render() -> SafeString:
+    return shared_fragments([(template_name, values, extra)])[0]
+
+
+def shared_fragments(specs: list[Spec]) -> list[SafeString]:
+    """Several fragments of one page, looked up in one round trip; each as ``shared_fragment``."""
+
+    def render(template_name: str, values: dict, extra: Callable[[], dict] | None) -> SafeString:
         return render_to_string(template_name, {**values, **(extra() if extra else {})})
 
     if not settings.HERD_CACHES_ENABLED:
-        return render()
-    key = fragment_key(template_name, values)
+        return [render(*spec) for spec in specs]
+    keys = [fragment_key(template_name, values) for template_name, values, _ in specs]
     cache = cache_backend()
     try:
-        html = cache.get(key)
+        found = cache.get_many(keys)  # {} when the cache Redis is away (IGNORE_EXCEPTIONS)
     except RedisError:
-        return render()
-    metrics.count_cache("fragment", hit=html is not None)
-    if html is not None:
-        return mark_safe(html)  # noqa: S308 (rendered by our templates, escaped there)
-    html = render()
-    with contextlib.suppress(RedisError):
-        cache.set(key, str(html), FRAGMENT_SECONDS)
-    return html
+        found = {}
+    made, fragments = {}, []
+    for key, spec in zip(keys, specs, strict=True):
+        html = found.get(key)
+        metrics.count_cache("fragment", hit=html is not None)
+        if html is None:
+            html = made[key] = str(render(*spec))
+        fragments.append(mark_safe(html))  # noqa: S308 (rendered by our templates, escaped there)
+    if made:
+        with contextlib.suppress(RedisError):
+            cache.set_many(made, FRAGMENT_SECONDS)
+    return fragments
