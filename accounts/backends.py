@@ -1,6 +1,9 @@
 """Every password log-in goes through ``ThrottledModelBackend``: Django's ModelBackend with
 the log-in throttle around the password check, per (account, address) and per address,
 in the state Redis. The rules and their tests: docs/SECURITY.md.
+
+The user of each request is read with their profile in one query (every page's header
+shows the display name and the thumbnail).
 """
 
 from __future__ import annotations
@@ -56,3 +59,14 @@ class ThrottledModelBackend(ModelBackend):
     async def aauthenticate(self, request: HttpRequest | None, **kwargs) -> AbstractBaseUser | None:
         # ModelBackend's own async version would skip the throttle.
         return await sync_to_async(self.authenticate)(request, **kwargs)
+
+    def get_user(self, user_id) -> AbstractBaseUser | None:
+        user_model = get_user_model()
+        try:
+            user = user_model._default_manager.select_related("profile").get(pk=user_id)
+        except user_model.DoesNotExist:
+            return None
+        return user if self.user_can_authenticate(user) else None
+
+    async def aget_user(self, user_id) -> AbstractBaseUser | None:
+        return await sync_to_async(self.get_user)(user_id)

@@ -1,8 +1,9 @@
 """The catalog on the bench herd, through HAProxy, under Herd's configuration and the
 conventional single-server Django's: the minimal view, the warm product page (edge cache,
-app, uncached), a browse-heavy mix with replica offload and cache hit ratios, keyset
-pagination. ``measure()`` returns the figures, ``render(part)`` writes its section of
-docs/PERFORMANCE.md (where the method is described).
+app, uncached), a logged-in shopper's product page and product list, a browse-heavy mix
+with replica offload and cache hit ratios, keyset pagination. ``measure()`` returns the
+figures, ``render(part)`` writes its section of docs/PERFORMANCE.md (where the method is
+described).
 """
 
 from __future__ import annotations
@@ -345,6 +346,21 @@ def _median_hits(rounds: list[dict[str, tuple[float, int]] | None]) -> dict[str,
     }
 
 
+LOGGED_IN_PAGE = "product page, logged in (app)"
+LOGGED_IN_LIST = "product list, logged in (app)"
+
+
+def logged_in_ratios(pages: dict[str, Run]) -> dict[str, float]:
+    """Each logged-in page's requests/s over the minimal view's, measured in the same run
+    (none in figures from before they were measured)."""
+    ceiling = pages["minimal view (app)"]
+    return {
+        f"{name} / minimal view": pages[name].rps / ceiling.rps
+        for name in (LOGGED_IN_PAGE, LOGGED_IN_LIST)
+        if name in pages
+    }
+
+
 def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) -> CatalogFigures:
     """Pages, the mix under both configurations, keyset pagination: medians over ``rounds``."""
     herd = herd or prepare()
@@ -356,6 +372,8 @@ def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) 
         "minimal view (app)": [],
         "warm product page, edge cache": [],
         "warm product page (app)": [],
+        LOGGED_IN_PAGE: [],
+        LOGGED_IN_LIST: [],
         "product page, conventional (no caches)": [],
     }
     mixes: dict[str, list[MixResult]] = {"Herd": [], "conventional": []}
@@ -367,6 +385,12 @@ def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) 
         pages["minimal view (app)"].append(wrk(f"{URL}/robots.txt", DURATION, CONNECTIONS, headers=NO_EDGE_CACHE))
         pages["warm product page, edge cache"].append(wrk(f"{URL}/p/{hot}/", DURATION, CONNECTIONS))
         pages["warm product page (app)"].append(wrk(f"{URL}/p/{hot}/", DURATION, CONNECTIONS, headers=NO_EDGE_CACHE))
+        # One shopper's session on every connection: the per-user work of each request, none shared.
+        session, token = sessions["Herd"][0]
+        cookie = f"Cookie: sessionid={session}; csrftoken={token}"
+        for name, path in ((LOGGED_IN_PAGE, f"/p/{hot}/"), (LOGGED_IN_LIST, "/products/")):
+            httpx.get(f"{URL}{path}", headers={"Cookie": cookie.removeprefix("Cookie: ")})
+            pages[name].append(wrk(f"{URL}{path}", DURATION, CONNECTIONS, headers=(*NO_EDGE_CACHE, cookie)))
         mixes["Herd"].append(measure_mix(herd, paths, sessions["Herd"], conventional=False))
         configure(herd, CONVENTIONAL)
         # Sessions live in another store here: the same users log in again.
@@ -463,7 +487,9 @@ def render(part: Part) -> list[str]:
         "",
         "`/robots.txt` through the whole middleware stack is the most the stack serves; the warm "
         "product page (anonymous) is measured as deployed (from HAProxy's edge cache) and from the "
-        "app (`Cache-Control: no-cache` sends it past the edge, to the object cache).",
+        "app (`Cache-Control: no-cache` sends it past the edge, to the object cache). The logged-in "
+        "product page and product list are one shopper's session on every connection: no edge cache, "
+        "shared fragments and the shopper's own bits (docs/CACHING.md).",
         "",
         *runs_table(list(pages.items())),
         "",
@@ -471,6 +497,7 @@ def render(part: Part) -> list[str]:
         f"/ no caches: **{warm.rps / cold.rps:.2f}x**",
         f"- warm product page from the edge cache / minimal view: **{edge.rps / ceiling.rps:.2f}**; "
         f"/ no caches: **{edge.rps / cold.rps:.2f}x**",
+        *(f"- {name}: **{ratio:.2f}**" for name, ratio in logged_in_ratios(pages).items()),
         "",
     ]
 
@@ -508,6 +535,12 @@ def render(part: Part) -> list[str]:
         ("warm product page (app) ≥ 80% of the minimal view's req/s", warm.rps / ceiling.rps, 0.8, "{:.0%}"),
         ("warm product page (app) ≥ 5x the uncached page", warm.rps / cold.rps, 5.0, "{:.2f}x"),
         ("≥ 95% of SELECTs on the replica in the mix", figures.replica_share, 0.95, "{:.1%}"),
+        (
+            "logged-in product page ≥ 0.5x the minimal view",
+            logged_in_ratios(pages).get(f"{LOGGED_IN_PAGE} / minimal view"),
+            0.5,
+            "{:.2f}x",
+        ),
     ]
     lines += [
         "### Keyset pagination at depth (wrk -c4, from the app)",
@@ -548,6 +581,7 @@ def history(figures: CatalogFigures) -> Figures:
         "warm product page (app) / no caches": warm.rps / cold.rps,
         "warm product page (edge cache) / minimal view": edge.rps / ceiling.rps,
         "deep list page / page 1, p50": deep.p50_ms / first.p50_ms,
+        **logged_in_ratios(pages),
     }
     if figures.replica_share is not None:
         ratios["SELECTs on the replica (mix, Herd)"] = figures.replica_share
@@ -574,6 +608,7 @@ def main() -> None:
             f" of the app's ceiling; / no caches: **{edge.rps / cold.rps:.2f}x**",
             f"- warm product page from the app / minimal view: **{warm.rps / ceiling.rps:.2f}**;"
             f" / no caches: **{warm.rps / cold.rps:.2f}x**",
+            *(f"- {name}: **{ratio:.2f}**" for name, ratio in logged_in_ratios(pages).items()),
         ],
     )
     herd, conventional = figures.mixes["Herd"], figures.mixes["conventional"]

@@ -1,16 +1,23 @@
 """The catalog pages: the index, product lists and a product page (served warm from the
-product page cache, ``catalog.pages``), and writing a review."""
+product page cache, ``catalog.pages``), and writing a review.
+
+What every visitor sees alike (a product page's body, a list's filters, cards and pages,
+the blank review form) is a shared fragment (``scaling.cache.fragments``), rendered from
+shared data only; a logged-in visitor's page renders just its own bits around it.
+"""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST, require_safe
 
 from catalog import cache, selectors, services
 from catalog.forms import ProductFilterForm, ReviewForm
 from catalog.models import Category, Product
 from catalog.pages import product_pages
+from scaling.cache.fragments import shared_fragment, shared_fragments
 from scaling.web.edge import anonymous_page, public_when_anonymous
 
 
@@ -20,11 +27,23 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/index.html", {"categories": selectors.categories()})
 
 
+_LIST_BODY = "catalog/includes/product_list_body.html"
+_PRODUCT_BODY = "catalog/includes/product_body.html"
+_REVIEW_FIELDS = "catalog/includes/review_fields.html"  # the blank review form, the same for everyone
+
+
 def _product_list(request: HttpRequest, category: Category | None) -> HttpResponse:
     form = ProductFilterForm(request.GET)
-    context = {"form": form, "category": category}
+    shown = {
+        # Plain values, so the fragment's key shows all it holds (a model's repr does not).
+        "category": {"name": category.name, "slug": category.slug, "description": category.description}
+        if category
+        else None,
+        "path": request.path,
+        "params": request.GET,
+    }
     if not form.is_valid():
-        return render(request, "catalog/product_list.html", context, status=400)
+        return _list_page(request, shown, render_to_string(_LIST_BODY, {**shown, "form": form}), status=400)
     data = form.cleaned_data
     try:
         page = selectors.product_list(
@@ -38,9 +57,11 @@ def _product_list(request: HttpRequest, category: Category | None) -> HttpRespon
             before=data["before"] or None,
         )
     except selectors.InvalidCursor as error:
-        return render(request, "catalog/product_list.html", {**context, "cursor_error": str(error)}, status=400)
-    pages, about = _pages(page, category, data)
-    return render(request, "catalog/product_list.html", {**context, "page": page, "pages": pages, "about": about})
+        body = render_to_string(_LIST_BODY, {**shown, "form": form, "cursor_error": str(error)})
+        return _list_page(request, shown, body, status=400)
+    shown["page"] = page
+    shown["pages"], shown["about"] = _pages(page, category, data)
+    return _list_page(request, shown, shared_fragment(_LIST_BODY, shown, extra=lambda: {"form": form}))
 
 
 def _pages(page: selectors.ProductPage, category: Category | None, filters: dict) -> tuple[int | None, bool]:
@@ -55,6 +76,11 @@ def _pages(page: selectors.ProductPage, category: Category | None, filters: dict
     pages = -(-estimate // selectors.PAGE_SIZE) if estimate else None
     # An estimate not beyond where the visitor already is says nothing.
     return (pages, True) if pages and page.number and pages > page.number else (None, False)
+
+
+def _list_page(request: HttpRequest, shown: dict, body: str, status: int = 200) -> HttpResponse:
+    context = {"category": shown["category"], "page": shown.get("page"), "body": body}
+    return render(request, "catalog/product_list.html", context, status=status)
 
 
 @require_safe
@@ -78,13 +104,19 @@ def _product_page(request: HttpRequest, slug: str, form: ReviewForm | None = Non
         data = cache.product_page(slug)
     except Product.DoesNotExist:
         raise Http404("No such product.") from None
-    own_review = None
+    own_review, form_fields = None, ""
+    shared = [(_PRODUCT_BODY, {"product": data}, None)]
     if request.user.is_authenticated:
         own_review = selectors.review_of(user_id=request.user.pk, product_id=data.id)
-        if form is None:
+        if form is None and own_review is None:
+            shared.append((_REVIEW_FIELDS, {}, lambda: {"form": ReviewForm()}))
+        else:
+            # The user's own review or their invalid input: theirs alone, never a shared fragment.
             initial = {"rating": own_review.rating, "text": own_review.text} if own_review else {}
-            form = ReviewForm(initial=initial)
-    context = {"product": data, "form": form, "own_review": own_review}
+            form_fields = (form or ReviewForm(initial=initial)).as_div()
+    body, *blank_form = shared_fragments(shared)
+    form_fields = blank_form[0] if blank_form else form_fields
+    context = {"product": data, "body": body, "form_fields": form_fields, "own_review": own_review}
     return render(request, "catalog/product.html", context, status=status)
 
 

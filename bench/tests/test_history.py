@@ -84,15 +84,17 @@ def test_an_empty_history_says_so(tmp_path):
     assert "No full run in the history yet." in rendering.history_section([])
 
 
-def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
+def catalog_figures() -> catalog.CatalogFigures:
     run = Run(rps=200, p50_ms=10, p99_ms=40, errors=0)
-    figures = catalog.CatalogFigures(
+    return catalog.CatalogFigures(
         products=1000,
         replicas=2,
         pages={
             "minimal view (app)": Run(1000, 5, 20, 0),
             "warm product page, edge cache": Run(40000, 1, 2, 0),
             "warm product page (app)": Run(900, 6, 25, 0),
+            "product page, logged in (app)": Run(600, 8, 30, 0),
+            "product list, logged in (app)": Run(400, 12, 40, 0),
             "product page, conventional (no caches)": Run(180, 30, 90, 0),
         },
         mixes={"Herd": Run(300, 20, 80, 0), "conventional": Run(150, 40, 100, 0)},
@@ -101,7 +103,12 @@ def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
         primary_selects=[],
         keyset={"list page 1": run, "list page 40": Run(190, 11, 44, 0)},
         deep_page=40,
+        settings={"rounds": "1", "duration": "3s", "connections": "16", "users": "64"},
     )
+
+
+def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
+    figures = catalog_figures()
     parts = {"catalog": Part("catalog", figures), "growth": Part("growth", error="RuntimeError: no herd")}
     entry = report.history_entry(parts, wall_seconds=600)
     assert entry["parts"] == {"catalog": "ok", "growth": "failed"}
@@ -110,6 +117,9 @@ def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
     assert ratios["warm product page (app) / minimal view"] == 0.9
     assert ratios["warm product page (app) / no caches"] == 5.0
     assert ratios["deep list page / page 1, p50"] == 1.1
+    assert ratios["product page, logged in (app) / minimal view"] == 0.6
+    assert ratios["product list, logged in (app) / minimal view"] == 0.4
+    assert rates["product page, logged in (app)"] == 600
     assert rates["mix, Herd"] == 300 and rates["minimal view (app)"] == 1000 and rates["list page 40"] == 190
     assert entry["machine"]["cores"] and entry["commit"] and entry["date"]
 
@@ -151,3 +161,12 @@ def test_the_picture_part_records_its_ratio_to_the_minimal_view_and_the_app_requ
     shown = "\n".join(images.render(Part("images", figures)))
     assert "| prepared picture, media cache | 0 | 0.001 |" in shown
     assert "| first request | 200 | (miss) | web1 |" in shown and "| second request | 200 | hit | web1 |" in shown
+
+
+def test_the_catalog_part_shows_the_logged_in_pages_against_the_minimal_view_and_their_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(rendering, "CHARTS", tmp_path)
+    text = "\n".join(catalog.render(Part("catalog", catalog_figures())))
+    assert "| product page, logged in (app) | 600 |" in text and "| product list, logged in (app) | 400 |" in text
+    assert "- product page, logged in (app) / minimal view: **0.60**" in text
+    assert "- product list, logged in (app) / minimal view: **0.40**" in text
+    assert "| logged-in product page ≥ 0.5x the minimal view | 0.60x | yes |" in text
