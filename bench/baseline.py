@@ -39,6 +39,8 @@ BASELINE = {
     "DATABASE_REPLICA_URLS": "",
     "SHARD_REPLICA_URLS": "",
     "DJANGO_LOG_LEVEL": "WARNING",
+    # Past the edge cache: nothing there to purge.
+    "HERD_EDGE_ADMIN": "",
 }
 HERD, COMPETENT = "Herd", "competent baseline"
 # A pause between the probe's writes: a shopper's pace, not a load of its own.
