@@ -4,9 +4,10 @@
 ``stale-while-revalidate``) for visitors without a session, ``private`` otherwise;
 ``AnonymousPageMiddleware`` answers a cookieless GET of a warm page from its cached
 bytes before sessions and the view run (docs/CACHING.md). ``purge_on_commit(paths)``
-has every HAProxy edge of ``HERD_EDGE_ADMIN`` skip those paths for a few seconds once the
-transaction commits: marked in its table ``edge_written`` through its runtime API
-(deploy/haproxy.cfg.template). A purge that fails is logged, never raised: the edge's
+has every HAProxy edge of ``HERD_EDGE_ADMIN`` look those paths up under a new generation
+once the transaction commits (a new random number in its table ``edge_written``, set
+through its runtime API: deploy/haproxy.cfg.template), so no copy stored before is read.
+A purge that fails is logged, never raised: the edge's
 5 s bounds what it keeps.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import secrets
 import socket
 from collections.abc import Callable, Iterable
 
@@ -118,24 +120,26 @@ class AnonymousPageMiddleware:
 
 def purge_on_commit(paths: Iterable[str]) -> None:
     """Once the current transaction commits (at once outside one), have every edge of
-    ``HERD_EDGE_ADMIN`` neither serve nor store these paths (query strings included) for
-    the next seconds. Register it after the app's own caches are flushed on commit."""
+    ``HERD_EDGE_ADMIN`` serve none of its copies of these paths (query strings included)
+    stored before. Register it after the app's own caches are flushed on commit."""
     paths = sorted(set(paths))
     if paths and settings.HERD_EDGE_ADMIN:
         transaction.on_commit(lambda: purge(paths), robust=True)
 
 
 def purge(paths: list[str]) -> None:
-    """Mark ``paths`` written on every edge now; failures are logged, never raised."""
+    """Give ``paths`` a new generation on every edge now; failures are logged, never raised."""
     valid = [path for path in paths if _PURGEABLE.fullmatch(path)]
     if len(valid) < len(paths):
         logger.warning("edge purge: %d paths not purgeable, skipped", len(paths) - len(valid))
     if len(valid) > MAX_PURGED_PATHS:
         logger.warning("edge purge: %d paths, the first %d purged", len(valid), MAX_PURGED_PATHS)
         valid = valid[:MAX_PURGED_PATHS]
+    generation = 1 + secrets.randbelow(2**31 - 1)  # gpc0 is 32 bits; 0 is "not written"
     for host, port in settings.HERD_EDGE_ADMIN:
         for start in range(0, len(valid), _PER_LINE):
-            commands = [f"set table {EDGE_TABLE} key {path} data.gpc0 1" for path in valid[start : start + _PER_LINE]]
+            chunk = valid[start : start + _PER_LINE]
+            commands = [f"set table {EDGE_TABLE} key {path} data.gpc0 {generation}" for path in chunk]
             try:
                 answer = _runtime_api(host, port, ";".join(commands))
             except OSError as error:
