@@ -21,6 +21,7 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import httpx
 
@@ -38,6 +39,8 @@ BASELINE = {
     "DATABASE_REPLICA_URLS": "",
     "SHARD_REPLICA_URLS": "",
     "DJANGO_LOG_LEVEL": "WARNING",
+    # Past the edge cache: nothing there to purge.
+    "HERD_EDGE_ADMIN": "",
 }
 HERD, COMPETENT = "Herd", "competent baseline"
 # A pause between the probe's writes: a shopper's pace, not a load of its own.
@@ -73,13 +76,69 @@ class StaleReads:
 
 
 def hot_products(slugs: list[str]) -> list[dict[str, str]]:
-    """The admin change form's fields of each product in ``slugs``, with its id."""
+    """The id and slug of each product in ``slugs``."""
     listed = ", ".join(f"'{slug}'" for slug in slugs)  # slugs: [a-z0-9-], from the database
-    rows = catalog.sql(
-        f"SELECT id, category_id, name, slug, description, stock FROM catalog_product WHERE slug IN ({listed})"
-    )
-    names = ("id", "category", "name", "slug", "description", "stock")
-    return [dict(zip(names, map(str, row), strict=True)) for row in rows]
+    rows = catalog.sql(f"SELECT id, slug FROM catalog_product WHERE slug IN ({listed})")
+    return [{"id": str(row[0]), "slug": str(row[1])} for row in rows]
+
+
+class _FormFields(HTMLParser):
+    """The fields a browser would submit from the page's ``<form id="{form_id}">``."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id = form_id
+        self.fields: list[tuple[str, str]] = []
+        self.in_form = self.done = False
+        self._select: str | None = None
+        self._textarea: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {key: value or "" for key, value in attrs}
+        if tag == "form" and found.get("id") == self.form_id and not self.done:
+            self.in_form = True
+        if not self.in_form or "disabled" in found:
+            return
+        name = found.get("name")
+        if tag == "input" and name:
+            kind = found.get("type", "text").lower()
+            if kind in ("submit", "button", "image", "reset", "file"):
+                return
+            if kind in ("checkbox", "radio") and "checked" not in found:
+                return
+            self.fields.append((name, found.get("value", "on" if kind in ("checkbox", "radio") else "")))
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select is not None and "selected" in found:
+            self.fields.append((self._select, found.get("value", "")))
+        elif tag == "textarea" and name:
+            self._textarea, self._text = name, []
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            # The HTML parser drops the one newline that follows <textarea>, as browsers do.
+            self.fields.append((self._textarea, "".join(self._text).removeprefix("\n")))
+            self._textarea = None
+        elif tag == "form" and self.in_form:
+            self.in_form, self.done = False, True
+
+
+def form_fields(html: str, form_id: str, **changes: str) -> dict[str, list[str]]:
+    """What a browser posts from the page's form ``form_id`` (every field it holds, inline
+    formsets' management forms included), with ``changes`` in place of their fields."""
+    parser = _FormFields(form_id)
+    parser.feed(html)
+    fields: dict[str, list[str]] = {}
+    for name, value in parser.fields:
+        fields.setdefault(name, []).append(value)
+    return fields | {name: [value] for name, value in changes.items()}
 
 
 def make_staff(username: str) -> None:
@@ -111,8 +170,10 @@ def probe(
                 reads.reviews += posted.status_code == 302
             else:
                 shown = f"{1000 + uuid.uuid4().int % 9_000_000 / 100:.2f}"  # a price no earlier write set
-                form = {**product, "price": shown, "csrfmiddlewaretoken": token, "_save": "Save"}
                 change = f"/admin/catalog/product/{product['id']}/change/"
+                # As a browser does: the change form as it is now, every field of it posted back.
+                page = client.get(change, headers=author_headers).text
+                form = form_fields(page, "product_form", price=shown, _save="Save")
                 posted = client.post(change, data=form, headers=author_headers)
                 reads.product_changes += posted.status_code == 302
             if posted.status_code != 302:

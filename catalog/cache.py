@@ -4,8 +4,10 @@ A product page shows its product, its category, its pictures (``ProductImage`` a
 prepared sizes of each ``ImageFile``), the first reviews and their authors' display
 names. Saving or deleting any of those, one by one (``post_save``, ``post_delete``) or in
 bulk (``scaling.db.bulk_updates.updating``), flushes exactly the pages that show it, on
-commit, and enqueues their rebuild (``catalog.tasks``). ``COPY`` (``seed_catalog``)
-flushes nothing: it only adds products, their pictures and their reviews (docs/CACHING.md).
+commit, and enqueues their rebuild (``catalog.tasks``), then purges those pages from the
+HAProxy edge (``scaling.web.edge.purge_on_commit``); a product's own change (its price, its
+name) purges its category's list page too. ``COPY`` (``seed_catalog``) flushes nothing: it
+only adds products, their pictures and their reviews (docs/CACHING.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
+from django.urls import reverse
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
@@ -29,6 +32,7 @@ from catalog.pages import product_pages
 from catalog.tasks import rebuild_product_pages
 from scaling.db import bulk_updates
 from scaling.db.consistency import use_primary
+from scaling.web import edge
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +81,19 @@ def most_visited(count: int) -> list[str]:
         return list(Product.objects.order_by("-rating_count", "-id").values_list("slug", flat=True)[:count])
 
 
-def flush_product_pages(slugs: Iterable[str]) -> None:
-    """On commit: flush these pages, then have the worker rebuild them."""
+def flush_product_pages(slugs: Iterable[str], categories: Iterable[str] = ()) -> None:
+    """On commit: flush these pages, have the worker rebuild them, and purge them (and the
+    list pages of ``categories``) from the edge."""
     slugs = sorted(set(slugs))
     if not slugs:
         return
     product_pages.invalidate_on_commit(slugs)
     transaction.on_commit(lambda: _enqueue_rebuild(slugs))
+    # After the flush above: a visitor the edge now lets through reads the new page.
+    edge.purge_on_commit(
+        [reverse("catalog:product", kwargs={"slug": slug}) for slug in slugs]
+        + [reverse("catalog:category", kwargs={"slug": slug}) for slug in set(categories)]
+    )
 
 
 def _enqueue_rebuild(slugs: list[str]) -> None:
@@ -115,13 +125,20 @@ def slugs_of_products(queryset: QuerySet) -> list[str]:
 def _remember_old_slug(sender, instance: Product, **kwargs) -> None:
     if instance.pk:
         with use_primary():
-            instance._slug_before_save = Product.objects.filter(pk=instance.pk).values_list("slug", flat=True).first()
+            before = Product.objects.filter(pk=instance.pk).values_list("slug", "category__slug").first()
+        instance._slug_before_save, instance._category_before_save = before or (None, None)
 
 
 @receiver(post_save, sender=Product, dispatch_uid="catalog.cache.product_saved")
 @receiver(post_delete, sender=Product, dispatch_uid="catalog.cache.product_deleted")
 def _product_changed(sender, instance: Product, **kwargs) -> None:
-    flush_product_pages(filter(None, [instance.slug, getattr(instance, "_slug_before_save", None)]))
+    # Its category's list shows its name and price: purged from the edge with its page.
+    category = Category.objects.filter(pk=instance.category_id).values_list("slug", flat=True)
+    with use_primary():
+        categories = [*category, getattr(instance, "_category_before_save", None)]
+    flush_product_pages(
+        filter(None, [instance.slug, getattr(instance, "_slug_before_save", None)]), filter(None, categories)
+    )
 
 
 @receiver(post_save, sender=Review, dispatch_uid="catalog.cache.review_saved")

@@ -198,6 +198,11 @@ HERD_FILL_WAIT_SECONDS = env.number("HERD_FILL_WAIT_SECONDS", 0.1)
 # The query and object caches (scaling.cache); off only to measure what they save.
 HERD_CACHES_ENABLED = env.boolean("HERD_CACHES_ENABLED", default=True)
 
+# The HAProxy edge caches a write purges, by their runtime API (host:port,...; empty: none,
+# as behind a CDN; scaling/web/edge.py, docs/CACHING.md), and how long a purge may take.
+HERD_EDGE_ADMIN = env.host_ports("HERD_EDGE_ADMIN")
+HERD_EDGE_PURGE_TIMEOUT = env.number("HERD_EDGE_PURGE_TIMEOUT", 0.5)
+
 # --- Redis. Two instances because eviction policy and persistence are per instance:
 # "state" (noeviction, append-only file) holds what must not vanish: sessions, WAL positions, the
 # Channels layer; "cache" (volatile-lru, no persistence) holds what may. See

@@ -31,6 +31,9 @@ def render_compose_haproxy_config() -> str:
         stats_bind="*:8404",
         # The image runs as the user haproxy, whose home this is.
         stats_socket="/var/lib/haproxy/admin.sock",
+        # The replicas and the worker purge here (HERD_EDGE_ADMIN in compose.yaml); the port
+        # is not published: only the compose network reaches it.
+        edge_admin="ipv4@0.0.0.0:8405",
         servers=[(name, f"{name}:{COMPOSE_WEB_PORT}") for name in COMPOSE_WEB_SERVICES],
     )
 

@@ -8,9 +8,13 @@ from decimal import Decimal
 import pytest
 from django.test import Client, override_settings
 
+from accounts.models import User
 from accounts.tests.factories import logged_in_client
 from bench import baseline_settings
+from bench.baseline import form_fields
 from catalog import services
+from catalog.models import Product
+from scaling.db.consistency import use_primary
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -49,3 +53,25 @@ def test_a_visitor_reads_the_cached_page_after_a_review_and_its_author_the_new_o
     assert stale.status_code == 200
     assert "Warm light, sturdy base" not in stale.text  # cache_page's copy, up to 60 s old
     assert product.slug in stale.text
+
+
+def test_the_probes_price_change_posts_what_the_admin_form_needs_and_lands(make_user, wait_for_replicas):
+    """bench/baseline.py's probe changes a price as a browser does: the change form's own
+    fields (the pictures inline's management form among them) posted back, the price changed."""
+    category = services.create_category(name="Desks", slug="probe-desks")
+    product = services.create_product(
+        category=category, name="Probe Desk", slug="probe-desk", price=Decimal("80.00"), stock=3
+    )
+    staff = make_user("probestaff", is_staff=True)
+    User.objects.filter(pk=staff.pk).update(is_superuser=True)
+    client = logged_in_client(staff)
+    wait_for_replicas()
+    change = f"/admin/catalog/product/{product.pk}/change/"
+
+    form = form_fields(client.get(change).text, "product_form", price="1234.56", _save="Save")
+    assert form["name"] == ["Probe Desk"] and any(name.endswith("-TOTAL_FORMS") for name in form)
+    posted = client.post(change, form)
+
+    assert posted.status_code == 302, posted.content.decode()[:2000]
+    with use_primary():
+        assert Product.objects.get(pk=product.pk).price == Decimal("1234.56")

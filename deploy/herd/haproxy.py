@@ -14,20 +14,25 @@ import time
 
 from deploy.herd.app import Web
 from deploy.herd.processes import HerdError, Process, port_open, run, wait_for
-from deploy.herd.profiles import HAPROXY_STATS_PORT, ROOT, Profile
+from deploy.herd.profiles import HAPROXY_EDGE_ADMIN_PORT, HAPROXY_STATS_PORT, ROOT, Profile
 
 
-def render_haproxy_config(*, bind: str, stats_bind: str, stats_socket: str, servers: list[tuple[str, str]]) -> str:
+def render_haproxy_config(
+    *, bind: str, stats_bind: str, stats_socket: str, edge_admin: str, servers: list[tuple[str, str]]
+) -> str:
     """deploy/haproxy.cfg.template filled in: one template for the local herd and for compose.
 
-    ``servers`` are (name, "host:port") pairs; a host name that does not resolve yet is
-    resolved later through the template's ``resolvers`` section.
+    ``edge_admin`` is where the app replicas purge the edge cache (``ipv4@host:port``: the
+    runtime API the app's ``HERD_EDGE_ADMIN`` names). ``servers`` are (name, "host:port")
+    pairs; a host name that does not resolve yet is resolved later through the template's
+    ``resolvers`` section.
     """
     template = string.Template((ROOT / "deploy" / "haproxy.cfg.template").read_text())
     return template.substitute(
         BIND=bind,
         STATS_BIND=stats_bind,
         STATS_SOCKET=stats_socket,
+        EDGE_ADMIN=edge_admin,
         SERVERS="\n".join(f"    server {name} {address} check" for name, address in servers),
     )
 
@@ -40,6 +45,7 @@ class HAProxy(Process):
         self.replicas = replicas
         self.port = profile.lb_port
         self.stats_port = profile.port(HAPROXY_STATS_PORT)
+        self.edge_admin_port = profile.port(HAPROXY_EDGE_ADMIN_PORT)
         self.config = profile.state / "haproxy.cfg"
         self.socket = profile.run / "haproxy.sock"
 
@@ -52,6 +58,7 @@ class HAProxy(Process):
             bind=f"127.0.0.1:{self.port}",
             stats_bind=f"127.0.0.1:{self.stats_port}",
             stats_socket=str(self.socket),
+            edge_admin=f"ipv4@127.0.0.1:{self.edge_admin_port}",
             servers=[(f"web{n}", f"127.0.0.1:{self.profile.web_port(n)}") for n in self.replicas],
         )
 

@@ -36,6 +36,7 @@ SENTINEL_PORTS = (56391, 56392, 56393)
 SENTINEL_MASTER = "herd-state"
 HAPROXY_PORT = 8000  # app replica N listens on HAPROXY_PORT + N
 HAPROXY_STATS_PORT = 8404
+HAPROXY_EDGE_ADMIN_PORT = 8405  # the runtime API the app purges the edge cache through
 # PostgreSQL under Patroni (``--postgres patroni``, deploy/herd/patroni.py): the app reaches
 # the primary and the replicas through HAProxy's two listeners; behind them two members,
 # each a PostgreSQL server and its Patroni's REST API, and the three etcd members.
@@ -62,6 +63,7 @@ LISTEN_PORTS = (
     *SENTINEL_PORTS,
     HAPROXY_PORT,
     HAPROXY_STATS_PORT,
+    HAPROXY_EDGE_ADMIN_PORT,
 )
 # App replicas whose ports are reserved ahead (``scale`` beyond reserves more).
 RESERVED_REPLICAS = 16
@@ -161,6 +163,8 @@ class Profile:
             "REDIS_CACHE_URL": f"redis://127.0.0.1:{redis_cache}/0",
             "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{self.port(RABBITMQ_PORT)}/%2F",
             "HERD_DRAIN_SECONDS": "3",
+            # HAProxy's edge cache, purged after each write (scaling/web/edge.py).
+            "HERD_EDGE_ADMIN": f"127.0.0.1:{self.port(HAPROXY_EDGE_ADMIN_PORT)}",
             "PYTHONUNBUFFERED": "1",
         }
 
