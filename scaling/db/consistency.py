@@ -57,6 +57,7 @@ class ReadState:
     replica: str | None = None
     shard_replicas: set[str] = field(default_factory=set)  # shard replicas read so far
     caught_up: dict[tuple[str, int], bool] = field(default_factory=dict)
+    primary_asked: bool = False  # read-only mode asked whether the primary is back (``_primary_back``)
 
     def required_lsn(self) -> int | None:
         if not self.min_lsn_loaded:
@@ -234,6 +235,21 @@ def read_only_replica(primary: str = PRIMARY, replicas: list[str] | None = None)
     return replica_health.spread(healthy)[0]
 
 
+def _primary_back(stand_in: str, min_lsn: int | None, state: ReadState | None) -> bool:
+    """Whether a read the stand-in is not fresh enough for (its user wrote on the primary
+    since: another app replica may have found it back first) finds the primary answering
+    again. Asked now, with its deadline (``primary_health.check``), once per request; a
+    read the stand-in can serve never waits for it."""
+    required = _required_position(min_lsn)
+    if required is None or (required < UNKNOWN_LSN and has_replayed(stand_in, required, state)):
+        return False
+    if state is not None:
+        if state.primary_asked:
+            return False
+        state.primary_asked = True
+    return primary_health.check(PRIMARY)
+
+
 def read_alias(min_lsn: int | None = None) -> str:
     """The database a read should use now: a fresh-enough healthy replica, else the primary;
     while the primary is unreachable, any healthy replica (``read_only_replica``).
@@ -242,7 +258,7 @@ def read_alias(min_lsn: int | None = None) -> str:
     position of the last write to the tables it reads).
     """
     state = _state.get()
-    if (stand_in := read_only_replica()) is not None:
+    if (stand_in := read_only_replica()) is not None and not _primary_back(stand_in, min_lsn, state):
         if state is not None:
             state.replica = stand_in
         return stand_in

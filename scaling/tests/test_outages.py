@@ -311,3 +311,23 @@ def test_a_write_saved_while_the_primary_is_still_marked_down_is_read_back_by_it
     finally:
         primary_health.mark_up("default")
         replica_delay("0")
+
+
+def test_a_writer_whose_position_the_stand_in_lacks_finds_the_primary_back(shopper, products, replica_delay):
+    """The db-primary-stop drill's stale own reads: the primary back, one app replica saved a
+    review on it, another still had it marked down and served the writer's next page from a
+    replica that had not replayed the review. Read-only mode asks the primary again for a
+    reader whose position the stand-in lacks (``consistency._primary_back``)."""
+    replica_delay("1h")
+    try:
+        saved = shopper.post(f"/p/{products[1].slug}/review/", {"rating": 4, "text": "Saved on another replica."})
+        assert saved.status_code == 302
+        # This process, like an app replica that has not re-checked yet, has the primary down.
+        primary_health.mark_down("default", "the test: as seen just before it came back")
+        page = shopper.get(f"/p/{products[1].slug}/")
+        assert page.status_code == 200
+        assert "Saved on another replica." in page.content.decode()
+        assert primary_health.is_up("default")
+    finally:
+        primary_health.mark_up("default")
+        replica_delay("0")
