@@ -103,9 +103,15 @@ class ReplicaHealth:
         return [status for alias in replica_aliases() if (status := self._statuses.get(alias)) is not None]
 
     def mark_down(self, alias: str, error: str = "failed during a query") -> None:
-        """Take a replica out until its next check (``HERD_REPLICA_CHECK_INTERVAL``)."""
+        """Take a replica out until its next check (``HERD_REPLICA_CHECK_INTERVAL``), with
+        every replica database the same server holds (a shard's beside the main one's): a
+        server that failed under one is not tried again under another."""
+        server = _server(alias)
+        now = time.monotonic()
         with self._lock:
-            self._statuses[alias] = ReplicaStatus(alias, False, time.monotonic(), error=error)
+            for other in _all_replicas():
+                if other == alias or _server(other) == server:
+                    self._statuses[other] = ReplicaStatus(other, False, now, error=error)
 
     @staticmethod
     def spread(aliases: list[str]) -> list[str]:
@@ -336,3 +342,14 @@ class PrimaryHealth:
 
 
 primary_health = PrimaryHealth()
+
+
+def _server(alias: str) -> tuple[str, str]:
+    database = settings.DATABASES[alias]
+    return (str(database.get("HOST", "")), str(database.get("PORT", "")))
+
+
+def _all_replicas() -> list[str]:
+    """The main database's replicas and the shards' (``SHARD_REPLICAS``)."""
+    shard_replicas = getattr(settings, "SHARD_REPLICAS", {})
+    return [*replica_aliases(), *(alias for alias in shard_replicas.values() if alias)]
