@@ -172,3 +172,16 @@ def test_at_the_instant_the_primary_fails_a_replica_last_found_lagging_serves_th
         faults.close()
         for replica in settings.SHARD_REPLICAS.values():  # later tests check them afresh
             replica_health._statuses.pop(replica, None)
+
+
+def test_a_replica_failing_takes_out_the_other_databases_its_server_holds(settings):
+    """The main replica and each shard's are databases of one server: a query failing on one
+    takes the others out too, so the next read does not try the same dead server first."""
+    shard, shard_replica = next(iter(settings.SHARD_REPLICAS.items()))
+    assert replica_health.check("replica1").healthy and replica_health.check(shard_replica, shard).healthy
+    replica_health.mark_down("replica1")
+    try:
+        assert not replica_health.is_healthy(shard_replica, shard)
+    finally:
+        replica_health.check("replica1")
+        replica_health.check(shard_replica, shard)
