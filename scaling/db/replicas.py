@@ -174,28 +174,35 @@ class ReplicaHealth:
         """On ``alias``'s probe thread: recovery, replay lag, replayed position and how long
         the query took (not the connect), on the probe's own connection (kept between
         checks; a new one once it fails or the alias' parameters change)."""
-        kept_params, connection = self._probe_connections.pop(alias, (None, None))
-        if connection is not None and kept_params != params:
-            connection.close()
-            connection = None
-        for attempt in ("kept", "new") if connection is not None else ("new",):
-            if attempt == "new":
-                connection = psycopg.connect(**params)
-            try:
-                started = time.monotonic()
-                row = connection.execute(_REPLICA_STATE).fetchone()
-                took = time.monotonic() - started
-            except psycopg.Error:
-                connection.close()
-                if attempt == "new":
-                    raise
-                continue  # a kept connection may only have gone stale (a restarted replica)
-            self._probe_connections[alias] = (params, connection)
-            return bool(row[0]), row[1], int(row[2]), took
-        raise AssertionError("unreachable")
+        row, took = _on_kept_connection(self._probe_connections, alias, params, _REPLICA_STATE)
+        return bool(row[0]), row[1], int(row[2]), took
 
 
 replica_health = ReplicaHealth()
+
+
+def _on_kept_connection(kept: dict, alias: str, params: dict, sql: str) -> tuple[tuple, float]:
+    """``sql``'s row on ``alias``'s probe connection in ``kept`` (a new one once the kept one
+    fails or the alias' parameters change), and how long the query took (not the connect)."""
+    kept_params, connection = kept.pop(alias, (None, None))
+    if connection is not None and kept_params != params:
+        connection.close()
+        connection = None
+    for attempt in ("kept", "new") if connection is not None else ("new",):
+        if attempt == "new":
+            connection = psycopg.connect(**params)
+        try:
+            started = time.monotonic()
+            row = connection.execute(sql).fetchone()
+            took = time.monotonic() - started
+        except psycopg.Error:
+            connection.close()
+            if attempt == "new":
+                raise
+            continue  # a kept connection may only have gone stale (a restarted server)
+        kept[alias] = (params, connection)
+        return row, took
+    raise AssertionError("unreachable")
 
 
 def _first_line(error: Exception) -> str:
@@ -290,23 +297,8 @@ class PrimaryHealth:
             connection.close()
 
     def _ask_position(self, alias: str, params: dict) -> int:
-        kept_params, connection = self._probe_connections.pop(alias, (None, None))
-        if connection is not None and kept_params != params:
-            connection.close()
-            connection = None
-        for attempt in ("kept", "new") if connection is not None else ("new",):
-            if attempt == "new":
-                connection = psycopg.connect(**params)
-            try:
-                row = connection.execute(_CURRENT_POSITION).fetchone()
-            except psycopg.Error:
-                connection.close()
-                if attempt == "new":
-                    raise
-                continue  # a kept connection may only have gone stale (a restarted primary)
-            self._probe_connections[alias] = (params, connection)
-            return int(row[0])
-        raise AssertionError("unreachable")
+        row, _ = _on_kept_connection(self._probe_connections, alias, params, _CURRENT_POSITION)
+        return int(row[0])
 
     def failed(self, alias: str) -> bool:
         """After a connection error on ``alias``: close this thread's connection and ask the
