@@ -1,7 +1,8 @@
 """The catalog on the bench herd, through HAProxy, under Herd's configuration and the
 conventional single-server Django's: the minimal view, the warm product page (edge cache,
-app, uncached), a logged-in shopper's product page and product list, a browse-heavy mix
-with replica offload and cache hit ratios, keyset pagination. ``measure()`` returns the
+app, uncached), a logged-in shopper's product page and product list (with the statements
+and Redis commands each request asks for) beside the same page with a cookie but no
+session, a browse-heavy mix with replica offload and cache hit ratios, keyset pagination. ``measure()`` returns the
 figures, ``render(part)`` writes its section of docs/PERFORMANCE.md (where the method is
 described).
 """
@@ -330,6 +331,9 @@ class CatalogFigures:
     settings: dict[str, str] = field(default_factory=dict)
     # The mix's shoppers logged in under Herd's configuration (sessions in Redis), for reuse.
     sessions: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    # page -> {server: {statement's first word or Redis command: per request}}, median over
+    # the rounds (bench/probes.py's ``round_trips``); none in figures from before they were.
+    round_trips: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def _median_hits(rounds: list[dict[str, tuple[float, int]] | None]) -> dict[str, tuple[float, int]] | None:
@@ -346,18 +350,122 @@ def _median_hits(rounds: list[dict[str, tuple[float, int]] | None]) -> dict[str,
     }
 
 
+LOGGED_IN_TARGET = 0.5  # of the minimal view's requests/s
+MINIMAL_VIEW = "minimal view (app)"
+WARM_PAGE = "warm product page (app)"
+NO_SESSION_PAGE = "product page, cookie without a session (app)"
 LOGGED_IN_PAGE = "product page, logged in (app)"
 LOGGED_IN_LIST = "product list, logged in (app)"
+# The pages whose statements and Redis commands per request are counted.
+COUNTED = (NO_SESSION_PAGE, LOGGED_IN_PAGE, LOGGED_IN_LIST)
 
 
 def logged_in_ratios(pages: dict[str, Run]) -> dict[str, float]:
-    """Each logged-in page's requests/s over the minimal view's, measured in the same run
-    (none in figures from before they were measured)."""
-    ceiling = pages["minimal view (app)"]
+    """Each logged-in page's requests/s, and the cookie-without-a-session page's, over the
+    minimal view's, measured in the same run (none in figures from before they were measured)."""
+    ceiling = pages[MINIMAL_VIEW]
     return {
         f"{name} / minimal view": pages[name].rps / ceiling.rps
-        for name in (LOGGED_IN_PAGE, LOGGED_IN_LIST)
+        for name in (NO_SESSION_PAGE, LOGGED_IN_PAGE, LOGGED_IN_LIST)
         if name in pages
+    }
+
+
+SHOWN_TRIPS = 0.05  # fewer per request than this is background (health checks), not the page
+
+
+def trips_cell(calls: dict[str, float]) -> str:
+    """One server's work per request: the total, then each kind, most first."""
+    shown = sorted(((n, what) for what, n in calls.items() if n >= SHOWN_TRIPS), reverse=True)
+    if not shown:
+        return "0"
+    return f"{sum(n for n, _ in shown):.1f} ({', '.join(f'{what} {n:.1f}' for n, what in shown)})"
+
+
+def trip_totals(trips: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Statements (all PostgreSQL servers) and Redis commands (all Redis) per request."""
+    totals = {"SQL statements": 0.0, "Redis commands": 0.0}
+    for server, calls in trips.items():
+        kind = "SQL statements" if server.startswith("PostgreSQL") else "Redis commands"
+        totals[kind] += sum(n for n in calls.values() if n >= SHOWN_TRIPS)
+    return totals
+
+
+def cost_breakdown(figures: CatalogFigures) -> list[str]:
+    """Where the logged-in product page's time goes, from this run's rows: its milliseconds
+    per request against the minimal view's, the same page's with a cookie but no session and
+    the warm anonymous page's; by how much it misses its target; what each request asked of
+    each server. Empty for figures from before the cookie-without-a-session row."""
+    pages = figures.pages
+    if not {MINIMAL_VIEW, WARM_PAGE, NO_SESSION_PAGE, LOGGED_IN_PAGE} <= pages.keys():
+        return []
+    minimal, warm, bare, logged = (
+        1000 / pages[n].rps for n in (MINIMAL_VIEW, WARM_PAGE, NO_SESSION_PAGE, LOGGED_IN_PAGE)
+    )
+    allowed = minimal / LOGGED_IN_TARGET
+    lines = [
+        "### Where the logged-in product page's time goes",
+        "",
+        "Milliseconds of the whole machine per request (1000 / req/s of the rows above, same run). "
+        "The minimal view runs the whole middleware stack; the warm anonymous page is answered "
+        "before the session middleware; with a cookie but no session the product page runs the "
+        "whole stack and the view, with no per-user read; logged in, it reads the session, the "
+        "user and their own bits too.",
+        "",
+        "| page | ms per request | over the minimal view |",
+        "|---|---:|---:|",
+        f"| {MINIMAL_VIEW} | {minimal:.2f} | |",
+        *(
+            f"| {name} | {ms:.2f} | +{ms - minimal:.2f} |"
+            for name, ms in ((WARM_PAGE + ", anonymous", warm), (NO_SESSION_PAGE, bare), (LOGGED_IN_PAGE, logged))
+        ),
+        "",
+    ]
+    if logged <= allowed:
+        lines.append(f"- Target met: {logged:.2f} ms per request, within the {allowed:.2f} ms that 0.5x allows.")
+    else:
+        lines.append(
+            f"- Target missed by **{logged - allowed:.2f} ms** per request: 0.5x the minimal view allows "
+            f"{allowed:.2f} ms, the page takes {logged:.2f} ms ({logged / allowed:.1f} times as long)."
+        )
+    lines.append(
+        f"- Of its {logged - minimal:.2f} ms over the minimal view, **{bare - minimal:.2f} ms** is the "
+        f"page itself through the whole stack with no per-user read, and **{logged - bare:.2f} ms** the "
+        "shopper's own work (logged in / cookie without a session)."
+    )
+    trips = {name: figures.round_trips[name] for name in COUNTED if name in figures.round_trips}
+    if trips:
+        servers = sorted({server for per_page in trips.values() for server in per_page})
+        lines += [
+            "",
+            "Each server's work per request during those runs (pg_stat_statements by the statement's first "
+            "word, Redis `INFO commandstats` by command; under 0.05 per request left out):",
+            "",
+            f"| server | {' | '.join(trips)} |",
+            f"|---|{'---:|' * len(trips)}",
+            *(
+                f"| {server} | {' | '.join(trips_cell(per_page.get(server, {})) for per_page in trips.values())} |"
+                for server in servers
+            ),
+        ]
+    return [*lines, ""]
+
+
+def counted_wrk(herd: Herd, url: str, headers: tuple[str, ...]) -> tuple[Run, dict[str, dict[str, float]]]:
+    """wrk on ``url``, and what each server did per request meanwhile (bench/probes.py)."""
+    before = probes.round_trips(herd)
+    result = wrk(url, DURATION, CONNECTIONS, headers=headers)
+    return result, probes.per_request(before, probes.round_trips(herd), result.requests)
+
+
+def _median_trips(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    servers = sorted({server for r in rounds for server in r})
+    return {
+        server: {
+            what: statistics.median(r.get(server, {}).get(what, 0.0) for r in rounds)
+            for what in sorted({what for r in rounds for what in r.get(server, {})})
+        }
+        for server in servers
     }
 
 
@@ -372,10 +480,12 @@ def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) 
         "minimal view (app)": [],
         "warm product page, edge cache": [],
         "warm product page (app)": [],
+        NO_SESSION_PAGE: [],
         LOGGED_IN_PAGE: [],
         LOGGED_IN_LIST: [],
         "product page, conventional (no caches)": [],
     }
+    trips: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in COUNTED}
     mixes: dict[str, list[MixResult]] = {"Herd": [], "conventional": []}
     sessions: dict[str, list[tuple[str, str]]] = {}
     for _ in range(rounds):
@@ -385,12 +495,20 @@ def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) 
         pages["minimal view (app)"].append(wrk(f"{URL}/robots.txt", DURATION, CONNECTIONS, headers=NO_EDGE_CACHE))
         pages["warm product page, edge cache"].append(wrk(f"{URL}/p/{hot}/", DURATION, CONNECTIONS))
         pages["warm product page (app)"].append(wrk(f"{URL}/p/{hot}/", DURATION, CONNECTIONS, headers=NO_EDGE_CACHE))
-        # One shopper's session on every connection: the per-user work of each request, none shared.
+        # One shopper's session on every connection: the per-user work of each request, none
+        # shared. Beside it, the same page with only the CSRF cookie: the whole middleware
+        # stack and the view, but no session to read, so no per-user reads.
         session, token = sessions["Herd"][0]
         cookie = f"Cookie: sessionid={session}; csrftoken={token}"
-        for name, path in ((LOGGED_IN_PAGE, f"/p/{hot}/"), (LOGGED_IN_LIST, "/products/")):
-            httpx.get(f"{URL}{path}", headers={"Cookie": cookie.removeprefix("Cookie: ")})
-            pages[name].append(wrk(f"{URL}{path}", DURATION, CONNECTIONS, headers=(*NO_EDGE_CACHE, cookie)))
+        for name, path, sent in (
+            (NO_SESSION_PAGE, f"/p/{hot}/", f"Cookie: csrftoken={token}"),
+            (LOGGED_IN_PAGE, f"/p/{hot}/", cookie),
+            (LOGGED_IN_LIST, "/products/", cookie),
+        ):
+            httpx.get(f"{URL}{path}", headers={"Cookie": sent.removeprefix("Cookie: ")})
+            result, per_request = counted_wrk(herd, f"{URL}{path}", (*NO_EDGE_CACHE, sent))
+            pages[name].append(result)
+            trips[name].append(per_request)
         mixes["Herd"].append(measure_mix(herd, paths, sessions["Herd"], conventional=False))
         configure(herd, CONVENTIONAL)
         # Sessions live in another store here: the same users log in again.
@@ -422,6 +540,7 @@ def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) 
         deep_page=deep_page,
         settings={"rounds": str(rounds), "duration": DURATION, "connections": str(CONNECTIONS), "users": str(users)},
         sessions=sessions["Herd"],
+        round_trips={name: _median_trips(rounds) for name, rounds in trips.items() if rounds},
     )
 
 
@@ -538,7 +657,7 @@ def render(part: Part) -> list[str]:
         (
             "logged-in product page ≥ 0.5x the minimal view",
             logged_in_ratios(pages).get(f"{LOGGED_IN_PAGE} / minimal view"),
-            0.5,
+            LOGGED_IN_TARGET,
             "{:.2f}x",
         ),
     ]
@@ -562,6 +681,7 @@ def render(part: Part) -> list[str]:
         f"| list page {figures.deep_page:,} p50 within 1.5x of page 1 | {ratio:.2f}x "
         f"| {'yes' if ratio <= 1.5 else 'no'} |",
         "",
+        *cost_breakdown(figures),
     ]
     return lines
 
@@ -587,7 +707,12 @@ def history(figures: CatalogFigures) -> Figures:
         ratios["SELECTs on the replica (mix, Herd)"] = figures.replica_share
     rates = {f"mix, {name}": run.rps for name, run in figures.mixes.items()}
     rates |= {name: run.rps for name, run in [*pages.items(), *figures.keyset.items()]}
-    return {"ratios": ratios, "requests/s": rates}
+    measures = {
+        f"{name}: {kind} per request": total
+        for name, trips in figures.round_trips.items()
+        for kind, total in trip_totals(trips).items()
+    }
+    return {"ratios": ratios, "requests/s": rates, "measures": measures}
 
 
 def main() -> None:
@@ -631,6 +756,7 @@ def main() -> None:
         list(figures.keyset.items()),
         ["", f"- p50 at page {figures.deep_page:,} / p50 at page 1: **{deep_run.p50_ms / first.p50_ms:.2f}**"],
     )
+    print("\n".join(["", *cost_breakdown(figures)]))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
 - ``cache_lookups(herd)``: the ``herd_cache_lookups_total{cache, result}`` counters of
   every app replica, scraped from its ``/metrics`` (allowed from loopback), summed over
   replicas; None when the replicas do not export them (an older build).
+- ``round_trips(herd)``: the statements each PostgreSQL server has run so far, by first
+  word (``pg_stat_statements``; these probes' own left out), and the commands each Redis
+  has served, by name (``INFO commandstats``; ``INFO`` left out). Two snapshots around a
+  run, divided by its requests (``per_request``), give what one request asks of each.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
+
+import psycopg
+import redis
 
 from deploy.herd.control import Herd
 from deploy.herd.processes import read_pid
@@ -115,3 +122,45 @@ def hit_ratios(
         if lookups > 0:
             ratios[cache] = (hits / lookups, round(lookups))
     return ratios
+
+
+def round_trips(herd: Herd) -> dict[str, dict[str, float]]:
+    """{server: {statement's first word or Redis command: calls so far}} for each
+    PostgreSQL server and each Redis of ``herd``."""
+    counts: dict[str, dict[str, float]] = {}
+    for role, replica in (("primary", False), ("replica", True)):
+        port = Postgres(herd.profile, replica=replica).port
+        with psycopg.connect(host="127.0.0.1", port=port, user="herd", dbname="herd", autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT upper(split_part(ltrim(query), ' ', 1)), sum(calls) FROM pg_stat_statements"
+                " WHERE query NOT ILIKE '%pg_stat_statements%' GROUP BY 1"
+            ).fetchall()
+        counts[f"PostgreSQL {role}"] = {word: float(calls) for word, calls in rows}
+    for role in ("state", "cache"):
+        client = redis.Redis(host="127.0.0.1", port=Redis(herd.profile, role).port)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        counts[f"Redis {role}"] = {
+            name.removeprefix("cmdstat_").upper(): float(value["calls"])
+            for name, value in stats.items()
+            if name != "cmdstat_info"
+        }
+    return counts
+
+
+def per_request(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], requests: int
+) -> dict[str, dict[str, float]]:
+    """What each server did per request between two ``round_trips`` snapshots (a counter
+    that went down, reset in between, counts from zero)."""
+    result = {}
+    for server, calls in after.items():
+        earlier = before.get(server, {})
+        result[server] = {
+            what: (n - earlier.get(what, 0.0) if n >= earlier.get(what, 0.0) else n) / max(requests, 1)
+            for what, n in calls.items()
+            if n != earlier.get(what, 0.0)
+        }
+    return result

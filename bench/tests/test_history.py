@@ -93,6 +93,7 @@ def catalog_figures() -> catalog.CatalogFigures:
             "minimal view (app)": Run(1000, 5, 20, 0),
             "warm product page, edge cache": Run(40000, 1, 2, 0),
             "warm product page (app)": Run(900, 6, 25, 0),
+            "product page, cookie without a session (app)": Run(800, 7, 28, 0),
             "product page, logged in (app)": Run(600, 8, 30, 0),
             "product list, logged in (app)": Run(400, 12, 40, 0),
             "product page, conventional (no caches)": Run(180, 30, 90, 0),
@@ -104,6 +105,17 @@ def catalog_figures() -> catalog.CatalogFigures:
         keyset={"list page 1": run, "list page 40": Run(190, 11, 44, 0)},
         deep_page=40,
         settings={"rounds": "1", "duration": "3s", "connections": "16", "users": "64"},
+        round_trips={
+            "product page, cookie without a session (app)": {
+                "PostgreSQL replica": {"SELECT": 0.01},
+                "Redis cache": {"MGET": 2.0},
+            },
+            "product page, logged in (app)": {
+                "PostgreSQL replica": {"SELECT": 3.0, "SET": 0.02},
+                "Redis state": {"GET": 2.0},
+                "Redis cache": {"MGET": 2.0, "GET": 1.0},
+            },
+        },
     )
 
 
@@ -120,6 +132,11 @@ def test_a_run_records_every_ratio_and_rate_of_its_parts_and_which_failed():
     assert ratios["product page, logged in (app) / minimal view"] == 0.6
     assert ratios["product list, logged in (app) / minimal view"] == 0.4
     assert rates["product page, logged in (app)"] == 600
+    assert ratios["product page, cookie without a session (app) / minimal view"] == 0.8
+    measures = entry["figures"]["measures"]
+    assert measures["product page, logged in (app): SQL statements per request"] == 3.0
+    assert measures["product page, logged in (app): Redis commands per request"] == 5.0
+    assert measures["product page, cookie without a session (app): SQL statements per request"] == 0
     assert rates["mix, Herd"] == 300 and rates["minimal view (app)"] == 1000 and rates["list page 40"] == 190
     assert entry["machine"]["cores"] and entry["commit"] and entry["date"]
 
@@ -170,3 +187,36 @@ def test_the_catalog_part_shows_the_logged_in_pages_against_the_minimal_view_and
     assert "- product page, logged in (app) / minimal view: **0.60**" in text
     assert "- product list, logged in (app) / minimal view: **0.40**" in text
     assert "| logged-in product page ≥ 0.5x the minimal view | 0.60x | yes |" in text
+
+
+def test_the_catalog_part_says_by_how_much_the_logged_in_page_misses_and_where_its_time_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(rendering, "CHARTS", tmp_path)
+    figures = catalog_figures()
+    figures.pages["product page, logged in (app)"] = Run(250, 60, 90, 0)
+    lines = catalog.render(Part("catalog", figures))
+    text = "\n".join(lines)
+    # The targets table first, then the breakdown under it.
+    assert text.index("| logged-in product page ≥ 0.5x the minimal view | 0.25x | no |") < text.index(
+        "### Where the logged-in product page's time goes"
+    )
+    # 1000 / req/s: 1.00 ms the minimal view, 1.11 warm, 1.25 without a session, 4.00 logged in.
+    assert "| minimal view (app) | 1.00 | |" in lines
+    assert "| warm product page (app), anonymous | 1.11 | +0.11 |" in lines
+    assert "| product page, cookie without a session (app) | 1.25 | +0.25 |" in lines
+    assert "| product page, logged in (app) | 4.00 | +3.00 |" in lines
+    assert "Target missed by **2.00 ms** per request" in text and "(2.0 times as long)" in text
+    assert "**0.25 ms** is the page itself" in text and "**2.75 ms** the shopper's own work" in text
+    assert "| Redis state | 0 | 2.0 (GET 2.0) |" in lines
+    assert "| Redis cache | 2.0 (MGET 2.0) | 3.0 (MGET 2.0, GET 1.0) |" in lines
+    assert "| PostgreSQL replica | 0 | 3.0 (SELECT 3.0) |" in lines  # background left out
+
+
+def test_figures_from_before_the_cookie_without_a_session_row_render_without_the_breakdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(rendering, "CHARTS", tmp_path)
+    figures = catalog_figures()
+    del figures.pages["product page, cookie without a session (app)"]
+    figures.round_trips = {}
+    text = "\n".join(catalog.render(Part("catalog", figures)))
+    assert "| logged-in product page ≥ 0.5x the minimal view | 0.60x | yes |" in text
+    assert "time goes" not in text
+    assert report.history_entry({"catalog": Part("catalog", figures)}, wall_seconds=60)["figures"]["measures"] == {}
