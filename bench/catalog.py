@@ -438,8 +438,10 @@ def cost_breakdown(figures: CatalogFigures) -> list[str]:
         servers = sorted({server for per_page in trips.values() for server in per_page})
         lines += [
             "",
-            "Each server's work per request during those runs (pg_stat_statements by the statement's first "
-            "word, Redis `INFO commandstats` by command; under 0.05 per request left out):",
+            "Each server's work per request during those runs (pg_stat_statements by kind: Django's "
+            "connection check, `SELECT 1` on each pooled connection's first use in a request; a WAL-position "
+            "check; else the statement's first word. Redis `INFO commandstats` by command; under 0.05 per "
+            "request left out):",
             "",
             f"| server | {' | '.join(trips)} |",
             f"|---|{'---:|' * len(trips)}",

@@ -8,8 +8,9 @@
 - ``cache_lookups(herd)``: the ``herd_cache_lookups_total{cache, result}`` counters of
   every app replica, scraped from its ``/metrics`` (allowed from loopback), summed over
   replicas; None when the replicas do not export them (an older build).
-- ``round_trips(herd)``: the statements each PostgreSQL server has run so far, by first
-  word (``pg_stat_statements``; these probes' own left out), and the commands each Redis
+- ``round_trips(herd)``: the statements each PostgreSQL server has run so far, by kind
+  (connection checks, position checks, else the first word; ``pg_stat_statements``,
+  these probes' own left out), and the commands each Redis
   has served, by name (``INFO commandstats``; ``INFO`` left out). Two snapshots around a
   run, divided by its requests (``per_request``), give what one request asks of each.
 """
@@ -124,6 +125,16 @@ def hit_ratios(
     return ratios
 
 
+# A statement's kind: Django's connection check (``CONN_HEALTH_CHECKS``: ``SELECT 1`` on
+# each pooled connection's first use in a request), a WAL-position or replica check, else
+# its first word.
+_STATEMENT_KIND = (
+    "CASE WHEN query ~* '^SELECT (\\$1|1)$' THEN 'connection check'"
+    " WHEN query ILIKE '%pg_%lsn%' OR query ILIKE '%pg_is_in_recovery%' THEN 'position check'"
+    " ELSE upper(split_part(ltrim(query), ' ', 1)) END"
+)
+
+
 def round_trips(herd: Herd) -> dict[str, dict[str, float]]:
     """{server: {statement's first word or Redis command: calls so far}} for each
     PostgreSQL server and each Redis of ``herd``."""
@@ -132,7 +143,7 @@ def round_trips(herd: Herd) -> dict[str, dict[str, float]]:
         port = Postgres(herd.profile, replica=replica).port
         with psycopg.connect(host="127.0.0.1", port=port, user="herd", dbname="herd", autocommit=True) as conn:
             rows = conn.execute(
-                "SELECT upper(split_part(ltrim(query), ' ', 1)), sum(calls) FROM pg_stat_statements"
+                f"SELECT {_STATEMENT_KIND}, sum(calls) FROM pg_stat_statements"
                 " WHERE query NOT ILIKE '%pg_stat_statements%' GROUP BY 1"
             ).fetchall()
         counts[f"PostgreSQL {role}"] = {word: float(calls) for word, calls in rows}
