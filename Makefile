@@ -35,7 +35,7 @@ test-failover: $(VENV)/.installed  ## the Patroni failover test alone (also in m
 bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written into docs/PERFORMANCE.md
 	$(PY) -m bench.report; status=$$?; $(HERD) --profile bench down; exit $$status
 
-drills: $(VENV)/.installed  ## fault drills under load on a herd of their own, written into docs/RELIABILITY.md
+drills: $(VENV)/.installed  ## fault drills under load on a herd of their own (PostgreSQL under Patroni), written into docs/RELIABILITY.md
 	$(PY) -m deploy.drills; status=$$?; $(HERD) --profile drills down; exit $$status
 
 audit: $(VENV)/.installed  ## Lighthouse scores and screenshots of the running herd (make up), written into docs/DESIGN-AUDIT.md

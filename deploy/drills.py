@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Fault drills: break one piece of the herd under a steady load and count the damage.
 
-    .venv/bin/python -m deploy.drills [--short] [DRILL ...]     (``make drills``; every drill by default)
+    .venv/bin/python -m deploy.drills [--short] [--postgres patroni|plain] [DRILL ...]
+                                          (``make drills``; every drill by default)
 
 Each drill runs the load of ``deploy/load.py`` through HAProxy (logged-in shoppers who
 read pages, check their session and post reviews; anonymous visitors reading the
@@ -13,16 +14,21 @@ found, sessions lost, and a verdict against the target (no failed idempotent req
 no lost acknowledged write, no 500), minus the failures the drill's design expects
 (each drill says which and why). A full run of every drill writes the table and each
 drill's notes between ``<!-- drills:begin -->`` and ``<!-- drills:end -->`` in
-docs/RELIABILITY.md, with the date and the commit; a run of some drills merges its rows
-and notes into that block (each row says the date and commit of its run, ``merge``);
-``--short`` only prints.
+docs/RELIABILITY.md, with the date, the commit and the tier; a run of some drills merges
+its rows and notes into that block (each row says the date and commit of its run,
+``merge``); ``--short`` and ``--postgres plain`` only print.
 
 Runs on a herd of its own, the ``drills`` profile (ports offset by 300, state in
 ``.herd/drills``): three app replicas, a worker, HAProxy, which reach each data service
 through a fault proxy of this process (``deploy/faults.py``; the ``ServiceFault`` drills
-switch one). ``make drills`` stops it afterwards. The test suite runs the drills in their
-short form on the test herd (``deploy/tests/test_drills.py``, but those in its
-``NOT_IN_SUITE``) through ``run_drill``.
+switch one). Its PostgreSQL is the HA tier by default, a Patroni cluster
+(``deploy/herd/patroni.py``; the app's proxies stand in front of HAProxy's primary and
+replica listeners), where every drill runs; ``--postgres plain`` runs the plain primary
+and streaming replica instead, without the drills that need Patroni, and only prints.
+The drills that act on "the replica" or "the primary" act on whichever Patroni member
+holds that role when they start. ``make drills`` stops the herd afterwards. The test
+suite runs the drills in their short form on the test herd, plain tier
+(``deploy/tests/test_drills.py``, but those in its ``NOT_IN_SUITE``) through ``run_drill``.
 """
 
 from __future__ import annotations
@@ -75,6 +81,12 @@ DRILL_ENV = {**REPLICA_HEALTH_ENV, "DJANGO_LOG_LEVEL": "WARNING"}
 SESSION_DOWN_TEXT = "temporarily unavailable"
 READ_ONLY_TEXT = "read-only for a moment"
 REPORT = ROOT / "docs" / "RELIABILITY.md"
+# How each ``--postgres`` runs PostgreSQL, as the block of a run says.
+TIERS = {
+    "patroni": "PostgreSQL under Patroni (three etcd members, two Patroni members, HAProxy's primary "
+    "and replica listeners)",
+    "plain": "PostgreSQL as a plain primary and streaming replica",
+}
 BEGIN, END = "<!-- drills:begin -->", "<!-- drills:end -->"
 
 
@@ -223,17 +235,32 @@ class ReplicaStop(Drill):
 
 
 class DatabaseReplicaStop(Drill):
-    """Stop the PostgreSQL replica; reads move to the primary; start it again."""
+    """Stop the PostgreSQL replica; reads move to the primary; start it again. Under Patroni
+    the replica member, its Patroni and its server (Patroni would restart a server stopped
+    alone): HAProxy's replica listener falls back to the primary meanwhile."""
 
     name = "db-replica-stop"
 
     def fault(self, rig: Rig) -> None:
-        replica = Postgres(rig.herd.profile, replica=True)
-        replica.stop()
-        rig.note("postgres-replica stopped (fast shutdown)")
+        if not rig.herd.profile.patroni:
+            replica = Postgres(rig.herd.profile, replica=True)
+            replica.stop()
+            rig.note("postgres-replica stopped (fast shutdown)")
+            time.sleep(rig.timing.hold)
+            replica.start()
+            rig.note("postgres-replica started again")
+            return
+        cluster = PatroniCluster(rig.herd.profile)
+        cluster.wait_ready(60)
+        member = cluster.synchronous_standby()
+        member.stop()
+        rig.note(f"{member.member} (the replica, the synchronous standby) stopped: its Patroni and its PostgreSQL")
         time.sleep(rig.timing.hold)
-        replica.start()
-        rig.note("postgres-replica started again")
+        member.launch()
+        took = elapsed_until(lambda: getattr(cluster.synchronous_standby(), "member", None) == member.member, 120)
+        if took is None:
+            raise DrillError(f"{member.member} was not the synchronous standby again within 120 s")
+        rig.note(f"{member.member} started again: the synchronous standby {took:.1f} s later")
 
 
 class DatabaseReplicaLag(Drill):
@@ -243,8 +270,8 @@ class DatabaseReplicaLag(Drill):
 
     def fault(self, rig: Rig) -> None:
         delay = max(2.0, rig.timing.hold)
-        set_replay_delay(rig.herd, f"{delay:g}s")
-        rig.note(f"recovery_min_apply_delay = {delay:g}s on the replica")
+        where = set_replay_delay(rig.herd, f"{delay:g}s")
+        rig.note(f"recovery_min_apply_delay = {delay:g}s on {where}")
         deadline = time.monotonic() + delay + 5
         seen = ""
         while time.monotonic() < deadline:
@@ -581,25 +608,54 @@ class PrimaryAway:
 
 
 class DatabasePrimaryStop(PrimaryAway, Drill):
-    """Stop the plain PostgreSQL primary for the hold (no failover), then start it again:
-    the site is read-only meanwhile (``PrimaryAway``)."""
+    """Stop the PostgreSQL primary for the hold with no failover possible, then start it
+    again: the site is read-only meanwhile (``PrimaryAway``). Under Patroni, in maintenance
+    mode (``pause``: nothing is promoted, the stopped server is not restarted), its server
+    stopped and then started again by its Patroni (``POST /restart``), then resumed; the
+    same member must be the primary afterwards, on the same timeline."""
 
     name = "db-primary-stop"
 
     def fault(self, rig: Rig) -> None:
-        primary = Postgres(rig.herd.profile, replica=False)
+        if not rig.herd.profile.patroni:
+            primary = Postgres(rig.herd.profile, replica=False)
+            self.start_watch(rig)
+            primary.stop()
+            rig.note("postgres-primary stopped (fast shutdown)")
+            self.hold(rig, primary.start, "postgres-primary started again")
+            self.writes_again(rig)
+            return
+        cluster = PatroniCluster(rig.herd.profile)
+        cluster.wait_ready(60)
+        member, timeline = cluster.primary(), cluster.primary().timeline()
         self.start_watch(rig)
-        primary.stop()
-        rig.note("postgres-primary stopped (fast shutdown)")
+        cluster.pause()
+        try:
+            member.stop_postgres()
+            rig.note(f"Patroni paused; {member.member}'s PostgreSQL (the primary, timeline {timeline}) stopped (fast)")
+            self.hold(rig, member.start_postgres, f"{member.member}'s PostgreSQL started again by its Patroni")
+        finally:
+            cluster.resume()
+        after = cluster.primary()
+        rig.note(
+            f"Patroni resumed; the primary: {after.member if after else 'none'} on timeline "
+            f"{after.timeline() if after else '-'}"
+        )
+        if after is None or after.member != member.member or after.timeline() != timeline:
+            self.failed.append(f"the primary changed while Patroni was paused: {after.member if after else 'none'}")
+        self.writes_again(rig)
+        cluster.wait_ready(60)
+
+    def hold(self, rig: Rig, start: Callable[[], None], started: str) -> None:
+        """The probes while the primary is down, the rest of the hold, then ``start``."""
         try:
             time.sleep(min(1.0, rig.timing.hold / 2))
             self.probe_reads_and_write(rig)
             time.sleep(max(0.0, rig.timing.hold - (time.monotonic() - self.since)))
         finally:
             self.stop_watch(rig)
-            primary.start()
-            rig.note("postgres-primary started again")
-        self.writes_again(rig)
+            start()
+            rig.note(started)
 
 
 class PrimaryFault(PrimaryAway, ServiceFault):
@@ -610,11 +666,13 @@ class PrimaryFault(PrimaryAway, ServiceFault):
 
     def fault(self, rig: Rig) -> None:
         self.start_watch(rig)
+        before = patroni_primary(rig)
         try:
             super().fault(rig)
         finally:
             if not self.watch.done.is_set():
                 self.stop_watch(rig)
+        note_failover(rig, before)
         self.writes_again(rig)
 
     def during(self, rig: Rig) -> None:
@@ -636,8 +694,34 @@ class PrimarySlow(ServiceFault):
     mode = "delay"
     delay_ms = 200
 
+    def fault(self, rig: Rig) -> None:
+        before = patroni_primary(rig)
+        super().fault(rig)
+        note_failover(rig, before)
+
     def limit(self, before: float, reference: float) -> float:
         return 3 * before + 0.3
+
+
+def patroni_primary(rig: Rig) -> tuple[str, int | None] | None:
+    """Under Patroni, the primary member and its timeline now (None on the plain tier)."""
+    if not rig.herd.profile.patroni:
+        return None
+    primary = PatroniCluster(rig.herd.profile).primary()
+    return (primary.member, primary.timeline()) if primary else ("none", None)
+
+
+def note_failover(rig: Rig, before: tuple[str, int | None] | None) -> None:
+    """Whether Patroni failed over while the app's path to the primary was faulted: it does
+    not see that path (its members and etcd reach each other directly)."""
+    if before is None:
+        return
+    after = patroni_primary(rig)
+    verdict = "no failover" if after == before else "a FAILOVER"
+    rig.note(
+        f"Patroni's primary: {before[0]} (timeline {before[1]}) before, {after[0]} (timeline {after[1]}) "
+        f"after: {verdict}"
+    )
 
 
 class BrokerPartition(Drill):
@@ -864,10 +948,9 @@ DRILLS: dict[str, type[Drill]] = {
         DatabasePrimaryStop,
         PrimaryPartition,
         PrimarySlow,
+        PrimaryFailover,
     )
 }
-# Drills run only when named: PostgreSQL under Patroni is opt-in (``--postgres patroni``).
-OPT_IN: dict[str, type[Drill]] = {PrimaryFailover.name: PrimaryFailover}
 
 
 class DrillError(Exception):
@@ -969,11 +1052,21 @@ def primary_sql(herd: Herd, query: str) -> None:
         conn.execute(query)
 
 
-def set_replay_delay(herd: Herd, delay: str) -> None:
+def set_replay_delay(herd: Herd, delay: str) -> str:
+    """``recovery_min_apply_delay`` on the replica; where it was set. Under Patroni, in the
+    cluster's dynamic configuration (Patroni compares the recovery settings with its own on
+    each loop and rewrites one it did not set): every member gets it, only a standby replays."""
+    if herd.profile.patroni:
+        cluster = PatroniCluster(herd.profile)
+        value = None if delay in ("0", "0s") else delay
+        cluster.configure({"postgresql": {"parameters": {"recovery_min_apply_delay": value}}})
+        members = ", ".join(member.member for member in cluster.replicas()) or "no replica"
+        return f"the Patroni replica ({members}), through Patroni's dynamic configuration"
     params = {**database_url(herd), "port": database_url(herd)["port"] + 1, "dbname": "postgres"}
     with psycopg.connect(**params, autocommit=True) as conn:
         conn.execute(f"ALTER SYSTEM SET recovery_min_apply_delay = '{delay}'")
         conn.execute("SELECT pg_reload_conf()")
+    return "the replica"
 
 
 def readiness_checks(herd: Herd) -> dict[str, str]:
@@ -1241,8 +1334,9 @@ def prepare(timing: Timing, with_worker: bool, patroni: bool = False) -> Rig:
         worker.ensure()
     herd.start_herd_processes()
     wait_all_up(herd)
-    if not patroni:
-        set_replay_delay(herd, "0")
+    if patroni:
+        PatroniCluster(profile).resume()  # an earlier run stopped mid-drill may have left it paused
+    set_replay_delay(herd, "0")
     return Rig(herd, shoppers, staff, timing, worker=worker, faults=faults)
 
 
@@ -1252,18 +1346,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--short", action="store_true", help="shorter load and faults")
     parser.add_argument(
-        "drills", nargs="*", metavar="DRILL", help=", ".join(DRILLS) + "; only when named: " + ", ".join(OPT_IN)
+        "--postgres",
+        choices=("patroni", "plain"),
+        default="patroni",
+        help="the HA tier, PostgreSQL under Patroni (the default, the one written into RELIABILITY.md), "
+        "or the plain primary and streaming replica the test suite runs (printed only; "
+        + ", ".join(name for name, drill in DRILLS.items() if drill.needs_patroni)
+        + " left out)",
     )
+    parser.add_argument("drills", nargs="*", metavar="DRILL", help=", ".join(DRILLS))
     args = parser.parse_args(argv)
-    known = {**DRILLS, **OPT_IN}
-    if unknown := set(args.drills) - set(known):
-        parser.error(f"no drill named {', '.join(sorted(unknown))}; the drills: {', '.join(known)}")
-    names = args.drills or list(DRILLS)
-    drills = [known[name]() for name in names]
-    patroni = any(drill.needs_patroni for drill in drills)
-    if patroni and not all(drill.needs_patroni for drill in drills):
-        parser.error(f"{', '.join(OPT_IN)} runs on a herd of its own (PostgreSQL under Patroni): name it alone")
-    print(f"preparing the drills herd (profile drills{', PostgreSQL under Patroni' if patroni else ''})...", flush=True)
+    if unknown := set(args.drills) - set(DRILLS):
+        parser.error(f"no drill named {', '.join(sorted(unknown))}; the drills: {', '.join(DRILLS)}")
+    patroni = args.postgres == "patroni"
+    names = args.drills or [name for name, drill in DRILLS.items() if patroni or not drill.needs_patroni]
+    if not patroni and (needing := [name for name in names if DRILLS[name].needs_patroni]):
+        parser.error(f"{', '.join(needing)} needs PostgreSQL under Patroni: not with --postgres plain")
+    drills = [DRILLS[name]() for name in names]
+    print(f"preparing the drills herd (profile drills, {TIERS[args.postgres]})...", flush=True)
     started = time.monotonic()
     rig = prepare(
         SHORT if args.short else FULL, with_worker=any(drill.needs_worker for drill in drills), patroni=patroni
@@ -1274,26 +1374,23 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(HerdError):
             wait_all_up(rig.herd)
     command = "`make drills`" if names == list(DRILLS) else f"`python -m deploy.drills {' '.join(names)}`"
-    block = render(results, time.monotonic() - started, command)
+    block = render(results, time.monotonic() - started, command, TIERS[args.postgres])
     print("\n" + block)
-    if not args.short:
-        write_report(REPORT, block, full=names == list(DRILLS), patroni=patroni)
+    if args.short or not patroni:
+        print(f"\n(not written into {REPORT.name}: it holds full-length runs on the HA tier)")
+    else:
+        write_report(REPORT, block, full=names == list(DRILLS))
         print(f"\nwritten: {REPORT}")
     return 0 if all(result.passed for result in results) else 1
 
 
-def write_report(path: Path, block: str, full: bool, patroni: bool = False) -> None:
+def write_report(path: Path, block: str, full: bool) -> None:
     """A full run's block replaces the drills block; a run of some drills merges its rows
-    and notes into it (``merge``), the others' kept with their own date and commit; the
-    opt-in drills (Patroni) have a block of their own."""
-    begin, end = BEGIN, END
-    if patroni:
-        begin, end = (marker.replace("drills:", "drills-patroni:") for marker in (BEGIN, END))
-        block = block.replace(BEGIN, begin).replace(END, end)
+    and notes into it (``merge``), the others' kept with their own date and commit."""
     text = path.read_text() if path.exists() else ""
-    if not full and begin in text and end in text:
-        block = merge(text.split(begin, 1)[1].split(end, 1)[0], block)
-    replace_block(path, begin, end, block)
+    if not full and BEGIN in text and END in text:
+        block = merge(text.split(BEGIN, 1)[1].split(END, 1)[0], block)
+    replace_block(path, BEGIN, END, block)
 
 
 _ROW = re.compile(r"^\| (?P<drill>[a-z0-9-]+) \|")
@@ -1332,8 +1429,8 @@ def merge(old: str, new: str) -> str:
     old_heading, old_rows, old_notes = parts(old)
     new_heading, new_rows, new_notes = parts(new)
     if set(old_rows) <= set(new_rows):
-        return new  # the run measured every row the block had (the opt-in drills' block)
-    order = [*DRILLS, *OPT_IN]
+        return new  # the run measured every row the block had
+    order = list(DRILLS)
     names = sorted({*old_rows, *new_rows}, key=lambda name: order.index(name) if name in order else len(order))
     rows = [new_rows.get(name) or old_rows[name] for name in names]
     notes = []
@@ -1364,7 +1461,7 @@ def merge(old: str, new: str) -> str:
     )
 
 
-def render(results: list[Result], wall_seconds: float, command: str = "`make drills`") -> str:
+def render(results: list[Result], wall_seconds: float, command: str = "`make drills`", tier: str = "") -> str:
     """The generated block of docs/RELIABILITY.md: when, from which commit, the table, the notes."""
     date, commit = f"{datetime.now(UTC):%Y-%m-%d}", provenance()
     lines = [
@@ -1373,7 +1470,8 @@ def render(results: list[Result], wall_seconds: float, command: str = "`make dri
         "",
         f"### Figures from {command}, {date}, commit {commit}",
         "",
-        f"{os.cpu_count()} cores (os.cpu_count()); {wall_seconds / 60:.1f} min in all, preparing the herd included.",
+        f"{os.cpu_count()} cores (os.cpu_count()); {tier or TIERS['patroni']}; {wall_seconds / 60:.1f} min in all, "
+        "preparing the herd included.",
         "",
         TABLE_HEADER,
         *(result.row(f"{date}, {commit}") for result in results),

@@ -56,18 +56,31 @@ LOOP_WAIT = 1
 RETRY_TIMEOUT = 5
 
 
-def rest(port: int, path: str, timeout: float = 2.0) -> tuple[int | None, dict]:
-    """A Patroni REST API answer: its status (None when it does not answer) and its JSON."""
+def rest(
+    port: int, path: str, timeout: float = 2.0, method: str = "GET", body: dict | None = None
+) -> tuple[int | None, dict]:
+    """A Patroni REST API answer: its status (None when it does not answer) and its JSON
+    ({} when the body is none or text, as ``POST /restart`` answers). ``body``: sent as JSON
+    (a ``PATCH /config``, a ``POST /restart``)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"{}")
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http on loopback)
+            return response.status, json_or_empty(response.read())
     except urllib.error.HTTPError as error:
-        try:
-            return error.code, json.loads(error.read() or b"{}")
-        except ValueError:
-            return error.code, {}
-    except (urllib.error.URLError, OSError, ValueError):
+        return error.code, json_or_empty(error.read())
+    except (urllib.error.URLError, OSError):
         return None, {}
+
+
+def json_or_empty(body: bytes) -> dict:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class Etcd(Process):
@@ -266,6 +279,27 @@ class PatroniMember(Process):
     def postmaster_pid(self) -> int | None:
         return read_pid(self.data / "postmaster.pid")
 
+    def paused(self) -> bool:
+        """Whether this member's Patroni runs in maintenance mode (``pause``: no failover)."""
+        return bool(self.state().get("pause"))
+
+    def stop_postgres(self) -> None:
+        """Its PostgreSQL server stopped (fast shutdown), Patroni left running: only while the
+        cluster is paused, or Patroni starts it again at once (and, for the primary, first
+        gives up the leader key it holds: under ``pause`` no other member takes it)."""
+        run(
+            [*as_user("postgres"), str(postgres_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            log=self.log,
+        )
+
+    def start_postgres(self, timeout: float = 60) -> None:
+        """Its PostgreSQL server started again by its Patroni (``POST /restart``, which Patroni
+        allows while paused), in the role it had; waits until it runs in it."""
+        status, _ = rest(self.rest_port, "/restart", timeout=timeout, method="POST", body={})
+        if status != 200:
+            raise HerdError(f"{self.name}: POST /restart answered {status}")
+        wait_for(lambda: self.role() is not None, timeout, f"{self.name}'s PostgreSQL", self.log)
+
     def kill(self) -> None:
         """SIGKILL Patroni and its PostgreSQL server at once: the member's machine lost."""
         postmaster = self.postmaster_pid()
@@ -307,14 +341,14 @@ frontend postgres_primary
     tcp-request connection reject if {{ nbsrv(primary) eq 0 }}
     default_backend primary
 
-# Replicas first; with none up, any member that serves reads (the primary), by a check of
-# its own: a standby being promoted passes it throughout, where it leaves the replicas
-# before the primary listener has it (a second in which reads had nowhere to go).
+# Replicas first; with none up, any member that serves reads (the primary): the replicas
+# backend's backup servers, each following a check of its own (backend readable): a standby
+# being promoted passes it throughout, where it leaves the replicas before the primary
+# listener has it (a second in which reads had nowhere to go).
 frontend postgres_replicas
     bind 127.0.0.1:{replica_port}
-    tcp-request connection reject if {{ nbsrv(replicas) eq 0 }} {{ nbsrv(readable) eq 0 }}
-    use_backend replicas if {{ nbsrv(replicas) gt 0 }}
-    default_backend readable
+    tcp-request connection reject if {{ nbsrv(replicas) eq 0 }}
+    default_backend replicas
 
 backend primary
     option httpchk GET /primary
@@ -327,6 +361,7 @@ backend primary
     default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1 on-marked-down shutdown-sessions
 {primary_servers}
 
+# Checks only, no traffic: the replicas backend's backup servers track them.
 backend readable
     option httpchk GET /read-only?lag={lag}
     http-check expect status 200
@@ -334,12 +369,17 @@ backend readable
 
 backend replicas
     balance roundrobin
-    # No shutdown-sessions here: a replica out of this backend because it was promoted
-    # still answers its readers correctly (the app's own checks take out a lagging one);
-    # cutting them at the instant of promotion failed reads that had just moved to it.
+    # No shutdown-sessions when a replica goes down: one out of this backend because it was
+    # promoted still answers its readers correctly (the app's own checks take out a lagging
+    # one); cutting them at the instant of promotion failed reads that had just moved to it.
+    # When a replica comes (back) up, the sessions on the fallback are cut: the app's
+    # connections, its kept health-check one included, would otherwise stay on the primary
+    # for good, and a replica that lags would never be seen lagging.
     option httpchk GET /replica?lag={lag}
     http-check expect status 200
+    default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 1 on-marked-up shutdown-backup-sessions
 {replica_servers}
+{fallback_servers}
 """
 
 
@@ -363,6 +403,9 @@ class PostgresProxy(Process):
             lag=REPLICA_MAX_LAG,
             primary_servers=servers,
             replica_servers=servers,
+            fallback_servers="\n".join(
+                f"    server {m.member}-any 127.0.0.1:{m.port} backup track readable/{m.member}" for m in members
+            ),
         ).replace("GET /primary", f"GET {primary_check}")
 
     def ensure(self, primary_check: str = "/primary") -> bool:
@@ -421,6 +464,30 @@ class PatroniCluster:
 
     def replicas(self) -> list[PatroniMember]:
         return [member for member in self.members if member.role() == "replica"]
+
+    def configure(self, change: dict) -> dict:
+        """The cluster's dynamic configuration (etcd's, every member's) patched with ``change``
+        through Patroni's ``PATCH /config`` (a key set to None is removed); the result."""
+        for member in self.members:
+            status, config = rest(member.rest_port, "/config", timeout=5, method="PATCH", body=change)
+            if status == 200:
+                return config
+        raise HerdError(f"no Patroni member took PATCH /config {change}")
+
+    def pause(self, paused: bool = True, timeout: float = 15) -> None:
+        """Maintenance mode on (``patronictl pause``) or off: while paused Patroni fails nothing
+        over, starts no stopped server, and a primary whose server stopped gives up the leader
+        key. Returns once every running member says so."""
+        self.configure({"pause": paused})
+
+        def everyone() -> bool:
+            running = [member for member in self.members if member.running()]
+            return bool(running) and all(member.paused() == paused for member in running)
+
+        wait_for(everyone, timeout, f"every Patroni member {'paused' if paused else 'resumed'}", self.members[0].log)
+
+    def resume(self, timeout: float = 15) -> None:
+        self.pause(False, timeout)
 
     def synchronous_standby(self) -> PatroniMember | None:
         """The member the primary streams to synchronously now (its ``pg_stat_replication``, as

@@ -4,6 +4,8 @@ commit of its own run. On a file of its own (no herd)."""
 
 from types import SimpleNamespace
 
+import pytest
+
 from deploy import drills
 
 
@@ -44,12 +46,33 @@ def test_a_run_of_some_drills_merges_its_rows_and_keeps_the_others_with_their_ow
 
 
 def test_a_run_of_every_drill_a_block_holds_replaces_it(tmp_path, monkeypatch):
-    """The opt-in drills' block (one drill): a new run of it is the block, its heading too."""
+    """A block of one drill: a new run of it is the block, its heading too."""
     report = tmp_path / "RELIABILITY.md"
     monkeypatch.setattr(drills, "provenance", lambda: "aaaaaaa")
-    drills.write_report(report, drills.render([result("primary-failover", 5, ["old"])], 1.0), False, patroni=True)
+    drills.write_report(report, drills.render([result("primary-failover", 5, ["old"])], 1.0), False)
     monkeypatch.setattr(drills, "provenance", lambda: "bbbbbbb")
-    drills.write_report(report, drills.render([result("primary-failover", 6, ["new"])], 1.0), False, patroni=True)
+    drills.write_report(report, drills.render([result("primary-failover", 6, ["new"])], 1.0), False)
     text = report.read_text()
     assert "aaaaaaa" not in text and "commit bbbbbbb" in text and "  - new" in text
-    assert "drills-patroni:begin" in text and drills.BEGIN not in text
+    assert text.count(drills.BEGIN) == 1
+
+
+def test_only_runs_on_the_ha_tier_are_written(tmp_path, monkeypatch):
+    """``--postgres plain`` prints its block; the report keeps the HA tier's. Every drill runs
+    on the HA tier by default, and a drill that needs Patroni is refused on the plain one."""
+    ran = []
+    monkeypatch.setattr(drills, "REPORT", tmp_path / "RELIABILITY.md")
+    rig = SimpleNamespace(herd=None)
+    monkeypatch.setattr(drills, "prepare", lambda timing, with_worker, patroni: ran.append(patroni) or rig)
+    monkeypatch.setattr(drills, "run_drill", lambda rig, drill: result(drill.name, 30, []))
+    monkeypatch.setattr(drills, "wait_all_up", lambda herd: None)
+    monkeypatch.setattr(drills, "provenance", lambda: "aaaaaaa")
+
+    assert drills.main(["--postgres", "plain", "db-primary-stop"]) == 0
+    assert not drills.REPORT.exists()
+    assert drills.main(["db-primary-stop", "primary-failover"]) == 0
+    assert "| primary-failover | 30 |" in drills.REPORT.read_text()
+    assert "under Patroni" in drills.REPORT.read_text()
+    assert ran == [False, True]
+    with pytest.raises(SystemExit):
+        drills.main(["--postgres", "plain", "primary-failover"])

@@ -8,7 +8,9 @@ position (as ``scaling/db/positions.py`` reads one), SIGKILLs the primary's Patr
 postmaster, then polls: a write through the same listener succeeds again (the standby
 promoted), the row is there, the new primary's position is past the stored one on a new
 timeline (a position stored before the failover stays comparable), and the lost member,
-started again, rejoins as a replica (pg_rewind) that has replayed the stored position.
+started again, rejoins as a replica (pg_rewind) that has replayed the stored position. And a
+connection the replica listener sent to the primary while no replica was up is closed once
+one is.
 """
 
 import uuid
@@ -98,3 +100,30 @@ def test_a_lost_primary_is_replaced_by_its_synchronous_standby_and_rejoins_as_a_
     assert value(old.port, "SELECT count(*) FROM failover_probe WHERE text IN (%s, %s)", before, after) == 2
     # HAProxy's replica listener sends reads to it again (a replica up: not the primary).
     assert elapsed_until(lambda: value(replica_port, "SELECT pg_is_in_recovery()") is True, REJOIN_WITHIN) is not None
+
+
+def test_a_connection_the_replica_listener_sent_to_the_primary_is_closed_once_a_replica_is_up(cluster):
+    """With no replica up, HAProxy's replica listener sends connections to the primary (its
+    fallback); once a replica is up again it closes them (``on-marked-up
+    shutdown-backup-sessions``): a kept connection (the app's pool, its replica check) would
+    otherwise read the primary for good, and a lagging replica would never be seen lagging."""
+    replica_port = cluster.proxy.replica_port
+    cluster.wait_ready(REJOIN_WITHIN)
+    replica = cluster.synchronous_standby()
+    replica.stop()
+    assert elapsed_until(lambda: value(replica_port, "SELECT pg_is_in_recovery()") is False, 30) is not None
+    kept = connect(replica_port)
+    assert kept.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+
+    replica.launch()
+    assert elapsed_until(lambda: value(replica_port, "SELECT pg_is_in_recovery()") is True, REJOIN_WITHIN) is not None
+
+    def closed() -> bool:
+        try:
+            kept.execute("SELECT 1")
+        except psycopg.Error:
+            return True
+        return False
+
+    assert elapsed_until(closed, 5) is not None, "a connection the fallback took still reads the primary"
+    kept.close()

@@ -175,6 +175,11 @@ class ReplicaHealth:
         the query took (not the connect), on the probe's own connection (kept between
         checks; a new one once it fails or the alias' parameters change)."""
         row, took = _on_kept_connection(self._probe_connections, alias, params, _REPLICA_STATE)
+        if not row[0]:
+            # A primary answered: a replica listener's fallback while no replica is up, or a
+            # replica promoted under it (HAProxy under Patroni keeps such sessions). The next
+            # check connects anew, to the server the listener picks then, not to it for good.
+            self._probe_connections.pop(alias)[1].close()
         return bool(row[0]), row[1], int(row[2]), took
 
 

@@ -113,6 +113,29 @@ def test_a_replica_that_answers_slowly_is_taken_out_until_it_answers_promptly(se
         faults.close()
 
 
+def test_a_replica_url_that_answered_as_a_primary_reaches_the_replica_once_it_is_back():
+    """HAProxy's replica listener under Patroni sends new connections to the primary while no
+    replica is up, and keeps them there after: the health check, on a connection it keeps,
+    must not stay on the primary (never lagging) once the replica is back. Here the drills'
+    fault proxy stands for the listener: new connections to the primary, then the replica."""
+    faults = Faults(PROFILES["test"], ("postgres-replica",))
+    proxy = faults.proxies["postgres-replica"]
+    replica = connections["replica1"]
+    port = replica.settings_dict["PORT"]
+    replica.close()
+    replica.settings_dict["PORT"] = proxy.port
+    try:
+        proxy.upstream_port = int(connections["default"].settings_dict["PORT"])  # no replica up
+        assert replica_health.check("replica1").replay_lsn == 0  # answered as a primary
+        proxy.upstream_port = int(port)  # the replica back
+        assert replica_health.check("replica1").replay_lsn > 0, "the check still asks the primary"
+    finally:
+        replica.close()
+        replica.settings_dict["PORT"] = port
+        replica_health.check("replica1")
+        faults.close()
+
+
 def test_at_the_instant_the_primary_fails_a_replica_last_found_lagging_serves_the_rerun_get(
     settings, wait_for_replicas
 ):
