@@ -21,14 +21,15 @@ its rows and notes into that block (each row says the date and commit of its run
 Runs on a herd of its own, the ``drills`` profile (ports offset by 300, state in
 ``.herd/drills``): three app replicas, a worker, HAProxy, which reach each data service
 through a fault proxy of this process (``deploy/faults.py``; the ``ServiceFault`` drills
-switch one). Its PostgreSQL is the HA tier by default, a Patroni cluster
-(``deploy/herd/patroni.py``; the app's proxies stand in front of HAProxy's primary and
-replica listeners), where every drill runs; ``--postgres plain`` runs the plain primary
-and streaming replica instead, without the drills that need Patroni, and only prints.
-The drills that act on "the replica" or "the primary" act on whichever Patroni member
-holds that role when they start. ``make drills`` stops the herd afterwards. The test
-suite runs the drills in their short form on the test herd, plain tier
-(``deploy/tests/test_drills.py``, but those in its ``NOT_IN_SUITE``) through ``run_drill``.
+switch one), but the state Redis: two nodes under three Sentinels, found through them.
+Its PostgreSQL is the HA tier by default, a Patroni cluster (``deploy/herd/patroni.py``;
+the app's proxies stand in front of HAProxy's primary and replica listeners), where every
+drill runs; ``--postgres plain`` runs the plain primary and streaming replica instead,
+without the drills that need Patroni, and only prints. The drills that act on "the
+replica" or "the primary" act on whichever Patroni member holds that role when they
+start. ``make drills`` stops the herd afterwards. The test suite runs the drills in their
+short form on the test herd, plain tier (``deploy/tests/test_drills.py``, but those in its
+``NOT_IN_SUITE``) through ``run_drill``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect
 
@@ -58,8 +60,8 @@ from deploy.herd.app import Web, Worker
 from deploy.herd.control import Herd
 from deploy.herd.patroni import LOOP_WAIT, TTL, PatroniCluster, elapsed_until
 from deploy.herd.processes import HerdError, pid_alive, run, wait_for
-from deploy.herd.profiles import PROFILES, VENV_PYTHON
-from deploy.herd.services import Postgres, RabbitMQ, Redis
+from deploy.herd.profiles import PROFILES, SENTINEL_MASTER, SENTINEL_PORTS, VENV_PYTHON, Profile, sentinel_profile
+from deploy.herd.services import Postgres, RabbitMQ, Redis, Sentinel
 from deploy.load import Failure, Load, LoadReport
 from deploy.visitor import Visitor
 
@@ -87,6 +89,8 @@ TIERS = {
     "and replica listeners)",
     "plain": "PostgreSQL as a plain primary and streaming replica",
 }
+# Logins the state-Redis failover drill waits to see acknowledged before it kills the primary.
+LOGINS_BEFORE_KILL = 3
 BEGIN, END = "<!-- drills:begin -->", "<!-- drills:end -->"
 
 
@@ -170,6 +174,12 @@ class Drill:
     restarts: tuple[str, ...] = ()  # replicas the drill itself restarts (new pids expected)
     needs_worker = False
     needs_patroni = False  # runs on the herd with PostgreSQL under Patroni (deploy/herd/patroni.py)
+    # Needs the app to reach the state Redis through its fault proxy: at one fixed address,
+    # not where Sentinels say (deploy/faults.py).
+    needs_single_state_node = False
+    # Needs the app to reach a state Redis under Sentinel (the suite then points it at one).
+    needs_sentinel = False
+    sessions_lost = 0  # sessions the drill saw lost itself, beside the load's
 
     def setup(self, rig: Rig) -> None:
         return None
@@ -294,23 +304,106 @@ class DatabaseReplicaLag(Drill):
 
 
 class SessionRedisRestart(Drill):
-    """Restart the session Redis (stop, start): sessions survive in its append-only file."""
+    """Restart the session Redis (stop, start) with no node to promote meanwhile: under
+    Sentinel its replica is stopped first (the failover is state-redis-failover's). Sessions
+    survive in its append-only file."""
 
     name = "session-redis-restart"
 
     def fault(self, rig: Rig) -> None:
-        redis = Redis(rig.herd.profile, "state")
-        redis.stop()
-        rig.note("redis-state stopped")
+        profile = rig.herd.profile
+        primary, replica = state_nodes(profile)
+        if replica is not None:
+            replica.stop()
+            rig.note(f"{replica.name} (the replica) stopped: nothing for the Sentinels to promote")
+        primary.stop()
+        rig.note(f"{primary.name} stopped")
         try:
             probe_session_down_page(rig)
         finally:
-            redis.start()
-            rig.note("redis-state started again")
+            primary.start()
+            rig.note(f"{primary.name} started again")
+            if replica is not None:
+                replica.start()
+                took = elapsed_until(lambda: sentinels_ready(profile), 60)
+                back = "never" if took is None else f"{took:.1f} s later"
+                rig.note(f"{replica.name} started again: the primary's replica {back}")
 
     def designed(self, failure: Failure) -> bool:
         # Logged-in requests while the session store is down: the clean 503 page, by design.
-        return failure.status == 503 and failure.served_by is not None and SESSION_DOWN_TEXT in failure.detail.lower()
+        return store_down_page(failure)
+
+
+class StateRedisFailover(Drill):
+    """SIGKILL the state Redis's primary node (its machine lost) under the load; the Sentinels
+    promote the replica and the app's next connections find it through them. Meanwhile what
+    needs the store gets the clean 503. Beside the load, the staff account logs in again and
+    again up to the kill: each login acknowledged (302) must still be logged in after it (a
+    session save waits for the replica: ``WAIT``, scaling/web/sessions.py). Notes how long
+    until the Sentinels name the new primary and until a logged-in page answers through the
+    app, and, once the killed node is started again, until it is the new primary's replica.
+    ``rounds`` failovers in the full form (the median is the figure), one in the short. Runs
+    on the drills herd, or beside a herd without Sentinel on ``sentinel_profile``'s nodes
+    (the suite's: deploy/tests/test_drills.py points the app replicas at them)."""
+
+    name = "state-redis-failover"
+    needs_sentinel = True
+    rounds = 3
+
+    def fault(self, rig: Rig) -> None:
+        profile = under_sentinel(rig.herd.profile)
+        rounds = self.rounds if rig.timing is FULL else 1
+        self.sessions_lost = 0
+        promoted, answered, rejoined = [], [], []
+        for number in range(1, rounds + 1):
+            if elapsed_until(lambda: sentinels_ready(profile), 60) is None:
+                raise DrillError(f"round {number}: the Sentinels watch no primary with a linked replica")
+            primary, replica = state_nodes(profile)
+            probe = Visitor(rig.url)
+            if probe.log_in(rig.staff, PASSWORD).status_code != 302:
+                raise DrillError(f"round {number}: the probe could not log in")
+            if not holds_session(primary, probe.client.cookies["sessionid"]):
+                raise DrillError(f"round {number}: {primary.name} has not the app's sessions: it uses another Redis")
+            with LoginStream(rig.url, rig.staff) as logins:
+                started = time.monotonic()
+                elapsed_until(lambda: len(logins.acknowledged) >= LOGINS_BEFORE_KILL, 30)
+                time.sleep(max(0.0, rig.timing.hold / 2 - (time.monotonic() - started)))
+                os.kill(primary.pid(), signal.SIGKILL)
+                killed = time.monotonic()
+            before = [at for at, _ in logins.acknowledged if at <= killed]
+            rig.note(
+                f"round {number}: {primary.name} (primary) SIGKILLed; logins acknowledged before it: {len(before)}"
+                + (f", the last {(killed - before[-1]) * 1000:.0f} ms before" if before else "")
+                + f"; after it: {len(logins.acknowledged) - len(before)}"
+            )
+            promoted.append(seconds_since(killed, lambda port=replica.port: sentinel_master_port(profile) == port))
+            answered.append(seconds_since(killed, lambda visitor=probe: logged_in_as(visitor) == rig.staff))
+            if promoted[-1] is None or answered[-1] is None:
+                raise DrillError(f"round {number}: {replica.name} not promoted, or no logged-in page, within 60 s")
+            lost = [visitor for _, visitor in logins.acknowledged if logged_in_as(visitor, 10) != rig.staff]
+            self.sessions_lost += len(lost)
+            rig.note(
+                f"round {number}: {replica.name} promoted {promoted[-1]:.1f} s after the kill; a logged-in page "
+                f"through the app {answered[-1]:.1f} s; acknowledged logins logged out after it: {len(lost)}"
+            )
+            time.sleep(rig.timing.hold / 2)
+            primary.start()
+            rejoined.append(elapsed_until(lambda: sentinels_ready(profile), 60))
+            back = "never" if rejoined[-1] is None else f"{rejoined[-1]:.1f} s later"
+            rig.note(f"round {number}: {primary.name} started again: {replica.name}'s replica {back}")
+            if rejoined[-1] is None:
+                raise DrillError(f"round {number}: {primary.name} did not rejoin as a replica within 60 s")
+            time.sleep(rig.timing.settle)
+        rig.note(
+            f"a logged-in page answered again after the kill, median of {rounds}: {median(answered):.1f} s "
+            f"(each: {', '.join(f'{t:.1f}' for t in answered)} s; promoted: median {median(promoted):.1f} s; "
+            f"Sentinel's down-after {Sentinel.DOWN_AFTER_MS} ms); killed node back as the replica, "
+            f"median {median(rejoined):.1f} s"
+        )
+
+    def designed(self, failure: Failure) -> bool:
+        # A request that needs the store before the app finds the promoted node: the clean 503.
+        return store_down_page(failure)
 
 
 class CacheRedisStop(Drill):
@@ -536,8 +629,37 @@ class StateRedisSlow(ServiceFault):
 
     name = "state-redis-slow"
     service = "redis-state"
+    needs_single_state_node = True
     mode = "delay"
     delay_ms = 200
+
+
+class LoginStream:
+    """Logins as ``username`` one after another on a thread, each a new visitor, from entering
+    the block until leaving it: ``acknowledged`` holds (when, visitor) for each answered 302."""
+
+    def __init__(self, url: str, username: str) -> None:
+        import threading
+
+        self.url, self.username = url, username
+        self.acknowledged: list[tuple[float, Visitor]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            visitor = Visitor(self.url)
+            with contextlib.suppress(httpx.HTTPError, AssertionError):  # the store away: no form, or a 503
+                if visitor.log_in(self.username, PASSWORD).status_code == 302:
+                    self.acknowledged.append((time.monotonic(), visitor))
+
+    def __enter__(self) -> LoginStream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.done.set()
+        self.thread.join(30)
 
 
 class PrimaryAway:
@@ -935,6 +1057,7 @@ DRILLS: dict[str, type[Drill]] = {
         DatabaseReplicaStop,
         DatabaseReplicaLag,
         SessionRedisRestart,
+        StateRedisFailover,
         CacheRedisStop,
         WorkerKill,
         BrokerRestart,
@@ -977,6 +1100,7 @@ def run_drill(rig: Rig, drill: Drill) -> Result:
         time.sleep(rig.timing.settle)
     load.check_everyone_still_logged_in()
     drill.verify(rig, problems)
+    load.report.sessions_lost += drill.sessions_lost
 
     report = load.report
     designed = [f for f in report.failed if drill.designed(f)]
@@ -1117,6 +1241,94 @@ def probe_session_down_page(rig: Rig) -> None:
     )
     if response.status_code != 503 or not clean:
         raise DrillError(f"the page with sessions down was a {response.status_code}: {response.text[:200]!r}")
+
+
+def store_down_page(failure: Failure) -> bool:
+    """The app's clean 503 for a request whose session store is away."""
+    return failure.status == 503 and failure.served_by is not None and SESSION_DOWN_TEXT in failure.detail.lower()
+
+
+def under_sentinel(profile: Profile) -> Profile:
+    """Where ``profile``'s app finds a state Redis under Sentinel: its own, or beside it."""
+    return profile if profile.sentinel else sentinel_profile(profile)
+
+
+def state_nodes(profile: Profile) -> tuple[Redis, Redis | None]:
+    """The state Redis's primary node and, under Sentinel, its replica, as the Sentinels say now."""
+    if not profile.sentinel:
+        return Redis(profile, "state"), None
+    first, second = Redis(profile, "state"), Redis(profile, "state", node=2)
+    return (second, first) if sentinel_master_port(profile) == second.port else (first, second)
+
+
+def sentinel_master_port(profile: Profile) -> int | None:
+    """The state Redis primary's port, as the first Sentinel that answers names it."""
+    for port in SENTINEL_PORTS:
+        with contextlib.suppress(redis.RedisError):
+            found = redis.Redis("127.0.0.1", profile.port(port), socket_timeout=1).sentinel_get_master_addr_by_name(
+                SENTINEL_MASTER
+            )
+            if found:
+                return int(found[1])
+    return None
+
+
+def sentinels_ready(profile: Profile) -> bool:
+    """Whether a failover could promote now: every Sentinel names the same primary, sees
+    the two other Sentinels and the replica up, and the replica's link to it is up."""
+    try:
+        masters = set()
+        for port in SENTINEL_PORTS:
+            sentinel = redis.Redis("127.0.0.1", profile.port(port), socket_timeout=1)
+            found = sentinel.sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+            others = [s for s in sentinel.sentinel_sentinels(SENTINEL_MASTER) if not s["is_sdown"]]
+            replicas = [r for r in sentinel.sentinel_slaves(SENTINEL_MASTER) if not r["is_sdown"]]
+            if not found or len(others) < 2 or not replicas:
+                return False
+            masters.add(int(found[1]))
+        (master,) = masters
+        _, replica = state_nodes(profile)
+        info = redis.Redis("127.0.0.1", replica.port, socket_timeout=1).info("replication")
+        return info["role"] == "slave" and info["master_port"] == master and info["master_link_status"] == "up"
+    except (redis.RedisError, ValueError, KeyError):
+        return False
+
+
+def holds_session(node: Redis, session_key: str) -> bool:
+    """Whether the Redis ``node`` holds the session ``session_key`` (under any key prefix)."""
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis("127.0.0.1", node.port, socket_timeout=2)
+        return any(True for _ in client.scan_iter(match=f"*{session_key}", count=1000))
+    return False
+
+
+def logged_in_as(visitor: Visitor, timeout: float = 0.0) -> str | None:
+    """The username the profile page through HAProxy names for ``visitor``, or None (logged
+    out, or no page). ``timeout``: while the answer is no page at all (a 503), ask again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = visitor.get("/accounts/profile/")
+        except httpx.HTTPError:
+            response = None
+        if (response is not None and response.status_code in (200, 302)) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    found = re.search(r'data-username="([^"]+)"', response.text) if response and response.status_code == 200 else None
+    return found.group(1) if found else None
+
+
+def seconds_since(start: float, predicate: Callable[[], bool], timeout: float = 60.0) -> float | None:
+    """Seconds from ``start`` (``time.monotonic()``) until ``predicate()`` held, polled; None
+    if not within ``timeout`` from now."""
+    if elapsed_until(predicate, timeout, 0.05) is None:
+        return None
+    return time.monotonic() - start
+
+
+def median(values: list[float | None]) -> float:
+    known = sorted(value for value in values if value is not None)
+    return known[len(known) // 2] if known else float("nan")
 
 
 def start_export(rig: Rig) -> str:
@@ -1362,6 +1574,11 @@ def main(argv: list[str] | None = None) -> int:
     names = args.drills or [name for name, drill in DRILLS.items() if patroni or not drill.needs_patroni]
     if not patroni and (needing := [name for name in names if DRILLS[name].needs_patroni]):
         parser.error(f"{', '.join(needing)} needs PostgreSQL under Patroni: not with --postgres plain")
+    if PROFILES["drills"].sentinel and (alone := [name for name in names if DRILLS[name].needs_single_state_node]):
+        print(f"left out: {', '.join(alone)} (the drills herd's state Redis is under Sentinel; the suite runs it)")
+        names = [name for name in names if name not in alone]
+        if not names:
+            parser.error("no drill left to run on the drills herd")
     drills = [DRILLS[name]() for name in names]
     print(f"preparing the drills herd (profile drills, {TIERS[args.postgres]})...", flush=True)
     started = time.monotonic()

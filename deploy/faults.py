@@ -1,13 +1,15 @@
 """Fault-injecting TCP proxies between the app and its data services, for the drills.
 
 ``Faults(profile, services)`` runs one asyncio proxy per named data service on loopback
-(an ephemeral port each), in a thread of its own; ``env(database)`` gives the URLs of
-``Profile.django_env`` rewritten to pass through them, for the app replicas and worker
-started with it. ``set(service, mode, delay_ms)`` switches one proxy (``injected`` for a
-block): ``pass``; ``delay`` (each chunk from the service held ``delay_ms``: every round
-trip that much slower); ``blackhole`` (connections accepted, nothing forwarded either
-way until the mode changes: a partition); ``refuse`` (open connections reset, new ones
-reset at once). Loopback only; no other process of the machine is slowed.
+(an ephemeral port each; by default every service the app dials at a fixed address, which
+under Sentinel leaves out the state Redis: the app goes where the Sentinels say), in a
+thread of its own; ``env(database)`` gives the URLs of ``Profile.django_env`` rewritten to
+pass through them, for the app replicas and worker started with it. ``set(service, mode,
+delay_ms)`` switches one proxy (``injected`` for a block): ``pass``; ``delay`` (each chunk
+from the service held ``delay_ms``: every round trip that much slower); ``blackhole``
+(connections accepted, nothing forwarded either way until the mode changes: a partition);
+``refuse`` (open connections reset, new ones reset at once). Loopback only; no other
+process of the machine is slowed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def upstream_port(profile: Profile, service: str) -> int:
     if service == "postgres-replica":
         return profile.postgres_ports[1]
     return profile.port(SERVICES[service])
+
+
+def fixed_address_services(profile: Profile) -> tuple[str, ...]:
+    """The data services the app of ``profile`` dials at an address of its environment."""
+    return tuple(name for name in SERVICES if not (profile.sentinel and name == "redis-state"))
 
 
 class Proxy:
@@ -111,8 +118,9 @@ class Proxy:
 class Faults:
     """A proxy per data service of ``profile`` named in ``services``, in a thread of its own."""
 
-    def __init__(self, profile: Profile, services: tuple[str, ...] = tuple(SERVICES)) -> None:
+    def __init__(self, profile: Profile, services: tuple[str, ...] | None = None) -> None:
         self.profile = profile
+        services = fixed_address_services(profile) if services is None else services
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="faults", daemon=True)
         self.thread.start()

@@ -2,9 +2,9 @@
 
 ``local`` (the default) is the herd people open in a browser; ``test`` the private one the
 tests run against (``HERD_TEST_SLOT=N`` gives each concurrent suite its own), ``bench`` and
-``drills`` those of the benchmarks and the fault drills. Only the local herd runs its state
-Redis under Sentinel; the others keep one node (the drills' proxies sit in front of it),
-and the suite's Sentinel test runs ``sentinel_profile`` beside the test herd. State and logs live under
+``drills`` those of the benchmarks and the fault drills. The local and the drills herds run
+their state Redis under Sentinel; the others keep one node, and the suite's Sentinel test
+and failover drill run ``sentinel_profile`` beside the test herd. State and logs live under
 ``.herd/<profile>/`` (ignored by git); a profile's ports are the local herd's plus its offset.
 """
 
@@ -202,7 +202,7 @@ PROFILES = {
     "local": Profile("local", port_offset=0, durable=True, sentinel=True),
     "test": test_profile(int(os.environ.get("HERD_TEST_SLOT", "0") or 0)),
     "bench": Profile("bench", port_offset=200, durable=False),
-    "drills": Profile("drills", port_offset=300, durable=False),
+    "drills": Profile("drills", port_offset=300, durable=False, sentinel=True),
 }
 
 

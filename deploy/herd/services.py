@@ -207,6 +207,9 @@ class Redis(Process):
             # guard them have none and never are (scaling.cache).
             settings |= {"maxmemory": "256mb", "maxmemory-policy": "volatile-lru", "appendonly": "no"}
         if self.role == "state" and self.profile.sentinel:
+            # A replica (re)joining gets its full copy at once, not after Redis's 5 s wait for
+            # others to share it: until it has one, every session save waits for it in vain.
+            settings["repl-diskless-sync-delay"] = "0"
             conf = data / "redis.conf"
             if not conf.exists():  # afterwards the Sentinels' to keep
                 if self.node != 1:

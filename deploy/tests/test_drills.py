@@ -4,14 +4,17 @@ steady load through HAProxy.
 Uses the herd of deploy/tests/conftest.py (web1..web3 behind HAProxy) and starts one
 Dramatiq worker of the test profile for the module. Breaks, one drill at a time and
 back: web2 (SIGKILL, SIGTERM), the PostgreSQL replica (stopped, lagging), the session
-and cache Redis, the worker (SIGKILL), RabbitMQ and the PostgreSQL primary (stopped: the
-site read-only); then, with the app replicas restarted to reach the cache and session
-Redis and the primary through fault proxies (``deploy/faults.py``), the cache Redis cut
-off, the session Redis slow, and the primary cut off and slow. Targets: no
-failed idempotent request, no acknowledged write missing from the primary, no lost
-session, no stale read, no 500, no crashed replica; only the failures each drill's
-design expects (see docs/RELIABILITY.md).
+and cache Redis, the state Redis's primary node (SIGKILLed under Sentinel: for that drill
+the app replicas reach ``sentinel_profile``'s nodes), the worker (SIGKILL), RabbitMQ and
+the PostgreSQL primary (stopped: the site read-only); then, with the app replicas
+restarted to reach the cache and session Redis and the primary through fault proxies
+(``deploy/faults.py``), the cache Redis cut off, the session Redis slow, and the primary
+cut off and slow. Targets: no failed idempotent request, no acknowledged write missing
+from the primary, no lost session, no stale read, no 500, no crashed replica; only the
+failures each drill's design expects (see docs/RELIABILITY.md).
 """
+
+import shutil
 
 import pytest
 from django.conf import settings
@@ -19,7 +22,8 @@ from django.conf import settings
 from deploy import drills
 from deploy.faults import Faults
 from deploy.herd.app import Worker
-from deploy.herd.profiles import PROFILES
+from deploy.herd.profiles import PROFILES, sentinel_profile
+from deploy.herd.services import state_redis
 
 pytestmark = [
     pytest.mark.herd,
@@ -70,9 +74,32 @@ def faults(herd):
 
 
 @pytest.fixture
+def sentinel_state(herd):
+    """For one test, the app replicas reach a state Redis under Sentinel: ``sentinel_profile``'s
+    two nodes and three Sentinels, new; then their own single node again."""
+    profile = sentinel_profile(PROFILES["test"])
+    processes = state_redis(profile)
+    shutil.rmtree(profile.state, ignore_errors=True)
+    for process in processes:
+        process.start()
+    plain = herd.extra_env
+    herd.extra_env = {**plain, **profile.sentinel_env()}
+    restart_webs(herd)
+    yield
+    herd.extra_env = plain
+    restart_webs(herd)
+    for process in reversed(processes):
+        process.stop()
+    shutil.rmtree(profile.state, ignore_errors=True)
+
+
+@pytest.fixture
 def rig(request, herd, worker, wait_for_replicas) -> drills.Rig:
     shoppers, staff = drills.make_shoppers("t")
-    proxied = getattr(drills.DRILLS[request.getfixturevalue("name")], "service", None)
+    drill = drills.DRILLS[request.getfixturevalue("name")]
+    if drill.needs_sentinel:
+        request.getfixturevalue("sentinel_state")
+    proxied = getattr(drill, "service", None)
     faults = request.getfixturevalue("faults") if proxied else None
     wait_for_replicas()
     drills.wait_all_up(herd)

@@ -72,8 +72,7 @@ def test_restarting_the_session_redis_logs_nobody_out(herd, alice, visitor):
     redis.stop()
     assert not pid_alive(old_pid)
     redis.start()
-    # Readiness requires the state Redis: a replica checked while it was down is back in
-    # rotation after HAProxy's next passing checks.
+    # Every replica stays in rotation (readiness does not require the state Redis).
     herd.wait_in_rotation(herd.haproxy(), ["web1", "web2", "web3"])
     assert replicas_seen_logged_in(visitor, {"web1", "web2", "web3"}) == {"web1", "web2", "web3"}
 

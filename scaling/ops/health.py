@@ -1,9 +1,10 @@
 """Liveness (``/healthz``), readiness (``/readyz``) and draining after SIGTERM.
 
-Readiness requires the state Redis and a database to read: the primary, or, while it is
-unreachable, a healthy replica (read-only mode). The cache, shards and the replicas
+Readiness requires a database to read: the primary, or, while it is unreachable, a
+healthy replica (read-only mode). The state Redis, the cache, shards and the replicas
 otherwise are reported, not required: a store every web replica shares never takes
-them all out. A check that has not answered within ``HERD_READINESS_DEADLINE_SECONDS``
+them all out (while the state Redis is away, or failing over, anonymous pages answer and
+logged-in ones are the clean 503). A check that has not answered within ``HERD_READINESS_DEADLINE_SECONDS``
 (a hung server) counts as failed. ``HealthFront`` answers probes on the event loop,
 before Django's request threads. The rules and why: docs/OPERATIONS.md.
 """
@@ -94,7 +95,7 @@ def readiness() -> tuple[bool, dict[str, str]]:
     # shared by every web replica, and failing them all for it would turn reads away too.
     primary = answers["database:default"]
     readable = primary == "ok" or any(answers[f"database:{alias}"] == "ok" for alias in replica_aliases())
-    ready = not is_draining() and answers["redis:state"] == "ok" and readable
+    ready = not is_draining() and readable
     return ready, {"draining": "yes" if is_draining() else "no", **answers}
 
 
