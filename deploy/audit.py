@@ -1,11 +1,14 @@
-"""``make audit``: Lighthouse scores and screenshots of the main pages of a running herd.
+"""``make audit``: Lighthouse scores and screenshots of the main pages, on a herd of its own.
 
-Runs against the local herd (``make up``; log in as ``demo``): the home page, a category,
-a search, a product, the log-in page, and the jobs page logged in. Lighthouse 12.2.3
-(``npx``, mobile settings, its default) drives Debian's Chromium (``CHROME_PATH``); its four
-category scores per page go into the generated block of docs/DESIGN-AUDIT.md with the date
-and commit. Playwright saves each page at phone (360 px) and desktop (1280 px) width into
-docs/screenshots/. Exits non-zero, writing nothing, if the herd is not up or a run fails.
+Brings up the ``audit`` profile's herd with the demo data (its own ports, so the local herd
+and the tests are untouched; ``make audit`` takes it down afterwards) and logs in as
+``demo``: the home page, a category, a search, a product, the log-in page, and the jobs page
+logged in. Lighthouse, pinned with its integrity hashes in deploy/lighthouse/package-lock.json
+and installed there by ``npm ci`` when missing or stale, runs with mobile settings (its
+default) in Debian's Chromium (``CHROME_PATH``); its four category scores per page go into
+the generated block of docs/DESIGN-AUDIT.md with the date and commit. Playwright saves each
+page at phone (360 px) and desktop (1280 px) width into docs/screenshots/. Exits non-zero,
+writing nothing, if the herd does not come up or a run fails.
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from deploy.doc_blocks import ROOT, provenance, replace_block
+from deploy.herd.control import Herd
+from deploy.herd.debian import ensure_packages
+from deploy.herd.processes import HerdError
 from deploy.herd.profiles import PROFILES
+from deploy.npm import ensure_pinned, pinned_version
 from deploy.visitor import Visitor
 
-LIGHTHOUSE = "lighthouse@12.2.3"
+PROFILE = PROFILES["audit"]
+LIGHTHOUSE_DIR = Path(__file__).parent / "lighthouse"
+LIGHTHOUSE_CLI = LIGHTHOUSE_DIR / "node_modules" / "lighthouse" / "cli" / "index.js"
 CHROMIUM = "/usr/bin/chromium"
+# The Debian packages the audit needs beside the herd's: command -> package.
+PACKAGES = {CHROMIUM: "chromium", "/usr/bin/npm": "npm"}
 CATEGORIES = ["performance", "accessibility", "best-practices", "seo"]
 REPORT = ROOT / "docs" / "DESIGN-AUDIT.md"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -38,7 +49,7 @@ def pages(visitor: Visitor) -> list[tuple[str, str, bool]]:
     home = visitor.get("/").text
     category = re.search(r'href="(/c/[^"/]+/)"', home)
     if category is None:
-        raise SystemExit("audit: the home page links no category; is the demo data loaded (make up)?")
+        raise SystemExit("audit: the home page links no category; is the demo data loaded (seed_demo)?")
     listing = visitor.get(category.group(1)).text
     product = re.search(r'href="(/p/[^"/]+/)"', listing)
     if product is None:
@@ -51,6 +62,15 @@ def pages(visitor: Visitor) -> list[tuple[str, str, bool]]:
         ("log-in", "/accounts/login/", False),
         ("jobs", "/jobs/", True),
     ]
+
+
+def install_lighthouse() -> str:
+    """The pinned Lighthouse's version, installed first when missing or stale (deploy/npm.py)."""
+    try:
+        ensure_pinned(LIGHTHOUSE_DIR, "lighthouse")
+    except RuntimeError as error:
+        raise HerdError(str(error)) from error
+    return pinned_version(LIGHTHOUSE_DIR, "lighthouse")
 
 
 def lighthouse(url: str, cookie: str | None, attempts: int = 3) -> dict[str, int]:
@@ -69,9 +89,8 @@ def _lighthouse_once(url: str, cookie: str | None) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "report.json"
         command = [
-            "npx",
-            "--yes",
-            LIGHTHOUSE,
+            "node",
+            str(LIGHTHOUSE_CLI),
             url,
             "--output=json",
             f"--output-path={output}",
@@ -120,12 +139,16 @@ def screenshots(base_url: str, audited: list[tuple[str, str, bool]], session: st
 
 
 def block(
-    scores: dict[str, dict[str, int]], audited: list[tuple[str, str, bool]], shots: list[str], measured: str
+    scores: dict[str, dict[str, int]],
+    audited: list[tuple[str, str, bool]],
+    shots: list[str],
+    measured: str,
+    version: str,
 ) -> str:
     lines = [
         BEGIN,
         "<!-- Written by deploy/audit.py (make audit): edit the prose outside these markers. -->",
-        f"## Lighthouse {LIGHTHOUSE.split('@')[1]}, mobile settings, {datetime.now(UTC):%Y-%m-%d}, commit {measured}",
+        f"## Lighthouse {version}, mobile settings, {datetime.now(UTC):%Y-%m-%d}, commit {measured}",
         "",
         "| page | path | " + " | ".join(CATEGORIES) + " |",
         "|---|---|" + "---:|" * len(CATEGORIES),
@@ -142,13 +165,20 @@ def block(
 
 
 def main() -> int:
-    base_url = PROFILES["local"].url
+    base_url = PROFILE.url
     measured = provenance()  # before this run writes its screenshots into the tree
+    try:
+        ensure_packages(extra=PACKAGES)
+        version = install_lighthouse()
+        Herd(PROFILE).up()
+    except (HerdError, subprocess.CalledProcessError) as error:
+        print(f"audit: {error}", file=sys.stderr)
+        return 1
     visitor = Visitor(base_url)
     try:
         logged_in = visitor.log_in(DEMO_USER, DEMO_PASSWORD)
     except OSError as error:
-        print(f"audit: no herd answers at {base_url} ({error}); run `make up` first", file=sys.stderr)
+        print(f"audit: the audit herd does not answer at {base_url} ({error})", file=sys.stderr)
         return 1
     if logged_in.status_code != 302:
         print(f"audit: could not log in as {DEMO_USER} ({logged_in.status_code})", file=sys.stderr)
@@ -160,7 +190,7 @@ def main() -> int:
         print(f"audit: Lighthouse on {path}", flush=True)
         scores[name] = lighthouse(base_url.rstrip("/") + path, f"sessionid={session}" if needs_login else None)
     shots = screenshots(base_url, audited, session)
-    replace_block(REPORT, BEGIN, END, block(scores, audited, shots, measured))
+    replace_block(REPORT, BEGIN, END, block(scores, audited, shots, measured, version))
     print(f"audit: wrote {REPORT.relative_to(ROOT)} and {len(shots)} screenshots")
     return 0
 
