@@ -38,8 +38,8 @@ bench: $(VENV)/.installed  ## the benchmark suite on a herd of its own, written 
 drills: $(VENV)/.installed  ## fault drills under load on a herd of their own (PostgreSQL under Patroni), written into docs/RELIABILITY.md
 	$(PY) -m deploy.drills; status=$$?; $(HERD) --profile drills down; exit $$status
 
-audit: $(VENV)/.installed  ## Lighthouse scores and screenshots of the running herd (make up), written into docs/DESIGN-AUDIT.md
-	$(PY) -m deploy.audit
+audit: $(VENV)/.installed  ## Lighthouse scores and screenshots on a herd of its own, written into docs/DESIGN-AUDIT.md
+	$(PY) -m deploy.audit; status=$$?; $(HERD) --profile audit down; exit $$status
 
 clean: down
 	rm -rf .herd $(VENV)

@@ -441,7 +441,10 @@ FILE_UPLOAD_HANDLERS = ["scaling.web.uploads.BoundedMemoryUploadHandler"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:profile"
 LOGOUT_REDIRECT_URL = "catalog:index"
-# robots.txt (scaling.web.views.robots_txt): the paths crawlers are asked to leave alone.
+# robots.txt (scaling.web.views.robots_txt): the paths crawlers are asked to leave alone, and
+# the pages under them they may still read: log-in and sign-up, which a shopper searches for.
+# The pages behind log-in send a crawler to log-in; the admin and reset links stay out.
+ROBOTS_ALLOW = ["/accounts/login/", "/accounts/signup/"]
 ROBOTS_DISALLOW = ["/accounts/", "/admin/"]
 # Every password log-in goes through the throttle (accounts.backends, scaling.web.throttle).
 AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]

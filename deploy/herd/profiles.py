@@ -1,11 +1,12 @@
 """Profiles: each herd's state folder and block of ports, so several share one machine.
 
 ``local`` (the default) is the herd people open in a browser; ``test`` the private one the
-tests run against (``HERD_TEST_SLOT=N`` gives each concurrent suite its own), ``bench`` and
-``drills`` those of the benchmarks and the fault drills. The local and the drills herds run
-their state Redis under Sentinel; the others keep one node, and the suite's Sentinel test
-and failover drill run ``sentinel_profile`` beside the test herd. State and logs live under
-``.herd/<profile>/`` (ignored by git); a profile's ports are the local herd's plus its offset.
+tests run against (``HERD_TEST_SLOT=N`` gives each concurrent suite its own); ``bench``,
+``drills`` and ``audit`` those of the benchmarks, the fault drills and ``make audit``. The
+local and the drills herds run their state Redis under Sentinel; the others keep one node,
+and the suite's Sentinel test and failover drill run ``sentinel_profile`` beside the test
+herd. State and logs live under ``.herd/<profile>/`` (ignored by git); a profile's ports
+are the local herd's plus its offset, and no two profiles share one.
 """
 
 from __future__ import annotations
@@ -180,8 +181,9 @@ class Profile:
 
 def sentinel_profile(profile: Profile) -> Profile:
     """A profile beside ``profile`` whose state Redis runs under Sentinel: the test suite's
-    failover test runs it next to the test herd's single node."""
-    return Profile(f"{profile.name}-sentinel", port_offset=profile.port_offset + 50, durable=False, sentinel=True)
+    failover test runs it next to the test herd's single node. At +50 its Sentinels were
+    the next slot's etcd ports; +70 shares no port with any profile."""
+    return Profile(f"{profile.name}-sentinel", port_offset=profile.port_offset + 70, durable=False, sentinel=True)
 
 
 def shard_names(database: str) -> list[str]:
@@ -203,6 +205,8 @@ PROFILES = {
     "test": test_profile(int(os.environ.get("HERD_TEST_SLOT", "0") or 0)),
     "bench": Profile("bench", port_offset=200, durable=False),
     "drills": Profile("drills", port_offset=300, durable=False, sentinel=True),
+    # 400 to 700 would put app replicas on the stats and edge-admin ports of the profiles above.
+    "audit": Profile("audit", port_offset=800, durable=False),
 }
 
 

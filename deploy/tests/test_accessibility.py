@@ -11,10 +11,7 @@ Content-Security-Policy while they are checked.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from playwright.sync_api import Page, sync_playwright
 from accounts import services as accounts_services
 from catalog import services as catalog_services
 from catalog.models import Product
+from deploy.npm import ensure_pinned
 from deploy.tests.test_live_jobs import CHROMIUM, CHROMIUM_ARGS, PASSWORD
 
 pytestmark = [
@@ -34,7 +32,6 @@ pytestmark = [
 ]
 
 AXE_DIR = Path(__file__).parent / "axe"
-AXE_JS = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
 PHONE = {"width": 360, "height": 740}
 # The innermost elements that reach past the right edge of the screen, named.
@@ -52,24 +49,13 @@ Array.from(document.body.querySelectorAll("*"))
 DESKTOP = {"width": 1280, "height": 900}
 
 
-def pinned_axe_version() -> str:
-    return json.loads((AXE_DIR / "package.json").read_text())["dependencies"]["axe-core"]
-
-
 @pytest.fixture(scope="module")
 def axe_source() -> str:
     """axe.min.js of the pinned axe-core, installed with ``npm ci`` when missing or stale."""
-    installed = AXE_DIR / "node_modules" / "axe-core" / "package.json"
-    if not installed.exists() or json.loads(installed.read_text())["version"] != pinned_axe_version():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is needed to install axe-core (Debian: apt-get install npm)")
-        subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=AXE_DIR,
-            check=True,
-        )
-    return AXE_JS.read_text()
+    try:
+        return (ensure_pinned(AXE_DIR, "axe-core") / "axe.min.js").read_text()
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture

@@ -49,6 +49,14 @@ def test_every_port_of_a_profile_is_among_the_ports_reserved_for_it():
         assert listening <= profile.ports(), (profile.name, sorted(listening - profile.ports()))
 
 
+def test_no_two_profiles_share_a_port():
+    every = list({profile.name: profile for profile in profiles.every_profile()}.values())
+    for number, profile in enumerate(every):
+        for other in every[number + 1 :]:
+            shared = profile.ports() & other.ports()
+            assert not shared, (profile.name, other.name, sorted(shared))
+
+
 def test_one_write_reserves_every_port_of_every_profile_and_keeps_what_was_reserved(monkeypatch):
     class ReservedPorts:
         text, writes = "1000-1002,55432\n", 0

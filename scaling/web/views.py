@@ -31,8 +31,13 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 @require_safe
 def robots_txt(request: HttpRequest) -> HttpResponse:
     """The smallest real page: through the whole stack, the same for everyone
-    (``settings.ROBOTS_DISALLOW``: the paths crawlers are asked to leave alone)."""
-    body = "User-agent: *\n" + "".join(f"Disallow: {path}\n" for path in settings.ROBOTS_DISALLOW)
+    (``settings.ROBOTS_DISALLOW``: the paths crawlers are asked to leave alone;
+    ``settings.ROBOTS_ALLOW``: the pages under those they may read). The Allow lines come
+    first: a crawler that takes the first matching line (Python's robotparser) and one that
+    takes the longest (Google, Lighthouse) read the same rules."""
+    rules = [f"Allow: {path}\n" for path in settings.ROBOTS_ALLOW]
+    rules += [f"Disallow: {path}\n" for path in settings.ROBOTS_DISALLOW]
+    body = "User-agent: *\n" + "".join(rules)
     response = HttpResponse(body, content_type="text/plain")
     response["Cache-Control"] = "public, max-age=3600"
     return response
