@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import socket as sockets
 import threading
 import time
 from decimal import Decimal
@@ -367,24 +369,38 @@ def test_a_write_sent_to_a_standby_behind_the_primary_address_is_the_clean_503(s
     assert saved.status_code == 302  # the next request reaches the primary on a new connection
 
 
-def test_a_write_whose_session_the_server_shuts_down_is_the_clean_503_though_the_primary_answers(shopper, products):
-    """A switchover's or a promotion's instant: the server shut the session down under the
-    write (``terminating connection due to administrator command``), and by the time the
-    error page asked, the primary's address answered again (the new primary): a 500."""
+def terminate_its_backend(connection) -> None:
+    """The server ends the session (``terminating connection due to administrator command``)."""
+    with psycopg.connect(**{**connection.get_connection_params(), "autocommit": True}) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [connection.connection.info.backend_pid])
+
+
+def cut_its_socket(connection) -> None:
+    """The path is cut under it (HAProxy ending a demoted primary's sessions): no SQLSTATE."""
+    with sockets.socket(fileno=os.dup(connection.connection.pgconn.socket)) as sock:
+        sock.shutdown(sockets.SHUT_RDWR)
+
+
+@pytest.mark.parametrize("end_session", [terminate_its_backend, cut_its_socket])
+def test_a_write_whose_session_ends_under_it_is_the_clean_503_though_the_primary_answers(
+    shopper, products, end_session
+):
+    """A switchover's or a promotion's instant: the write's session ended under it, and by
+    the time the error page asked, the primary's address answered again (the new primary):
+    a 500, since ``server_error`` asked only whether the primary is unreachable now."""
     primary = connections["default"]
 
-    def shut_down_before_the_review(execute, sql, params, many, context):
+    def end_before_the_review(execute, sql, params, many, context):
         if sql.startswith('INSERT INTO "catalog_review"'):
-            with psycopg.connect(**{**primary.get_connection_params(), "autocommit": True}) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s, 5000)", [primary.connection.info.backend_pid])
+            end_session(primary)
         return execute(sql, params, many, context)
 
-    with primary.execute_wrapper(shut_down_before_the_review):
-        refused = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 3, "text": "Sent as it shut down."})
+    with primary.execute_wrapper(end_before_the_review):
+        refused = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 3, "text": "Sent as it ended."})
     assert refused.status_code == 503, refused.content[:300]
     assert refused["Retry-After"] == "5" and "your change was not saved" in refused.content.decode()
     assert primary_health.down() == {}
-    assert not Review.objects.using("default").filter(text="Sent as it shut down.").exists()
+    assert not Review.objects.using("default").filter(text="Sent as it ended.").exists()
 
 
 def test_a_write_saved_while_the_primary_is_still_marked_down_is_read_back_by_its_writer(
