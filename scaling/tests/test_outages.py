@@ -21,8 +21,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 from django.conf import settings
-from django.db import connections
-from django.test import Client
+from django.db import InternalError, connections
+from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
@@ -37,6 +37,7 @@ from notifications.tests.test_socket import scenario, socket
 from scaling.db import consistency, positions
 from scaling.db.replicas import primary_aliases, primary_health, replica_health
 from scaling.ops import health
+from scaling.web.views import server_error
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -367,6 +368,18 @@ def test_a_write_sent_to_a_standby_behind_the_primary_address_is_the_clean_503(s
     assert not Review.objects.using("default").filter(text="Sent to the standby.").exists()
     saved = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 3, "text": "Sent once promoted."})
     assert saved.status_code == 302  # the next request reaches the primary on a new connection
+
+
+def test_a_write_through_a_replica_alias_stays_a_500():
+    """The same read-only error through a replica's alias is a stray write (a bug), not a
+    failover's instant: not hidden behind the 503 page."""
+    connections["default"].ensure_connection()  # the primary's connection open, on the primary
+    try:
+        with connections["replica1"].cursor() as cursor:
+            cursor.execute("UPDATE catalog_product SET stock = stock")
+    except InternalError:
+        response = server_error(RequestFactory().post("/"))
+    assert response.status_code == 500
 
 
 def terminate_its_backend(connection) -> None:
