@@ -20,7 +20,7 @@ def _count_statements(sender, connection, **kwargs) -> None:
 
 
 def _watch_primary_statements(sender, connection, **kwargs) -> None:
-    """Statements on a primary are timed, and broken once it is found cut off (``scaling.db.stuck``)."""
+    """Connections to a primary are watched, and broken once it is found cut off (``scaling.db.stuck``)."""
     from scaling.db.stuck import watch
 
     watch(sender, connection, **kwargs)
