@@ -186,6 +186,10 @@ HERD_REPLICA_CHECK_INTERVAL = env.number("HERD_REPLICA_CHECK_INTERVAL", 5.0)
 # How long a replica check waits for its answer (on a connection of its own) before the
 # replica counts as down ("no answer"): a hung replica stalls one request per interval this long.
 HERD_REPLICA_CHECK_TIMEOUT = env.number("HERD_REPLICA_CHECK_TIMEOUT", 0.5)
+# A connection to a primary busy longer than this (a statement, a health check, a COMMIT) makes
+# the process ask that primary (with the check's deadline); on one found cut off, it is broken,
+# not left waiting (scaling.db.stuck).
+HERD_PRIMARY_STATEMENT_SECONDS = env.number("HERD_PRIMARY_STATEMENT_SECONDS", 1.0)
 # A replica whose check query takes longer than this (one round trip; a replica on the
 # same network answers in about a millisecond) is slow: its reads go to the primary.
 HERD_REPLICA_SLOW_SECONDS = env.number("HERD_REPLICA_SLOW_SECONDS", 0.1)

@@ -19,6 +19,13 @@ def _count_statements(sender, connection, **kwargs) -> None:
         connection.execute_wrappers.append(count_statements)
 
 
+def _watch_primary_statements(sender, connection, **kwargs) -> None:
+    """Connections to a primary are watched, and broken once it is found cut off (``scaling.db.stuck``)."""
+    from scaling.db.stuck import watch
+
+    watch(sender, connection, **kwargs)
+
+
 class ScalingConfig(AppConfig):
     name = "scaling"
     verbose_name = "Scaling mechanisms"
@@ -26,3 +33,4 @@ class ScalingConfig(AppConfig):
     def ready(self) -> None:
         connection_created.connect(_watch_primary_writes, dispatch_uid="herd-watch-primary-writes")
         connection_created.connect(_count_statements, dispatch_uid="herd-count-statements")
+        connection_created.connect(_watch_primary_statements, dispatch_uid="herd-watch-primary-statements")

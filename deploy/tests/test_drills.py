@@ -35,10 +35,8 @@ pytestmark = [
 JOB_PRODUCTS = 40_000
 # Drills only ``make drills`` runs: they need a proxy of the replica or the broker, which
 # the test herd has not, or a long hold; the slow cache Redis and the slow replica have
-# tests of their own through the same proxy (docs/RELIABILITY.md). db-primary-partition
-# fails in the full suite (a logged-in page waits 20 s on a query sent to the cut-off
-# primary; alone it passes): an open finding of docs/RELIABILITY.md, left to make drills.
-NOT_IN_SUITE = {"cache-redis-slow", "replica-slow", "replica-partition", "broker-partition", "db-primary-partition"}
+# tests of their own through the same proxy (docs/RELIABILITY.md).
+NOT_IN_SUITE = {"cache-redis-slow", "replica-slow", "replica-partition", "broker-partition"}
 PROXIED = ("redis-cache", "redis-state", "postgres-primary")
 
 

@@ -253,6 +253,15 @@ class PrimaryHealth:
             self._down[alias] = (time.monotonic(), error)
         connections[alias].close()
 
+    def cut_off(self, alias: str, error: str) -> None:
+        """``alias`` did not answer in time (hung, partitioned): every primary database its
+        server holds is marked down (a shard's beside the main one's), so none is asked in turn;
+        statements stuck on them are then broken (``scaling.db.stuck``)."""
+        server = _server(alias)
+        for other in primary_aliases():
+            if other == alias or _server(other) == server:
+                self.mark_down(other, error)
+
     def mark_up(self, alias: str) -> None:
         with self._lock:
             self._down.pop(alias, None)
@@ -264,7 +273,7 @@ class PrimaryHealth:
         try:
             return self._probes[f"{alias}:check"].submit(functools.partial(self._check_now, alias)).result(deadline)
         except FutureTimeout:
-            self.mark_down(alias, f"no answer within {deadline:g}s")
+            self.cut_off(alias, f"no answer within {deadline:g}s")
             return False
 
     def _check_now(self, alias: str) -> bool:
@@ -290,7 +299,7 @@ class PrimaryHealth:
         try:
             return answer.result(timeout=timeout)
         except FutureTimeout:
-            self.mark_down(alias, f"no answer within {timeout:g}s")
+            self.cut_off(alias, f"no answer within {timeout:g}s")
         except psycopg.Error as error:
             self.mark_down(alias, _first_line(error))
         return None
@@ -308,9 +317,23 @@ class PrimaryHealth:
     def failed(self, alias: str) -> bool:
         """After a connection error on ``alias``: close this thread's connection and ask the
         server; True (marked down) when it does not answer, False when only the connection
-        had gone stale (the next query opens a new one)."""
+        had gone stale (the next query opens a new one). One already marked down is not asked
+        again here (``is_up`` re-checks it): its statements were broken for it (``scaling.db.stuck``)."""
         connections[alias].close()
-        return not self.check(alias)
+        return not self.is_up(alias) or not self.check(alias)
+
+    def standing_by(self) -> list[str]:
+        """The primaries whose connection in this thread reached a hot standby (PostgreSQL
+        tells its clients ``in_hot_standby``, and again once promoted): its address answers,
+        its writes fail (``cannot execute ... in a read-only transaction``) until a failover
+        completes. Those connections are closed: the next request connects afresh."""
+        found = []
+        for alias in primary_aliases():
+            raw = connections[alias].connection
+            if raw is not None and not raw.closed and raw.info.parameter_status("in_hot_standby") == "on":
+                found.append(alias)
+                connections[alias].close()
+        return found
 
     def unreachable(self) -> list[str]:
         """The primaries that do not answer: those marked down, and any other that fails a
@@ -327,7 +350,8 @@ class PrimaryHealth:
         return down
 
     def position(self, alias: str = PRIMARY) -> int | None:
-        """``positions.current(alias)``, or None when the primary is unreachable (marked down)."""
+        """``positions.current(alias)``, or None when the primary is unreachable (marked down),
+        or its address reaches a standby (a failover's instant: "recovery is in progress")."""
         if not self.is_up(alias):
             return None
         try:
@@ -335,7 +359,10 @@ class PrimaryHealth:
         except CONNECTION_ERRORS:
             if self.failed(alias):
                 return None
+        try:
             return positions.current(alias)
+        except CONNECTION_ERRORS:
+            return None
 
 
 primary_health = PrimaryHealth()

@@ -9,16 +9,20 @@ pin the details; these prove the claims of docs/RELIABILITY.md on the real thing
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import socket as sockets
 import threading
 import time
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.conf import settings
-from django.db import connections
-from django.test import Client
+from django.db import InternalError, close_old_connections, connections
+from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
@@ -33,6 +37,7 @@ from notifications.tests.test_socket import scenario, socket
 from scaling.db import consistency, positions
 from scaling.db.replicas import primary_aliases, primary_health, replica_health
 from scaling.ops import health
+from scaling.web.views import server_error
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -287,6 +292,132 @@ def test_a_primary_cut_off_leaves_readiness_answering_and_the_site_read_only(pro
     # The readiness threads' own connections, answered once thawed: closed on their threads.
     for alias in primary_aliases():
         health._checks[f"database:{alias}"].submit(connections.close_all).result(10)
+
+
+def test_requests_whose_query_a_primary_cut_off_holds_end_within_seconds(shopper, products, frozen, replica_delay):
+    """The db-primary-partition drill's open wait: a request whose pooled connection had sent
+    its query to a primary just cut off waited until the partition healed (libpq has no read
+    timeout). The statement watch (``scaling.db.stuck``) asks the primary, finds it gone and
+    breaks those connections: the GET runs again on the replica, the write is the clean 503."""
+    replica_delay("1h")  # the shopper's next write is not replayed: their reads need the primary
+    assert shopper.post(f"/p/{products[0].slug}/review/", {"rating": 4, "text": "Before the cut."}).status_code == 302
+    replica_health.check("replica1")  # fresh: no lag check (which would find the primary away) during the requests
+    ready, go = threading.Barrier(2), threading.Event()
+    answers: dict[str, tuple[int, float]] = {}
+
+    def read_on_a_pooled_connection() -> None:
+        connections["default"].ensure_connection()  # before the cut, as a server thread keeps it
+        ready.wait()
+        go.wait()
+        # As each request starts in a server (the test client leaves it out): the pooled
+        # connection's health check (a round trip outside Django's cursor) comes first.
+        close_old_connections()
+        started = time.monotonic()
+        page = shopper.get(f"/p/{products[0].slug}/")
+        answers["read"] = (page.status_code, time.monotonic() - started)
+        connections.close_all()
+
+    reader = threading.Thread(target=read_on_a_pooled_connection)
+    reader.start()
+    connections["default"].ensure_connection()
+    ready.wait()
+    try:
+        with frozen(Postgres(PROFILES["test"], replica=False), at_most=12) as freeze:
+            go.set()
+            started = time.monotonic()
+            refused = shopper.post(f"/p/{products[1].slug}/review/", {"rating": 2, "text": "During the cut."})
+            answers["write"] = (refused.status_code, time.monotonic() - started)
+            reader.join(15)
+            replica_delay("0")  # the primary's thaw waits for the replica to catch up
+            assert not freeze.thawed_early.is_set(), f"held until the primary thawed: {answers}"
+    finally:
+        go.set()
+        reader.join(15)
+        replica_delay("0")
+    # The round trip's time, the watch's question, the health check's new connection (its
+    # connect timeout), the read-only page's own question (``consistency._primary_back``).
+    connect = settings.DATABASES["default"]["OPTIONS"]["connect_timeout"]
+    bound = settings.HERD_PRIMARY_STATEMENT_SECONDS + 2 * (2 * settings.HERD_REPLICA_CHECK_TIMEOUT) + connect + 1.5
+    assert answers["read"][0] == 200 and answers["read"][1] < bound, answers
+    assert answers["write"][0] == 503 and answers["write"][1] < bound, answers
+    assert refused["Retry-After"] and "your change was not saved" in refused.content.decode()
+    assert not Review.objects.using("default").filter(text="During the cut.").exists()
+
+
+@contextlib.contextmanager
+def primary_address_reaching_the_standby():
+    """The main database's address leads to the streaming replica for the block, as a
+    failover's instant can (a standby not yet promoted behind the primary's address)."""
+    primary, replica = settings.DATABASES["default"], settings.DATABASES["replica1"]
+    kept = {"HOST": primary["HOST"], "PORT": primary["PORT"]}
+    connections["default"].close()
+    primary.update(HOST=replica["HOST"], PORT=replica["PORT"])
+    try:
+        yield
+    finally:
+        primary.update(kept)
+        connections["default"].close()
+
+
+def test_a_write_sent_to_a_standby_behind_the_primary_address_is_the_clean_503(shopper, products):
+    """A write at the instant of a promotion met a standby (``cannot execute INSERT in a
+    read-only transaction``, not a connection error, from a server that answers): a 500."""
+    with primary_address_reaching_the_standby():
+        refused = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 3, "text": "Sent to the standby."})
+    assert refused.status_code == 503, refused.content[:300]
+    assert refused["Retry-After"] == "5"
+    body = refused.content.decode()
+    assert "your change was not saved" in body and "read-only transaction" not in body
+    assert primary_health.down() == {}  # the address answers: nothing to mark down
+    assert not Review.objects.using("default").filter(text="Sent to the standby.").exists()
+    saved = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 3, "text": "Sent once promoted."})
+    assert saved.status_code == 302  # the next request reaches the primary on a new connection
+
+
+def test_a_write_through_a_replica_alias_stays_a_500():
+    """The same read-only error through a replica's alias is a stray write (a bug), not a
+    failover's instant: not hidden behind the 503 page."""
+    connections["default"].ensure_connection()  # the primary's connection open, on the primary
+    try:
+        with connections["replica1"].cursor() as cursor:
+            cursor.execute("UPDATE catalog_product SET stock = stock")
+    except InternalError:
+        response = server_error(RequestFactory().post("/"))
+    assert response.status_code == 500
+
+
+def terminate_its_backend(connection) -> None:
+    """The server ends the session (``terminating connection due to administrator command``)."""
+    with psycopg.connect(**{**connection.get_connection_params(), "autocommit": True}) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [connection.connection.info.backend_pid])
+
+
+def cut_its_socket(connection) -> None:
+    """The path is cut under it (HAProxy ending a demoted primary's sessions): no SQLSTATE."""
+    with sockets.socket(fileno=os.dup(connection.connection.pgconn.socket)) as sock:
+        sock.shutdown(sockets.SHUT_RDWR)
+
+
+@pytest.mark.parametrize("end_session", [terminate_its_backend, cut_its_socket])
+def test_a_write_whose_session_ends_under_it_is_the_clean_503_though_the_primary_answers(
+    shopper, products, end_session
+):
+    """A switchover's or a promotion's instant: the write's session ended under it, and by
+    the time the error page asked, the primary's address answered again (the new primary):
+    a 500, since ``server_error`` asked only whether the primary is unreachable now."""
+    primary = connections["default"]
+
+    def end_before_the_review(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "catalog_review"'):
+            end_session(primary)
+        return execute(sql, params, many, context)
+
+    with primary.execute_wrapper(end_before_the_review):
+        refused = shopper.post(f"/p/{products[0].slug}/review/", {"rating": 3, "text": "Sent as it ended."})
+    assert refused.status_code == 503, refused.content[:300]
+    assert refused["Retry-After"] == "5" and "your change was not saved" in refused.content.decode()
+    assert primary_health.down() == {}
+    assert not Review.objects.using("default").filter(text="Sent as it ended.").exists()
 
 
 def test_a_write_saved_while_the_primary_is_still_marked_down_is_read_back_by_its_writer(

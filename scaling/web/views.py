@@ -4,12 +4,15 @@ rendered without the request (no second CSRF check, no session read).
 
 import mimetypes
 import sys
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_safe
 from django_redis.exceptions import ConnectionInterrupted
+from psycopg import OperationalError as PsycopgOperationalError
+from psycopg.errors import AdminShutdown, CannotConnectNow, CrashShutdown, ReadOnlySqlTransaction
 from redis.exceptions import RedisError
 
 from scaling.db.replicas import CONNECTION_ERRORS, primary_health
@@ -18,6 +21,9 @@ from scaling.web.storage import is_public_name, read_stored_file
 # What a replica cannot do without and cannot fix: the state Redis (sessions, the
 # read-your-writes positions, log-in throttles). The cache Redis never raises.
 UNAVAILABLE_ERRORS = (RedisError, ConnectionInterrupted)
+# A primary changing hands (a failover's instant, a switchover): its server shut the session
+# down or does not take one yet, however the address answers by the time the error page asks.
+PRIMARY_CHANGING_ERRORS = (AdminShutdown, CrashShutdown, CannotConnectNow)
 RETRY_AFTER_SECONDS = 5
 # A write while a primary is unreachable (read-only mode: reads still answer from replicas).
 READ_ONLY_MESSAGE = (
@@ -63,14 +69,27 @@ def stored_file(request: HttpRequest, name: str) -> HttpResponse:
     return response
 
 
-def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, kinds):
-            return True
+        yield error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+
+
+def _caused_by(error: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    return any(isinstance(cause, kinds) for cause in _causes(error))
+
+
+def _connection_lost(error: BaseException | None) -> bool:
+    """The database connection itself failed (libpq's own error, without a SQLSTATE: closed,
+    reset, cut by the load balancer), or its server ended the session or took none
+    (``PRIMARY_CHANGING_ERRORS``): transient, whatever the server answers a moment later."""
+    return any(
+        isinstance(cause, PsycopgOperationalError)
+        and (cause.sqlstate is None or isinstance(cause, PRIMARY_CHANGING_ERRORS))
+        for cause in _causes(error)
+    )
 
 
 def error_page(status: int, title: str, message: str) -> HttpResponse:
@@ -91,7 +110,7 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 def server_error(request: HttpRequest) -> HttpResponse:
     """``handler500``: a clear 503 page when the session store or a primary database
-    (the main one, a shard's) is unreachable, else a 500.
+    (the main one, a shard's) is unreachable, changing hands or still a standby, else a 500.
 
     A logged-in page cannot be served while its session cannot be read, nor a write
     while its primary is away (reads go on from replicas: read-only mode); both are
@@ -101,7 +120,13 @@ def server_error(request: HttpRequest) -> HttpResponse:
     error = sys.exc_info()[1]
     if _caused_by(error, UNAVAILABLE_ERRORS):
         message = None  # the page's own words: the session
-    elif _caused_by(error, CONNECTION_ERRORS) and primary_health.unreachable():
+    elif _connection_lost(error) or (_caused_by(error, CONNECTION_ERRORS) and primary_health.unreachable()):
+        # A lost connection is the 503 even when the primary answers by now: a failover's
+        # instant (HAProxy cuts the old primary's sessions, the new one answers a moment later).
+        message = READ_ONLY_MESSAGE
+    elif _caused_by(error, (ReadOnlySqlTransaction,)) and primary_health.standing_by():
+        # A write the primary's address took to a standby (before its promotion); a write
+        # through a replica's alias (a bug) stays a 500.
         message = READ_ONLY_MESSAGE
     else:
         return error_page(500, "Server error", "Something went wrong on our side. Please try again later.")
