@@ -2,7 +2,7 @@
 
 - every kustomize overlay builds (``kubectl kustomize``) and each object it yields is
   valid against the Kubernetes schemas (``kubernetes-validate``, strict: unknown
-  fields are errors), the Route against OpenShift's Route CRD;
+  fields are errors), each custom kind against its CRD (``CUSTOM_KINDS``);
 - compose.yaml is valid against the Compose Specification;
 - the YAML lints clean (deploy/yamllint.yaml) and the Containerfile too (hadolint);
 - ``haproxy -c`` accepts both renderings of deploy/haproxy.cfg.template, and the
@@ -10,12 +10,14 @@
 - the numbers that must agree do: the migration Job's name and the image tag, the
   drain timing and the grace period.
 
-The Route CRD and the Compose schema come from ``../shared/schemas/`` (beside the
-checkout in CI); the tests that need them skip where it is absent.
+The CRDs of the custom kinds (``CUSTOM_KINDS``: the Route, CloudNativePG, RabbitMQ,
+Prometheus Operator, KEDA) and the Compose schema come from ``../shared/schemas/`` (beside
+the checkout in CI); the tests that need them skip where it is absent.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -43,8 +45,17 @@ OVERLAYS = sorted(path.name for path in (K8S / "overlays").iterdir() if path.is_
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 # OpenShift 4.19 runs Kubernetes 1.32, the oldest release kubernetes-validate bundles.
 KUBERNETES_VERSION = "1.32"
-# Kinds that are no part of Kubernetes: each has a schema of its own, checked below.
-CUSTOM_KINDS = {("route.openshift.io/v1", "Route")}
+# Kinds that are no part of Kubernetes: each is checked against its CRD in ../shared/schemas.
+CUSTOM_KINDS = {
+    ("route.openshift.io/v1", "Route"): "openshift-route-v1.crd.yaml",
+    ("postgresql.cnpg.io/v1", "Cluster"): "cnpg-clusters.crd.yaml",
+    ("postgresql.cnpg.io/v1", "Pooler"): "cnpg-poolers.crd.yaml",
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): "rabbitmq-cluster.crd.yaml",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "prometheus-servicemonitors.crd.yaml",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "prometheus-podmonitors.crd.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheus-prometheusrules.crd.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobjects.crd.yaml",
+}
 
 needs_schemas = pytest.mark.skipif(
     not SCHEMAS.is_dir(),
@@ -113,18 +124,22 @@ def strict(schema: dict) -> dict:
     return schema
 
 
-def route_schema() -> dict:
-    crd = yaml.safe_load((SCHEMAS / "openshift-route-v1.crd.yaml").read_text())
-    return strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
+    """The validator of ``kind`` at ``api_version`` from its CRD (the version it names)."""
+    crd = yaml.safe_load((SCHEMAS / CUSTOM_KINDS[(api_version, kind)]).read_text())
+    version = api_version.rsplit("/", 1)[-1]
+    (schema,) = (v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version)
+    return jsonschema.Draft7Validator(strict(schema))
 
 
-def route_problems(objects: list[dict]) -> list[str]:
-    validator = jsonschema.Draft7Validator(route_schema())
+def crd_problems(objects: list[dict]) -> list[str]:
+    """One line per error in an object of a custom kind (``CUSTOM_KINDS``), against its CRD."""
     return [
         f"{describe(obj)}: {'/'.join(str(part) for part in error.path)}: {error.message}"
         for obj in objects
-        if obj.get("kind") == "Route"
-        for error in validator.iter_errors(obj)
+        if (key := (obj.get("apiVersion"), obj.get("kind"))) in CUSTOM_KINDS
+        for error in crd_validator(*key).iter_errors(obj)
     ]
 
 
@@ -148,7 +163,7 @@ def manifest_problems(path: Path) -> list[str]:
         return [f"kustomize: {error}"]
     problems = kubernetes_problems(objects) + workload_problems(objects)
     if SCHEMAS.is_dir():
-        problems += route_problems(objects)
+        problems += crd_problems(objects)
     return problems
 
 
@@ -174,7 +189,7 @@ def test_route_is_valid_against_the_openshift_route_crd(overlay):
     objects = kustomize_build(K8S / "overlays" / overlay)
     routes = [obj for obj in objects if obj["kind"] == "Route"]
     assert len(routes) == 1
-    assert route_problems(objects) == []
+    assert crd_problems(objects) == []
     tls = routes[0]["spec"]["tls"]
     assert (tls["termination"], tls["insecureEdgeTerminationPolicy"]) == ("edge", "Redirect")
 
@@ -333,3 +348,10 @@ def test_haproxy_accepts_the_rendered_template(tmp_path, rendering):
     path.write_text(config)
     result = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_schemas
+@pytest.mark.parametrize(("api_version", "kind"), sorted(CUSTOM_KINDS))
+def test_each_custom_kind_is_checked_strictly_against_its_crd(api_version, kind):
+    obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}, "spec": {"notAField": 1}}
+    assert any("notAField" in problem for problem in crd_problems([obj]))
