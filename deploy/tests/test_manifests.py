@@ -194,6 +194,24 @@ def test_route_is_valid_against_the_openshift_route_crd(overlay):
     assert (tls["termination"], tls["insecureEdgeTerminationPolicy"]) == ("edge", "Redirect")
 
 
+def _seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    unit = value.lstrip("0123456789.")
+    return float(value[: len(value) - len(unit)]) * units[unit or "ms"]
+
+
+def test_route_timeouts_match_the_haproxy_template():
+    """The router's server timeout is the template's (60 s), not the tunnel's hour: an hour
+    there would hold every slow HTTP request that long; WebSockets get ``timeout-tunnel``."""
+    template = (DEPLOY / "haproxy.cfg.template").read_text()
+    timeouts = dict(line.split()[1:3] for line in template.splitlines() if line.strip().startswith("timeout "))
+    for overlay in OVERLAYS:
+        (route,) = [obj for obj in kustomize_build(K8S / "overlays" / overlay) if obj["kind"] == "Route"]
+        annotations = route["metadata"]["annotations"]
+        assert _seconds(annotations["haproxy.router.openshift.io/timeout"]) == _seconds(timeouts["server"])
+        assert _seconds(annotations["haproxy.router.openshift.io/timeout-tunnel"]) == _seconds(timeouts["tunnel"])
+
+
 @pytest.mark.parametrize(
     ("manifest", "old", "new", "expected"),
     [
