@@ -73,6 +73,8 @@ MIDDLEWARE = [
     "scaling.web.headers.PrivateByDefaultMiddleware",
     "django.middleware.http.ConditionalGetMiddleware",
     "scaling.ops.health.HealthCheckMiddleware",
+    # /metrics from an allowed network on any Host (a pod IP), before the host check.
+    "scaling.ops.metrics.PodMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Outside the early answer below, so a cached page gets the header too.

@@ -272,7 +272,7 @@ def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period():
 
     objects = kustomize_build(K8S / "overlays" / "production")
     (web,) = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "herd-web"]
-    (config,) = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    (config,) = [obj for obj in objects if obj["metadata"]["name"].startswith("herd-config-")]
     assert web["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = web["spec"]["template"]["spec"]
     (container,) = pod["containers"]
