@@ -267,7 +267,7 @@ def test_migration_job_is_named_after_the_release_every_container_runs(overlay):
         assert "migrate --check" in " ".join(wait["command"])
 
 
-def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period():
+def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period(settings):
     from scaling.management.commands.serve import Command
 
     objects = kustomize_build(K8S / "overlays" / "production")
@@ -282,6 +282,9 @@ def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period():
     needed = float(pre_stop[1]) + float(config["data"]["HERD_DRAIN_SECONDS"]) + graceful_timeout
     assert needed < pod["terminationGracePeriodSeconds"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # /readyz answers within its deadline, whatever hangs: under the probe's timeout.
+    deadline = float(config["data"].get("HERD_READINESS_DEADLINE_SECONDS", settings.HERD_READINESS_DEADLINE_SECONDS))
+    assert deadline < container["readinessProbe"]["timeoutSeconds"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
 
