@@ -7,8 +7,8 @@
 - the YAML lints clean (deploy/yamllint.yaml) and the Containerfile too (hadolint);
 - ``haproxy -c`` accepts both renderings of deploy/haproxy.cfg.template, and the
   committed compose rendering has not drifted from the template;
-- the numbers that must agree do: the migration Job's name and the image tag, the
-  drain timing and the grace period.
+- the numbers that must agree do: every pod migrates first with the app's image, the
+  drain timing and the grace period, the readiness deadline and the probe's timeout.
 
 The CRDs of the custom kinds (``CUSTOM_KINDS``: the Route, CloudNativePG, RabbitMQ,
 Prometheus Operator, KEDA) and the Compose schema come from ``../shared/schemas/`` (beside
@@ -179,7 +179,7 @@ def containers(obj: dict) -> list[dict]:
 def test_overlay_builds_and_every_object_is_valid_kubernetes(overlay):
     objects = kustomize_build(K8S / "overlays" / overlay)
     kinds = {obj["kind"] for obj in objects}
-    assert {"Deployment", "Service", "Route", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"} <= kinds
+    assert {"Deployment", "Service", "Route", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
     assert kubernetes_problems(objects) + workload_problems(objects) == []
 
 
@@ -254,17 +254,19 @@ def test_a_kustomization_that_does_not_build_is_reported(tmp_path):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_migration_job_is_named_after_the_release_every_container_runs(overlay):
+def test_every_pod_migrates_under_the_lock_before_it_starts_and_no_job_is_applied(overlay):
+    """No Job (its immutable template breaks ``apply`` on a config-only change): every
+    Deployment's first init container runs ``manage.py migrate``, which takes the
+    advisory lock (scaling/sharding/tests/test_migrate_lock.py), with the app's image."""
     objects = kustomize_build(K8S / "overlays" / overlay)
-    workloads = [obj for obj in objects if obj["kind"] in {"Deployment", "Job"}]
-    images = {container["image"] for obj in workloads for container in containers(obj)}
-    assert len(images) == 1, images
-    tag = images.pop().rsplit(":", 1)[1]
-    (job,) = [obj for obj in objects if obj["kind"] == "Job"]
-    assert job["metadata"]["name"] == f"herd-migrate-{tag}"
-    for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
-        (wait,) = deployment["spec"]["template"]["spec"]["initContainers"]
-        assert "migrate --check" in " ".join(wait["command"])
+    assert [obj for obj in objects if obj["kind"] == "Job"] == []
+    deployments = [obj for obj in objects if obj["kind"] == "Deployment"]
+    assert {obj["metadata"]["name"] for obj in deployments} >= {"herd-web", "herd-worker"}
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        first = pod["initContainers"][0]
+        assert first["command"] == ["python", "manage.py", "migrate", "--noinput"]
+        assert {container["image"] for container in containers(deployment)} == {first["image"]}
 
 
 def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period(settings):
