@@ -291,6 +291,59 @@ def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period(settings)
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def _selects(selector: dict, labels: dict) -> bool:
+    """Whether a Kubernetes label selector selects a pod with ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value, present = labels.get(expression["key"]), expression["key"] in labels
+        if not {
+            "In": present and value in expression.get("values", []),
+            "NotIn": not present or value not in expression.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expression["operator"]]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_only_the_router_and_monitoring_to_the_web_pods(overlay):
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    policies = [obj for obj in objects if obj["kind"] == "NetworkPolicy"]
+    # Default deny: one policy selects every pod and admits nothing.
+    assert any(p["spec"]["podSelector"] == {} and "ingress" not in p["spec"] for p in policies)
+    for workload in (obj for obj in objects if obj["kind"] == "Deployment"):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        sources = [
+            source
+            for policy in policies
+            if _selects(policy["spec"]["podSelector"], labels)
+            for rule in policy["spec"].get("ingress", [])
+            for source in rule.get("from", [{}])  # a rule without `from` admits anyone
+        ]
+        if labels["app.kubernetes.io/component"] == "web":
+            # Only namespaces (the router's, monitoring's); no pod of this namespace.
+            assert sources and all(set(source) == {"namespaceSelector"} for source in sources), sources
+        else:
+            assert sources == [], f"{describe(workload)} admits {sources}"
+    # The data services (any other pod) admit the app's pods.
+    data_sources = [
+        source
+        for policy in policies
+        if _selects(policy["spec"]["podSelector"], {"cnpg.io/cluster": "herd-main"})
+        for rule in policy["spec"].get("ingress", [])
+        for source in rule.get("from", [])
+    ]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "herd"}}} in data_sources
+    # Forwarded headers believed from the router's network only, never from everyone.
+    (config,) = [obj for obj in objects if obj["metadata"]["name"].startswith("herd-config-")]
+    trusted = _TrustedHosts(config["data"]["HERD_TRUSTED_PROXIES"])
+    assert not trusted.always_trust and "203.0.113.9" not in trusted
+
+
 def test_production_applies_no_secret_and_the_secret_template_is_valid():
     objects = kustomize_build(K8S / "overlays" / "production")
     assert [obj for obj in objects if obj["kind"] == "Secret"] == []
