@@ -34,7 +34,8 @@ def migration_lock(aliases: list[str], say=lambda line: None) -> Iterator[None]:
     with contextlib.ExitStack() as held:
         for alias in aliases:
             params = {**connections[alias].get_connection_params(), "autocommit": True}
-            session = held.enter_context(psycopg.connect(**params))
+            with connections[alias].wrap_database_errors:  # Django's errors, as migrate's own
+                session = held.enter_context(psycopg.connect(**params))
             if not session.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK]).fetchone()[0]:
                 say(f"Another migrate runs on {alias}: waiting for it to finish.")
                 session.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
