@@ -2,7 +2,10 @@
 
 ``ReadAtLeastEnqueuerMiddleware`` stamps the primary's WAL position (``herd_lsn``) and runs
 the actor inside ``at_least`` it; ``CarryRequestIdMiddleware`` carries the request id and
-logs one ``herd.job`` line per message (docs/OPERATIONS.md).
+logs one ``herd.job`` line per message (docs/OPERATIONS.md). ``WorkerHeartbeat`` touches
+``HERD_WORKER_HEARTBEAT_FILE`` while the worker's consumer and worker threads all live, and
+on through a graceful shutdown: the worker pod's liveness probe reads its age
+(``python -m scaling.heartbeat``; docs/DEPLOY.md).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
+from django.conf import settings
 from django.db import DatabaseError
 from dramatiq.middleware import Middleware
 
@@ -102,3 +107,32 @@ class CarryRequestIdMiddleware(Middleware):
 
 
 _SKIPPED = object()
+
+
+class WorkerHeartbeat(Middleware):
+    """Touches the heartbeat file every ``HERD_WORKER_HEARTBEAT_SECONDS`` while the worker is
+    whole: every consumer thread (one per queue) and worker thread alive. A thread that
+    died, or a process stuck so hard its heartbeat thread cannot run, lets the file age,
+    and the liveness probe restarts the pod. After ``worker_shutdown`` (SIGTERM) it beats
+    regardless: a worker finishing its last job is draining on purpose."""
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+
+    @staticmethod
+    def whole(worker) -> bool:
+        threads = [*worker.consumers.values(), *worker.workers]
+        return bool(threads) and all(thread.is_alive() for thread in threads)
+
+    def after_worker_boot(self, broker, worker) -> None:
+        path = Path(settings.HERD_WORKER_HEARTBEAT_FILE)
+        threading.Thread(target=self._beat, args=(worker, path), name="herd-heartbeat", daemon=True).start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self._stopping.set()
+
+    def _beat(self, worker, path: Path) -> None:
+        while True:
+            if self._stopping.is_set() or self.whole(worker):
+                path.touch()
+            time.sleep(settings.HERD_WORKER_HEARTBEAT_SECONDS)

@@ -217,14 +217,14 @@ def test_route_timeouts_match_the_haproxy_template():
     [
         (
             "overlays/production/kustomization.yaml",
-            "path: /spec/replicas\n        value: 4",
-            'path: /spec/replicas\n        value: "three"',
-            "Deployment/herd-worker: spec/replicas: 'three' is not of type 'integer'",
+            "path: /spec/minReplicas\n        value: 4",
+            'path: /spec/minReplicas\n        value: "three"',
+            "HorizontalPodAutoscaler/herd-web: spec/minReplicas: 'three' is not of type 'integer'",
         ),
         (
             "base/worker-deployment.yaml",
-            "          image: herd\n          command: [python, manage.py, rundramatiq",
-            "          command: [python, manage.py, rundramatiq",
+            "          image: herd\n          command:\n            - python\n",
+            "          command:\n            - python\n",
             "Deployment/herd-worker: container worker has no image",
         ),
         (
@@ -342,6 +342,41 @@ def test_network_policies_admit_only_the_router_and_monitoring_to_the_web_pods(o
     (config,) = [obj for obj in objects if obj["metadata"]["name"].startswith("herd-config-")]
     trusted = _TrustedHosts(config["data"]["HERD_TRUSTED_PROXIES"])
     assert not trusted.always_trust and "203.0.113.9" not in trusted
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_drain_their_longest_job_are_probed_budgeted_and_scaled_on_queue_depth(overlay, settings):
+    from jobs.tasks import TIME_LIMIT_MS, run_job
+
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    (worker,) = [obj for obj in objects if describe(obj) == "Deployment/herd-worker"]
+    pod = worker["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    shutdown_ms = int(command[command.index("--worker-shutdown-timeout") + 1])
+    # Dramatiq waits for the longest job; the kubelet waits for Dramatiq.
+    assert shutdown_ms >= TIME_LIMIT_MS
+    assert pod["terminationGracePeriodSeconds"] > shutdown_ms / 1000
+    # Liveness: the heartbeat WorkerHeartbeat writes, allowed several beats of age.
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert probe[:3] == ["python", "-m", "scaling.heartbeat"]
+    assert probe[3] == settings.HERD_WORKER_HEARTBEAT_FILE
+    assert float(probe[4]) >= 3 * settings.HERD_WORKER_HEARTBEAT_SECONDS
+    assert "scaling.queue.WorkerHeartbeat" in settings.DRAMATIQ_BROKER["MIDDLEWARE"]
+    # A PodDisruptionBudget over the workers.
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert any(
+        obj["kind"] == "PodDisruptionBudget" and _selects(obj["spec"]["selector"], pod_labels) for obj in objects
+    )
+    # KEDA owns the count (no `replicas`), on the depth of the queue the actors use.
+    assert "replicas" not in worker["spec"]
+    (scaled,) = [obj for obj in objects if obj["kind"] == "ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "herd-worker"
+    assert scaled["spec"]["minReplicaCount"] >= 1
+    (trigger,) = scaled["spec"]["triggers"]
+    assert (trigger["type"], trigger["metadata"]["queueName"]) == ("rabbitmq", run_job.queue_name)
+    template = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
+    assert trigger["metadata"]["hostFromEnv"] in template["stringData"]
 
 
 def test_production_applies_no_secret_and_the_secret_template_is_valid():
