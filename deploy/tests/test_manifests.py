@@ -379,6 +379,22 @@ def test_workers_drain_their_longest_job_are_probed_budgeted_and_scaled_on_queue
     assert trigger["metadata"]["hostFromEnv"] in template["stringData"]
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_and_worker_pods_spread_over_nodes_and_zones(overlay):
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    for name in ("herd-web", "herd-worker"):
+        (deployment,) = [obj for obj in objects if describe(obj) == f"Deployment/{name}"]
+        pod = deployment["spec"]["template"]
+        spread = {c["topologyKey"]: c for c in pod["spec"].get("topologySpreadConstraints", [])}
+        assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+        assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+        for constraint in spread.values():
+            assert constraint["maxSkew"] == 1
+            # Its own pods, not the other Deployment's.
+            assert _selects(constraint["labelSelector"], pod["metadata"]["labels"])
+            assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == name.split("-")[1]
+
+
 def test_production_applies_no_secret_and_the_secret_template_is_valid():
     objects = kustomize_build(K8S / "overlays" / "production")
     assert [obj for obj in objects if obj["kind"] == "Secret"] == []
