@@ -113,11 +113,12 @@ class WorkerHeartbeat(Middleware):
     """Touches the heartbeat file every ``HERD_WORKER_HEARTBEAT_SECONDS`` while the worker is
     whole: every consumer thread (one per queue) and worker thread alive. A thread that
     died, or a process stuck so hard its heartbeat thread cannot run, lets the file age,
-    and the liveness probe restarts the pod. After ``worker_shutdown`` (SIGTERM) it beats
-    regardless: a worker finishing its last job is draining on purpose."""
+    and the liveness probe restarts the pod. From ``before_worker_shutdown`` (SIGTERM) it
+    beats regardless, a worker finishing its last job being drained on purpose; after
+    ``after_worker_shutdown`` its thread ends."""
 
     def __init__(self) -> None:
-        self._stopping = threading.Event()
+        self._events: dict[object, tuple[threading.Event, threading.Event]] = {}
 
     @staticmethod
     def whole(worker) -> bool:
@@ -125,14 +126,22 @@ class WorkerHeartbeat(Middleware):
         return bool(threads) and all(thread.is_alive() for thread in threads)
 
     def after_worker_boot(self, broker, worker) -> None:
+        stopping, stopped = self._events[worker] = (threading.Event(), threading.Event())
         path = Path(settings.HERD_WORKER_HEARTBEAT_FILE)
-        threading.Thread(target=self._beat, args=(worker, path), name="herd-heartbeat", daemon=True).start()
+        args = (worker, path, stopping, stopped)
+        threading.Thread(target=self._beat, args=args, name="herd-heartbeat", daemon=True).start()
 
     def before_worker_shutdown(self, broker, worker) -> None:
-        self._stopping.set()
+        if worker in self._events:
+            self._events[worker][0].set()
 
-    def _beat(self, worker, path: Path) -> None:
+    def after_worker_shutdown(self, broker, worker) -> None:
+        if worker in self._events:
+            self._events.pop(worker)[1].set()
+
+    def _beat(self, worker, path: Path, stopping: threading.Event, stopped: threading.Event) -> None:
         while True:
-            if self._stopping.is_set() or self.whole(worker):
+            if stopping.is_set() or self.whole(worker):
                 path.touch()
-            time.sleep(settings.HERD_WORKER_HEARTBEAT_SECONDS)
+            if stopped.wait(settings.HERD_WORKER_HEARTBEAT_SECONDS):
+                return

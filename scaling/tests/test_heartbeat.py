@@ -63,3 +63,18 @@ def test_a_graceful_shutdown_keeps_beating(worker, settings):
 
 def test_no_heartbeat_file_fails_the_probe(tmp_path):
     assert heartbeat.main([str(tmp_path / "never-written"), "60"]) == 1
+
+
+def test_the_heartbeat_thread_ends_with_its_worker(settings, tmp_path):
+    import threading
+
+    settings.HERD_WORKER_HEARTBEAT_FILE = str(tmp_path / "heartbeat")
+    settings.HERD_WORKER_HEARTBEAT_SECONDS = BEAT
+    broker = StubBroker(middleware=[WorkerHeartbeat()])
+    broker.declare_queue("default")
+    worker = Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    assert wait_for(lambda: "herd-heartbeat" in {t.name for t in threading.enumerate()})
+    worker.stop(timeout=2000)
+    broker.close()
+    assert wait_for(lambda: "herd-heartbeat" not in {t.name for t in threading.enumerate()})
