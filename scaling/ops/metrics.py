@@ -19,6 +19,7 @@ import pika.exceptions
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import resolve
 from django_redis import get_redis_connection
 from dramatiq import get_broker
 from dramatiq.common import dq_name, xq_name
@@ -306,6 +307,7 @@ class PodMetricsMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path == METRICS_PATH and request.method in ("GET", "HEAD") and from_allowed_network(request):
+            request.resolver_match = resolve(METRICS_PATH)  # counted as the `metrics` view
             return _metrics_response()
         return self.get_response(request)
 

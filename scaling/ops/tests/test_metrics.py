@@ -94,6 +94,11 @@ def test_an_allowed_network_scrapes_a_pod_by_its_ip_as_host(client):
     response = client.get("/metrics", HTTP_HOST=POD_HOST, REMOTE_ADDR="10.131.0.9")
     assert response.status_code == 200
     assert b"herd_http_requests_total" in response.content
+    # The scrape is counted as the metrics view, not as an unresolved path.
+    before = value(scrape(client), "herd_http_requests_total", view="metrics", method="GET", status="200")
+    client.get("/metrics", HTTP_HOST=POD_HOST, REMOTE_ADDR="10.131.0.9")
+    after = value(scrape(client), "herd_http_requests_total", view="metrics", method="GET", status="200")
+    assert after == before + 2  # that scrape and the first of these two
 
 
 def test_a_pod_ip_host_is_still_refused_for_pages_and_for_outside_addresses(client):
