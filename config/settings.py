@@ -73,6 +73,8 @@ MIDDLEWARE = [
     "scaling.web.headers.PrivateByDefaultMiddleware",
     "django.middleware.http.ConditionalGetMiddleware",
     "scaling.ops.health.HealthCheckMiddleware",
+    # /metrics from an allowed network on any Host (a pod IP), before the host check.
+    "scaling.ops.metrics.PodMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Outside the early answer below, so a cached page gets the header too.
@@ -362,8 +364,15 @@ DRAMATIQ_BROKER = {
         "scaling.queue.ReadAtLeastEnqueuerMiddleware",
         "scaling.queue.CarryRequestIdMiddleware",
         "jobs.outbox.OutboxSweeper",
+        "scaling.queue.WorkerHeartbeat",
     ],
 }
+# The worker's heartbeat (scaling.queue.WorkerHeartbeat), which its liveness probe reads.
+HERD_WORKER_HEARTBEAT_FILE = env.string(
+    "HERD_WORKER_HEARTBEAT_FILE",
+    "/tmp/herd-worker.heartbeat",  # noqa: S108 - a pod's own emptyDir, its one writable path
+)
+HERD_WORKER_HEARTBEAT_SECONDS = env.number("HERD_WORKER_HEARTBEAT_SECONDS", 10.0)
 # How often each worker sends the jobs committed without reaching the broker, and how old
 # an unsent job must be to be sent by the sweep rather than by its start (jobs.outbox).
 HERD_OUTBOX_SWEEP_SECONDS = env.number("HERD_OUTBOX_SWEEP_SECONDS", 5.0)

@@ -2,7 +2,10 @@
 
 ``ReadAtLeastEnqueuerMiddleware`` stamps the primary's WAL position (``herd_lsn``) and runs
 the actor inside ``at_least`` it; ``CarryRequestIdMiddleware`` carries the request id and
-logs one ``herd.job`` line per message (docs/OPERATIONS.md).
+logs one ``herd.job`` line per message (docs/OPERATIONS.md). ``WorkerHeartbeat`` touches
+``HERD_WORKER_HEARTBEAT_FILE`` while the worker's consumer and worker threads all live, and
+on through a graceful shutdown: the worker pod's liveness probe reads its age
+(``python -m scaling.heartbeat``; docs/DEPLOY.md).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
+from django.conf import settings
 from django.db import DatabaseError
 from dramatiq.middleware import Middleware
 
@@ -102,3 +107,41 @@ class CarryRequestIdMiddleware(Middleware):
 
 
 _SKIPPED = object()
+
+
+class WorkerHeartbeat(Middleware):
+    """Touches the heartbeat file every ``HERD_WORKER_HEARTBEAT_SECONDS`` while the worker is
+    whole: every consumer thread (one per queue) and worker thread alive. A thread that
+    died, or a process stuck so hard its heartbeat thread cannot run, lets the file age,
+    and the liveness probe restarts the pod. From ``before_worker_shutdown`` (SIGTERM) it
+    beats regardless, a worker finishing its last job being drained on purpose; after
+    ``after_worker_shutdown`` its thread ends."""
+
+    def __init__(self) -> None:
+        self._events: dict[object, tuple[threading.Event, threading.Event]] = {}
+
+    @staticmethod
+    def whole(worker) -> bool:
+        threads = [*worker.consumers.values(), *worker.workers]
+        return bool(threads) and all(thread.is_alive() for thread in threads)
+
+    def after_worker_boot(self, broker, worker) -> None:
+        stopping, stopped = self._events[worker] = (threading.Event(), threading.Event())
+        path = Path(settings.HERD_WORKER_HEARTBEAT_FILE)
+        args = (worker, path, stopping, stopped)
+        threading.Thread(target=self._beat, args=args, name="herd-heartbeat", daemon=True).start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        if worker in self._events:
+            self._events[worker][0].set()
+
+    def after_worker_shutdown(self, broker, worker) -> None:
+        if worker in self._events:
+            self._events.pop(worker)[1].set()
+
+    def _beat(self, worker, path: Path, stopping: threading.Event, stopped: threading.Event) -> None:
+        while True:
+            if stopping.is_set() or self.whole(worker):
+                path.touch()
+            if stopped.wait(settings.HERD_WORKER_HEARTBEAT_SECONDS):
+                return

@@ -7,8 +7,8 @@
 - the YAML lints clean (deploy/yamllint.yaml) and the Containerfile too (hadolint);
 - ``haproxy -c`` accepts both renderings of deploy/haproxy.cfg.template, and the
   committed compose rendering has not drifted from the template;
-- the numbers that must agree do: the migration Job's name and the image tag, the
-  drain timing and the grace period.
+- the numbers that must agree do: every pod migrates first with the app's image, the
+  drain timing and the grace period, the readiness deadline and the probe's timeout.
 
 The CRDs of the custom kinds (``CUSTOM_KINDS``: the Route, CloudNativePG, RabbitMQ,
 Prometheus Operator, KEDA) and the Compose schema come from ``../shared/schemas/`` (beside
@@ -179,7 +179,7 @@ def containers(obj: dict) -> list[dict]:
 def test_overlay_builds_and_every_object_is_valid_kubernetes(overlay):
     objects = kustomize_build(K8S / "overlays" / overlay)
     kinds = {obj["kind"] for obj in objects}
-    assert {"Deployment", "Service", "Route", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"} <= kinds
+    assert {"Deployment", "Service", "Route", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
     assert kubernetes_problems(objects) + workload_problems(objects) == []
 
 
@@ -194,19 +194,37 @@ def test_route_is_valid_against_the_openshift_route_crd(overlay):
     assert (tls["termination"], tls["insecureEdgeTerminationPolicy"]) == ("edge", "Redirect")
 
 
+def _seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    unit = value.lstrip("0123456789.")
+    return float(value[: len(value) - len(unit)]) * units[unit or "ms"]
+
+
+def test_route_timeouts_match_the_haproxy_template():
+    """The router's server timeout is the template's (60 s), not the tunnel's hour: an hour
+    there would hold every slow HTTP request that long; WebSockets get ``timeout-tunnel``."""
+    template = (DEPLOY / "haproxy.cfg.template").read_text()
+    timeouts = dict(line.split()[1:3] for line in template.splitlines() if line.strip().startswith("timeout "))
+    for overlay in OVERLAYS:
+        (route,) = [obj for obj in kustomize_build(K8S / "overlays" / overlay) if obj["kind"] == "Route"]
+        annotations = route["metadata"]["annotations"]
+        assert _seconds(annotations["haproxy.router.openshift.io/timeout"]) == _seconds(timeouts["server"])
+        assert _seconds(annotations["haproxy.router.openshift.io/timeout-tunnel"]) == _seconds(timeouts["tunnel"])
+
+
 @pytest.mark.parametrize(
     ("manifest", "old", "new", "expected"),
     [
         (
             "overlays/production/kustomization.yaml",
-            "path: /spec/replicas\n        value: 4",
-            'path: /spec/replicas\n        value: "three"',
-            "Deployment/herd-worker: spec/replicas: 'three' is not of type 'integer'",
+            "path: /spec/minReplicas\n        value: 4",
+            'path: /spec/minReplicas\n        value: "three"',
+            "HorizontalPodAutoscaler/herd-web: spec/minReplicas: 'three' is not of type 'integer'",
         ),
         (
             "base/worker-deployment.yaml",
-            "          image: herd\n          command: [python, manage.py, rundramatiq",
-            "          command: [python, manage.py, rundramatiq",
+            "          image: herd\n          command:\n            - python\n",
+            "          command:\n            - python\n",
             "Deployment/herd-worker: container worker has no image",
         ),
         (
@@ -236,25 +254,27 @@ def test_a_kustomization_that_does_not_build_is_reported(tmp_path):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_migration_job_is_named_after_the_release_every_container_runs(overlay):
+def test_every_pod_migrates_under_the_lock_before_it_starts_and_no_job_is_applied(overlay):
+    """No Job (its immutable template breaks ``apply`` on a config-only change): every
+    Deployment's first init container runs ``manage.py migrate``, which takes the
+    advisory lock (scaling/sharding/tests/test_migrate_lock.py), with the app's image."""
     objects = kustomize_build(K8S / "overlays" / overlay)
-    workloads = [obj for obj in objects if obj["kind"] in {"Deployment", "Job"}]
-    images = {container["image"] for obj in workloads for container in containers(obj)}
-    assert len(images) == 1, images
-    tag = images.pop().rsplit(":", 1)[1]
-    (job,) = [obj for obj in objects if obj["kind"] == "Job"]
-    assert job["metadata"]["name"] == f"herd-migrate-{tag}"
-    for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
-        (wait,) = deployment["spec"]["template"]["spec"]["initContainers"]
-        assert "migrate --check" in " ".join(wait["command"])
+    assert [obj for obj in objects if obj["kind"] == "Job"] == []
+    deployments = [obj for obj in objects if obj["kind"] == "Deployment"]
+    assert {obj["metadata"]["name"] for obj in deployments} >= {"herd-web", "herd-worker"}
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        first = pod["initContainers"][0]
+        assert first["command"] == ["python", "manage.py", "migrate", "--noinput"]
+        assert {container["image"] for container in containers(deployment)} == {first["image"]}
 
 
-def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period():
+def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period(settings):
     from scaling.management.commands.serve import Command
 
     objects = kustomize_build(K8S / "overlays" / "production")
     (web,) = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "herd-web"]
-    (config,) = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    (config,) = [obj for obj in objects if obj["metadata"]["name"].startswith("herd-config-")]
     assert web["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = web["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -264,8 +284,115 @@ def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period():
     needed = float(pre_stop[1]) + float(config["data"]["HERD_DRAIN_SECONDS"]) + graceful_timeout
     assert needed < pod["terminationGracePeriodSeconds"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # /readyz answers within its deadline, whatever hangs: under the probe's timeout.
+    deadline = float(config["data"].get("HERD_READINESS_DEADLINE_SECONDS", settings.HERD_READINESS_DEADLINE_SECONDS))
+    assert deadline < container["readinessProbe"]["timeoutSeconds"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """Whether a Kubernetes label selector selects a pod with ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value, present = labels.get(expression["key"]), expression["key"] in labels
+        if not {
+            "In": present and value in expression.get("values", []),
+            "NotIn": not present or value not in expression.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expression["operator"]]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_only_the_router_and_monitoring_to_the_web_pods(overlay):
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    policies = [obj for obj in objects if obj["kind"] == "NetworkPolicy"]
+    # Default deny: one policy selects every pod and admits nothing.
+    assert any(p["spec"]["podSelector"] == {} and "ingress" not in p["spec"] for p in policies)
+    for workload in (obj for obj in objects if obj["kind"] == "Deployment"):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        sources = [
+            source
+            for policy in policies
+            if _selects(policy["spec"]["podSelector"], labels)
+            for rule in policy["spec"].get("ingress", [])
+            for source in rule.get("from", [{}])  # a rule without `from` admits anyone
+        ]
+        if labels["app.kubernetes.io/component"] == "web":
+            # Only namespaces (the router's, monitoring's); no pod of this namespace.
+            assert sources and all(set(source) == {"namespaceSelector"} for source in sources), sources
+        else:
+            assert sources == [], f"{describe(workload)} admits {sources}"
+    # The data services (any other pod) admit the app's pods.
+    data_sources = [
+        source
+        for policy in policies
+        if _selects(policy["spec"]["podSelector"], {"cnpg.io/cluster": "herd-main"})
+        for rule in policy["spec"].get("ingress", [])
+        for source in rule.get("from", [])
+    ]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "herd"}}} in data_sources
+    # Forwarded headers believed from the router's network only, never from everyone.
+    (config,) = [obj for obj in objects if obj["metadata"]["name"].startswith("herd-config-")]
+    trusted = _TrustedHosts(config["data"]["HERD_TRUSTED_PROXIES"])
+    assert not trusted.always_trust and "203.0.113.9" not in trusted
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_drain_their_longest_job_are_probed_budgeted_and_scaled_on_queue_depth(overlay, settings):
+    from jobs.tasks import TIME_LIMIT_MS, run_job
+
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    (worker,) = [obj for obj in objects if describe(obj) == "Deployment/herd-worker"]
+    pod = worker["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    shutdown_ms = int(command[command.index("--worker-shutdown-timeout") + 1])
+    # Dramatiq waits for the longest job; the kubelet waits for Dramatiq.
+    assert shutdown_ms >= TIME_LIMIT_MS
+    assert pod["terminationGracePeriodSeconds"] > shutdown_ms / 1000
+    # Liveness: the heartbeat WorkerHeartbeat writes, allowed several beats of age.
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert probe[:3] == ["python", "-m", "scaling.heartbeat"]
+    assert probe[3] == settings.HERD_WORKER_HEARTBEAT_FILE
+    assert float(probe[4]) >= 3 * settings.HERD_WORKER_HEARTBEAT_SECONDS
+    assert "scaling.queue.WorkerHeartbeat" in settings.DRAMATIQ_BROKER["MIDDLEWARE"]
+    # A PodDisruptionBudget over the workers.
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert any(
+        obj["kind"] == "PodDisruptionBudget" and _selects(obj["spec"]["selector"], pod_labels) for obj in objects
+    )
+    # KEDA owns the count (no `replicas`), on the depth of the queue the actors use.
+    assert "replicas" not in worker["spec"]
+    (scaled,) = [obj for obj in objects if obj["kind"] == "ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "herd-worker"
+    assert scaled["spec"]["minReplicaCount"] >= 1
+    (trigger,) = scaled["spec"]["triggers"]
+    assert (trigger["type"], trigger["metadata"]["queueName"]) == ("rabbitmq", run_job.queue_name)
+    template = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
+    assert trigger["metadata"]["hostFromEnv"] in template["stringData"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_and_worker_pods_spread_over_nodes_and_zones(overlay):
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    for name in ("herd-web", "herd-worker"):
+        (deployment,) = [obj for obj in objects if describe(obj) == f"Deployment/{name}"]
+        pod = deployment["spec"]["template"]
+        spread = {c["topologyKey"]: c for c in pod["spec"].get("topologySpreadConstraints", [])}
+        assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+        assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+        for constraint in spread.values():
+            assert constraint["maxSkew"] == 1
+            # Its own pods, not the other Deployment's.
+            assert _selects(constraint["labelSelector"], pod["metadata"]["labels"])
+            assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == name.split("-")[1]
 
 
 def test_production_applies_no_secret_and_the_secret_template_is_valid():

@@ -19,6 +19,7 @@ import pika.exceptions
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
 from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import resolve
 from django_redis import get_redis_connection
 from dramatiq import get_broker
 from dramatiq.common import dq_name, xq_name
@@ -63,6 +64,13 @@ def _child(metric, *values: str):
     if child is None:
         child = _children[key] = metric.labels(REPLICA, *values)
     return child
+
+
+# Series that alerts and the dashboard read exist from the start, at zero, rather than
+# appearing with the first event (deploy/k8s/base/monitoring.yaml, grafana-dashboard.json).
+_child(SOCKETS)
+for _result in ("hit", "miss"):
+    _child(CACHE_LOOKUPS, "query", _result)
 
 
 # --------------------------------------------------------------------------- counting
@@ -258,22 +266,50 @@ def _address(request: HttpRequest) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
     return address
 
 
-def may_read_metrics(request: HttpRequest) -> bool:
-    """From an allowed address (``REMOTE_ADDR``, never a header), or a logged-in staff member."""
+def from_allowed_network(request: HttpRequest) -> bool:
+    """Whether the connection came from ``HERD_METRICS_ALLOWED_CIDRS`` (``REMOTE_ADDR``, never a header)."""
     address = _address(request)
-    if address is not None and any(address in network for network in settings.HERD_METRICS_ALLOWED_CIDRS):
+    return address is not None and any(address in network for network in settings.HERD_METRICS_ALLOWED_CIDRS)
+
+
+def may_read_metrics(request: HttpRequest) -> bool:
+    """From an allowed address, or a logged-in staff member."""
+    if from_allowed_network(request):
         return True
     user = getattr(request, "user", None)
     return user is not None and user.is_active and user.is_staff
+
+
+def _metrics_response() -> HttpResponse:
+    response = HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus' text format, for allowed addresses and staff; a 404 for anyone else."""
     if not may_read_metrics(request):
         raise Http404
-    response = HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4)
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return _metrics_response()
+
+
+METRICS_PATH = "/metrics"
+
+
+class PodMetricsMiddleware:
+    """Answers ``/metrics`` from an allowed network whatever its ``Host``, ahead of the host
+    check: Prometheus scrapes each pod by its IP (``Host: 10.128.2.17:8000``), which
+    ``ALLOWED_HOSTS`` rightly refuses for pages. Anyone else, and every other path, goes
+    on to Django's host validation and ``metrics_view`` (staff from anywhere)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path == METRICS_PATH and request.method in ("GET", "HEAD") and from_allowed_network(request):
+            request.resolver_match = resolve(METRICS_PATH)  # counted as the `metrics` view
+            return _metrics_response()
+        return self.get_response(request)
 
 
 # --------------------------------------------------------------------------- snapshots

@@ -2,9 +2,12 @@
 
 import asyncio
 import json
+import socket
+import time
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
+from django.db import connections
 
 from deploy.herd.profiles import PROFILES
 from deploy.herd.services import Redis
@@ -78,6 +81,44 @@ def test_readyz_stays_200_while_the_cache_redis_is_down(client):
         redis.start()
     assert response.status_code == 200
     assert response.json()["checks"]["redis:cache"].startswith("error")
+
+
+@pytest.fixture
+def blackholed_shard():
+    """Shard ``shard2`` moved, for the checks' new connections, to a server that accepts
+    connections and never answers (a listening socket nobody reads: a partitioned or hung
+    PostgreSQL); put back after, and waited for until its check answers ``ok`` again."""
+    alias = "shard2"
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    params = connections.settings[alias]  # the dict every thread's connection reads
+    real = (params["HOST"], params["PORT"])
+    params["HOST"], params["PORT"] = "127.0.0.1", listener.getsockname()[1]
+    # The check's thread keeps its connection: close it, so its next check connects anew.
+    health._checks[f"database:{alias}"].submit(lambda: connections[alias].close()).result(5)
+    try:
+        yield alias
+    finally:
+        params["HOST"], params["PORT"] = real
+        listener.close()  # the hung connects are reset now
+        until = time.monotonic() + 15
+        while health.readiness()[1][f"database:{alias}"] != "ok" and time.monotonic() < until:
+            time.sleep(0.2)
+
+
+def test_readyz_answers_within_its_deadline_with_a_shard_that_never_answers(client, settings, blackholed_shard):
+    """A shard is not needed to be ready (its users' jobs fail, not the pages), and one
+    hung shard must not make the probe time out: the checks share one deadline, well under
+    the readinessProbe's timeoutSeconds (2 s)."""
+    deadline = settings.HERD_READINESS_DEADLINE_SECONDS
+    for attempt in range(2):  # the second time, the first check is still hanging
+        started = time.monotonic()
+        response = client.get("/readyz")
+        took = time.monotonic() - started
+        answer = response.json()["checks"][f"database:{blackholed_shard}"]
+        print(f"/readyz with {blackholed_shard} blackholed, asked {attempt + 1}: {took:.2f}s, {answer!r}")
+        assert response.status_code == 200
+        assert answer.startswith("error")
+        assert took < deadline + 0.5, f"/readyz took {took:.2f}s with a deadline of {deadline}s"
 
 
 def test_every_response_names_its_replica(client, settings):

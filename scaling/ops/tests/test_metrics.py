@@ -4,10 +4,14 @@ cache lookups, database statements and queue messages (real PostgreSQL, Redis, R
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 from django.conf import settings
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
@@ -83,6 +87,27 @@ def test_the_allow_list_comes_from_the_setting(client, settings):
     assert client.get("/metrics", REMOTE_ADDR="192.0.2.9").status_code == 200
 
 
+POD_HOST = "10.128.2.17:8000"  # a pod IP and port, as Prometheus sends it; not in ALLOWED_HOSTS
+
+
+def test_an_allowed_network_scrapes_a_pod_by_its_ip_as_host(client):
+    response = client.get("/metrics", HTTP_HOST=POD_HOST, REMOTE_ADDR="10.131.0.9")
+    assert response.status_code == 200
+    assert b"herd_http_requests_total" in response.content
+    # The scrape is counted as the metrics view, not as an unresolved path.
+    before = value(scrape(client), "herd_http_requests_total", view="metrics", method="GET", status="200")
+    client.get("/metrics", HTTP_HOST=POD_HOST, REMOTE_ADDR="10.131.0.9")
+    after = value(scrape(client), "herd_http_requests_total", view="metrics", method="GET", status="200")
+    assert after == before + 2  # that scrape and the first of these two
+
+
+def test_a_pod_ip_host_is_still_refused_for_pages_and_for_outside_addresses(client):
+    assert client.get("/robots.txt", HTTP_HOST=POD_HOST, REMOTE_ADDR="10.131.0.9").status_code == 400
+    response = client.get("/metrics", HTTP_HOST=POD_HOST, REMOTE_ADDR=OUTSIDE)
+    assert response.status_code == 400
+    assert b"herd_" not in response.content
+
+
 def test_request_counters_move_per_view(client):
     before = scrape(client)
     for _ in range(3):
@@ -150,3 +175,24 @@ def test_the_queue_depth_is_read_at_most_every_few_seconds(monkeypatch):
     metrics.queue_depths()
     metrics.queue_depths()
     assert len(fetched) == 1
+
+
+BASE = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "base"
+
+
+def monitoring_expressions() -> list[str]:
+    """Every PromQL expression of the PrometheusRule and the Grafana dashboard."""
+    documents = yaml.safe_load_all((BASE / "monitoring.yaml").read_text())
+    rules = [doc for doc in documents if doc["kind"] == "PrometheusRule"]
+    dashboard = json.loads((BASE / "grafana-dashboard.json").read_text())
+    return [rule["expr"] for doc in rules for group in doc["spec"]["groups"] for rule in group["rules"]] + [
+        target["expr"] for panel in dashboard["panels"] for target in panel["targets"]
+    ]
+
+
+def test_every_metric_the_alerts_and_the_dashboard_name_is_exported(client):
+    client.get("/robots.txt")  # a request counted, so the request series exist
+    exported = {name for name, _ in scrape(client)}
+    named = {name for expr in monitoring_expressions() for name in re.findall(r"\bherd_[a-z_]+", expr)}
+    assert {"herd_http_requests_total", "herd_replica_lag_seconds", "herd_queue_messages"} <= named
+    assert named - exported == set()
