@@ -18,7 +18,13 @@ from deploy.herd.profiles import HAPROXY_EDGE_ADMIN_PORT, HAPROXY_STATS_PORT, RO
 
 
 def render_haproxy_config(
-    *, bind: str, stats_bind: str, stats_socket: str, edge_admin: str, servers: list[tuple[str, str]]
+    *,
+    bind: str,
+    stats_bind: str,
+    stats_socket: str,
+    edge_admin: str,
+    servers: list[tuple[str, str]] | str,
+    client_address: str = "",
 ) -> str:
     """deploy/haproxy.cfg.template filled in: one template for the local herd and for compose.
 
@@ -33,7 +39,10 @@ def render_haproxy_config(
         STATS_BIND=stats_bind,
         STATS_SOCKET=stats_socket,
         EDGE_ADMIN=edge_admin,
-        SERVERS="\n".join(f"    server {name} {address} check" for name, address in servers),
+        SERVERS=servers
+        if isinstance(servers, str)
+        else "\n".join(f"    server {name} {address} check" for name, address in servers),
+        CLIENT_ADDRESS=client_address,
     )
 
 
