@@ -30,13 +30,15 @@ EDGE_HAPROXY_CONFIG = Path(__file__).resolve().parent / "k8s" / "components" / "
 # is named web1..webN; which pod a slot holds shows in the stats page, not in its name.
 SERVERS = f'    server-template web {EDGE_SERVER_SLOTS} "${{HERD_WEB_DNS}}:{WEB_PORT}" check'
 
-# Behind the OpenShift router or ingress-nginx, the peer of the edge is the router. Both
-# write the address they saw last in X-Forwarded-For (the route replaces the header,
-# ingress-nginx sets it to $remote_addr, or appends it with compute-full-forwarded-for):
-# that last value becomes the source, then the template drops the header and
-# `option forwardfor` writes that source alone. Only the router may reach the edge
-# (its NetworkPolicy), so no one else can name a client address.
-CLIENT_ADDRESS = (
+# Behind the OpenShift router or ingress-nginx, which end TLS: their X-Forwarded-Proto
+# (https) stands, or Django would redirect every request to https again. The peer of the
+# edge is the router; both write the address they saw last in X-Forwarded-For (the route
+# replaces the header, ingress-nginx sets it to $remote_addr, or appends it with
+# compute-full-forwarded-for): that last value becomes the source, then the template
+# drops the header and `option forwardfor` writes that source alone. Only the router may
+# reach the edge (its NetworkPolicy), so no one else can name a client address.
+BEHIND_ROUTER = (
+    "    http-request set-var(txn.behind_router) bool(true)\n"
     "    http-request set-src req.hdr_ip(X-Forwarded-For,-1) if { req.hdr_ip(X-Forwarded-For,-1) -m found }\n"
 )
 
@@ -50,7 +52,7 @@ def render_edge_haproxy_config() -> str:
         # Loopback only: the app does not purge the cluster's edge (docs/DEPLOY.md, "The edge").
         edge_admin="ipv4@127.0.0.1:8405",
         servers=SERVERS,
-        client_address=CLIENT_ADDRESS,
+        behind_router=BEHIND_ROUTER,
     )
 
 

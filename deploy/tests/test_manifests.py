@@ -557,6 +557,74 @@ def test_haproxy_accepts_the_rendered_template(tmp_path, rendering):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_edge_keeps_the_routers_scheme_and_client_address(tmp_path):
+    """The committed edge configuration, run: behind a router that ended TLS, the web pod
+    must see https (else Django redirects forever) and the address the router wrote last,
+    never what the client put before it; and a request id from the edge."""
+    import http.server
+    import threading
+    import time
+    import urllib.request
+
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (the herd, deploy/herd/, installs it with its services)")
+    seen = []
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/readyz":
+                seen.append({name.lower(): value for name, value in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    edge_port = free_port()
+    config = (
+        EDGE_HAPROXY_CONFIG.read_text()
+        .replace("bind *:8080", f"bind 127.0.0.1:{edge_port}")
+        .replace("bind *:8404", f"bind 127.0.0.1:{free_port()}")
+        .replace("127.0.0.1:8405", f"127.0.0.1:{free_port()}")
+        .replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+        .replace(':8000"', f':{web.server_address[1]}"')
+    )
+    (tmp_path / "haproxy.cfg").write_text(config)
+    env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HERD_WEB_DNS": "127.0.0.1"}
+    edge = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")], env=env, stderr=subprocess.PIPE)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{edge_port}/account/",
+            headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7", "X-Forwarded-Proto": "https", "Cookie": "s=1"},
+        )
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(request, timeout=2).read()
+            except OSError:
+                time.sleep(0.2)
+        assert seen, edge.stderr.read1().decode() if edge.poll() is not None else "no request reached the web pod"
+        headers = seen[0]
+        assert headers["x-forwarded-proto"] == "https"
+        assert headers["x-forwarded-for"] == "203.0.113.7"
+        assert len(headers["x-request-id"]) == 36
+    finally:
+        edge.terminate()
+        edge.wait(timeout=5)
+        web.shutdown()
+
+
 @needs_schemas
 @pytest.mark.parametrize(("api_version", "kind"), sorted(CUSTOM_KINDS))
 def test_each_custom_kind_is_checked_strictly_against_its_crd(api_version, kind):
