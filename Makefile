@@ -41,5 +41,13 @@ drills: $(VENV)/.installed  ## fault drills under load on a herd of their own (P
 audit: $(VENV)/.installed  ## Lighthouse scores and screenshots on a herd of its own, written into docs/DESIGN-AUDIT.md
 	$(PY) -m deploy.audit; status=$$?; $(HERD) --profile audit down; exit $$status
 
+# The image's hashed lock (deploy/Containerfile: pip --require-hashes), for every platform
+# and Python 3.11 patch release (markers kept). Needs uv (pip install uv) and PyPI.
+UV ?= uv
+requirements.hashes.txt: requirements.txt
+	{ sed -n '1,4p' $@; $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	    --no-header --no-annotate --index-url https://pypi.org/simple requirements.txt; } > $@.new
+	mv $@.new $@
+
 clean: down
 	rm -rf .herd $(VENV)

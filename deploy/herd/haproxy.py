@@ -18,14 +18,25 @@ from deploy.herd.profiles import HAPROXY_EDGE_ADMIN_PORT, HAPROXY_STATS_PORT, RO
 
 
 def render_haproxy_config(
-    *, bind: str, stats_bind: str, stats_socket: str, edge_admin: str, servers: list[tuple[str, str]]
+    *,
+    bind: str,
+    stats_bind: str,
+    stats_socket: str,
+    edge_admin: str,
+    servers: list[tuple[str, str]] | str,
+    behind_router: str = "",
 ) -> str:
-    """deploy/haproxy.cfg.template filled in: one template for the local herd and for compose.
+    """deploy/haproxy.cfg.template filled in: one template for the local herd, compose and
+    the cluster's edge.
 
     ``edge_admin`` is where the app replicas purge the edge cache (``ipv4@host:port``: the
     runtime API the app's ``HERD_EDGE_ADMIN`` names). ``servers`` are (name, "host:port")
     pairs; a host name that does not resolve yet is resolved later through the template's
-    ``resolvers`` section.
+    ``resolvers`` section. A string instead is the backend's server lines as they are (the
+    cluster's ``server-template``). ``behind_router`` is the frontend's first lines where a
+    router that ends TLS is in front (the cluster's edge): they set ``txn.behind_router``
+    to keep its ``X-Forwarded-Proto`` and take the client's address from its
+    ``X-Forwarded-For``; empty where HAProxy is the first hop.
     """
     template = string.Template((ROOT / "deploy" / "haproxy.cfg.template").read_text())
     return template.substitute(
@@ -33,7 +44,10 @@ def render_haproxy_config(
         STATS_BIND=stats_bind,
         STATS_SOCKET=stats_socket,
         EDGE_ADMIN=edge_admin,
-        SERVERS="\n".join(f"    server {name} {address} check" for name, address in servers),
+        SERVERS=servers
+        if isinstance(servers, str)
+        else "\n".join(f"    server {name} {address} check" for name, address in servers),
+        BEHIND_ROUTER=behind_router,
     )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
+import pathspec
 import pytest
 import yaml
 
@@ -37,11 +38,15 @@ from deploy.compose_haproxy import (
 )
 from deploy.herd.haproxy import HAProxy
 from deploy.herd.profiles import PROFILES
+from deploy.k8s_haproxy import EDGE_HAPROXY_CONFIG, EDGE_SERVER_SLOTS, render_edge_haproxy_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = sorted(path.name for path in (K8S / "overlays").iterdir() if path.is_dir())
+# Overlays for plain Kubernetes: an Ingress where OpenShift's overlays have a Route.
+KUBERNETES_OVERLAYS = ["kubernetes"]
+OPENSHIFT_OVERLAYS = [overlay for overlay in OVERLAYS if overlay not in KUBERNETES_OVERLAYS]
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 # OpenShift 4.19 runs Kubernetes 1.32, the oldest release kubernetes-validate bundles.
 KUBERNETES_VERSION = "1.32"
@@ -179,12 +184,14 @@ def containers(obj: dict) -> list[dict]:
 def test_overlay_builds_and_every_object_is_valid_kubernetes(overlay):
     objects = kustomize_build(K8S / "overlays" / overlay)
     kinds = {obj["kind"] for obj in objects}
-    assert {"Deployment", "Service", "Route", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
+    front = "Ingress" if overlay in KUBERNETES_OVERLAYS else "Route"
+    assert {"Deployment", "Service", front, "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
+    assert ({"Ingress", "Route"} - {front}).isdisjoint(kinds)
     assert kubernetes_problems(objects) + workload_problems(objects) == []
 
 
 @needs_schemas
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", OPENSHIFT_OVERLAYS)
 def test_route_is_valid_against_the_openshift_route_crd(overlay):
     objects = kustomize_build(K8S / "overlays" / overlay)
     routes = [obj for obj in objects if obj["kind"] == "Route"]
@@ -205,11 +212,67 @@ def test_route_timeouts_match_the_haproxy_template():
     there would hold every slow HTTP request that long; WebSockets get ``timeout-tunnel``."""
     template = (DEPLOY / "haproxy.cfg.template").read_text()
     timeouts = dict(line.split()[1:3] for line in template.splitlines() if line.strip().startswith("timeout "))
-    for overlay in OVERLAYS:
+    for overlay in (name for name in OVERLAYS if name not in KUBERNETES_OVERLAYS):
         (route,) = [obj for obj in kustomize_build(K8S / "overlays" / overlay) if obj["kind"] == "Route"]
         annotations = route["metadata"]["annotations"]
         assert _seconds(annotations["haproxy.router.openshift.io/timeout"]) == _seconds(timeouts["server"])
         assert _seconds(annotations["haproxy.router.openshift.io/timeout-tunnel"]) == _seconds(timeouts["tunnel"])
+
+
+def service_port(objects: list[dict], name: str, port: str) -> int:
+    """The number of the named port of the Service ``name`` (it must exist)."""
+    (service,) = [obj for obj in objects if obj["kind"] == "Service" and obj["metadata"]["name"] == name]
+    (number,) = [item["port"] for item in service["spec"]["ports"] if item["name"] == port]
+    return number
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_router_sends_to_the_edge_and_the_edge_finds_the_web_pods_by_dns(overlay):
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    if overlay in KUBERNETES_OVERLAYS:
+        (ingress,) = [obj for obj in objects if obj["kind"] == "Ingress"]
+        backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+        assert backends == [{"name": "herd-edge", "port": {"name": "http"}}]
+        service_port(objects, "herd-edge", "http")
+    else:
+        (route,) = [obj for obj in objects if obj["kind"] == "Route"]
+        assert route["spec"]["to"]["name"] == "herd-edge"
+        service_port(objects, "herd-edge", route["spec"]["port"]["targetPort"])
+    (headless,) = [obj for obj in objects if obj["metadata"]["name"] == "herd-web-headless"]
+    assert headless["spec"]["clusterIP"] == "None"
+    (web,) = [obj for obj in objects if obj["kind"] == "Service" and obj["metadata"]["name"] == "herd-web"]
+    assert headless["spec"]["selector"] == web["spec"]["selector"]
+    (edge,) = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "herd-edge"]
+    (container,) = edge["spec"]["template"]["spec"]["containers"]
+    dns = {item["name"]: item.get("value") for item in container["env"]}["HERD_WEB_DNS"]
+    assert dns.startswith("herd-web-headless.$(POD_NAMESPACE).svc.")
+    assert (
+        f'"${{HERD_WEB_DNS}}:{service_port(objects, "herd-web-headless", "http")}"' in EDGE_HAPROXY_CONFIG.read_text()
+    )
+    # Every web pod the autoscaler may start has a server slot at the edge.
+    (hpa,) = [obj for obj in objects if obj["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["maxReplicas"] <= EDGE_SERVER_SLOTS
+
+
+def test_the_kubernetes_ingress_has_a_certificate_websocket_timeouts_and_room_for_uploads():
+    from django.conf import settings
+
+    objects = kustomize_build(K8S / "overlays" / "kubernetes")
+    (ingress,) = [obj for obj in objects if obj["kind"] == "Ingress"]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["cert-manager.io/cluster-issuer"]
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["secretName"] and tls["hosts"] == [rule["host"] for rule in ingress["spec"]["rules"]]
+    # An idle WebSocket lives as long at the ingress as at the edge (`timeout tunnel 1h`).
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
+    assert "timeout tunnel 1h" in EDGE_HAPROXY_CONFIG.read_text()
+    size = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert size.endswith("m") and int(size[:-1]) * 1024 * 1024 > settings.HERD_UPLOAD_MAX_BYTES
+    (policy,) = [obj for obj in objects if obj["metadata"]["name"] == "herd-edge-from-router"]
+    assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
 
 
 @pytest.mark.parametrize(
@@ -260,7 +323,7 @@ def test_every_pod_migrates_under_the_lock_before_it_starts_and_no_job_is_applie
     advisory lock (scaling/sharding/tests/test_migrate_lock.py), with the app's image."""
     objects = kustomize_build(K8S / "overlays" / overlay)
     assert [obj for obj in objects if obj["kind"] == "Job"] == []
-    deployments = [obj for obj in objects if obj["kind"] == "Deployment"]
+    deployments = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "herd-edge"]
     assert {obj["metadata"]["name"] for obj in deployments} >= {"herd-web", "herd-worker"}
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
@@ -274,7 +337,9 @@ def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period(settings)
 
     objects = kustomize_build(K8S / "overlays" / "production")
     (web,) = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "herd-web"]
-    (config,) = [obj for obj in objects if obj["metadata"]["name"].startswith("herd-config-")]
+    (config,) = [
+        obj for obj in objects if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("herd-config-")
+    ]
     assert web["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = web["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -424,6 +489,13 @@ def test_compose_haproxy_config_is_the_template_rendered():
     )
 
 
+def test_edge_haproxy_config_is_the_template_rendered():
+    assert EDGE_HAPROXY_CONFIG.read_text() == render_edge_haproxy_config(), (
+        "deploy/k8s/components/edge/haproxy.cfg drifted: "
+        "python3 -m deploy.k8s_haproxy > deploy/k8s/components/edge/haproxy.cfg"
+    )
+
+
 def test_compose_haproxy_balances_exactly_the_compose_web_services():
     services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     # The replicas name themselves webN (X-Served-By); HAProxy must name the same.
@@ -458,23 +530,195 @@ def test_containerfile_lints_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_build_context_leaves_out_local_state():
-    ignored = (DEPLOY / "Containerfile.dockerignore").read_text().split()
-    assert {".venv", ".herd", ".git"} <= set(ignored)
+def build_context_excludes(path: str) -> bool:
+    """Whether deploy/Containerfile.dockerignore keeps ``path`` (relative to the root) out of
+    the build context. Its patterns are anchored at the root, as the engines read them."""
+    lines = (DEPLOY / "Containerfile.dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    spec = pathspec.PathSpec.from_lines("gitignore", [f"/{pattern}" for pattern in patterns])
+    return spec.match_file(path)
 
 
-@pytest.mark.parametrize("rendering", ["local-herd", "compose"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/bin/python",
+        ".herd/test/state",
+        ".git/HEAD",
+        ".env",
+        ".env.production",
+        "config/.env",
+        "deploy/compose/prod.env",
+        "catalog/tests/test_views.py",
+        "scaling/cache/tests/test_queries.py",
+        "bench/report.py",
+        "docs/DEPLOY.md",
+        "conftest.py",
+        "requirements-dev.txt",
+        "deploy/tests/test_manifests.py",
+    ],
+)
+def test_build_context_leaves_out_local_state_secrets_tests_bench_and_docs(path):
+    assert build_context_excludes(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["manage.py", "config/settings.py", "catalog/views.py", "templates/base.html", "requirements.hashes.txt"]
+)
+def test_build_context_keeps_the_application(path):
+    assert (ROOT / path).exists()
+    assert not build_context_excludes(path)
+
+
+def containerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/Containerfile, continuation lines joined."""
+    text = (DEPLOY / "Containerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_containerfile_pins_its_base_and_its_dependencies_and_requires_the_release():
+    instructions = containerfile_instructions()
+    args = [value for instruction, value in instructions if instruction == "ARG"]
+    # No defaults: the base (by digest) and the release come from the build command.
+    assert "PYTHON_IMAGE" in args and "HERD_RELEASE" in args
+    assert not any(arg.startswith(("PYTHON_IMAGE=", "HERD_RELEASE=")) for arg in args)
+    bases = [value.split()[0] for instruction, value in instructions if instruction == "FROM"]
+    assert bases == ["${PYTHON_IMAGE}"] * len(bases)
+    runs = [value for instruction, value in instructions if instruction == "RUN"]
+    assert any('test -n "${HERD_RELEASE}"' in run and "exit 1" in run for run in runs)
+    (install,) = [run for run in runs if "pip install" in run]
+    assert "--require-hashes" in install and "requirements.hashes.txt" in install and "pip check" in install
+
+
+def requirement_lines(path: Path) -> list[str]:
+    text = path.read_text().replace("\\\n", " ")
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith(("#", "-"))]
+
+
+def test_the_hashed_lock_pins_exactly_requirements_txt():
+    from packaging.requirements import Requirement
+
+    def pins(path: Path, *, hashed: bool) -> dict[str, tuple[str, str]]:
+        found = {}
+        for line in requirement_lines(path):
+            assert ("--hash=sha256:" in line) == hashed, line
+            requirement = Requirement(line.split(" --hash")[0])
+            found[requirement.name.lower().replace("_", "-")] = (str(requirement.specifier), str(requirement.marker))
+        return found
+
+    wanted = pins(ROOT / "requirements.txt", hashed=False)
+    locked = pins(ROOT / "requirements.hashes.txt", hashed=True)
+    # uv's universal lock adds what only Windows needs, under a marker false on Linux.
+    windows_only = {name for name, (_, marker) in locked.items() if marker == 'sys_platform == "win32"'}
+    assert {name: locked[name] for name in locked.keys() - windows_only} == wanted, (
+        "requirements.hashes.txt drifted: make requirements.hashes.txt"
+    )
+
+
+def test_async_timeout_is_pinned_exactly_where_redis_needs_it():
+    """Debian 12's python3 is 3.11.2: redis requires async-timeout there, and pip check fails
+    without it; from 3.11.3 (this venv, python.org's images) it is neither needed nor installed."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    (needed,) = [Requirement(line) for line in requires("redis") if line.startswith("async-timeout")]
+    (pinned,) = [
+        Requirement(line) for line in requirement_lines(ROOT / "requirements.txt") if line.startswith("async-timeout")
+    ]
+    for version in ("3.11.0", "3.11.2", "3.11.3", "3.11.7", "3.12.0"):
+        environment = {"python_full_version": version, "python_version": version.rsplit(".", 1)[0]}
+        assert pinned.marker.evaluate(environment) == needed.marker.evaluate(environment), version
+    (version,) = [spec.version for spec in pinned.specifier]
+    assert version in needed.specifier
+    assert pinned.marker.evaluate({"python_full_version": "3.11.2"})
+
+
+@pytest.mark.parametrize("rendering", ["local-herd", "compose", "edge"])
 def test_haproxy_accepts_the_rendered_template(tmp_path, rendering):
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy is not installed (the herd, deploy/herd/, installs it with its services)")
+    # The edge's server-template names the headless Service through this variable.
+    env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HERD_WEB_DNS": "herd-web-headless.herd.svc.cluster.local"}
     if rendering == "compose":
         config = render_compose_haproxy_config()
+    elif rendering == "edge":
+        config = EDGE_HAPROXY_CONFIG.read_text()
     else:
         config = HAProxy(PROFILES["test"], [1, 2, 3]).render()
     path = tmp_path / "haproxy.cfg"
     path.write_text(config)
-    result = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
+    result = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_edge_keeps_the_routers_scheme_and_client_address(tmp_path):
+    """The committed edge configuration, run: behind a router that ended TLS, the web pod
+    must see https (else Django redirects forever) and the address the router wrote last,
+    never what the client put before it; and a request id from the edge."""
+    import http.server
+    import threading
+    import time
+    import urllib.request
+
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (the herd, deploy/herd/, installs it with its services)")
+    seen = []
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/readyz":
+                seen.append({name.lower(): value for name, value in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    edge_port = free_port()
+    config = (
+        EDGE_HAPROXY_CONFIG.read_text()
+        .replace("bind *:8080", f"bind 127.0.0.1:{edge_port}")
+        .replace("bind *:8404", f"bind 127.0.0.1:{free_port()}")
+        .replace("127.0.0.1:8405", f"127.0.0.1:{free_port()}")
+        .replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+        .replace(':8000"', f':{web.server_address[1]}"')
+    )
+    (tmp_path / "haproxy.cfg").write_text(config)
+    env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HERD_WEB_DNS": "127.0.0.1"}
+    edge = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")], env=env, stderr=subprocess.PIPE)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{edge_port}/account/",
+            headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7", "X-Forwarded-Proto": "https", "Cookie": "s=1"},
+        )
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(request, timeout=2).read()
+            except OSError:
+                time.sleep(0.2)
+        assert seen, edge.stderr.read1().decode() if edge.poll() is not None else "no request reached the web pod"
+        headers = seen[0]
+        assert headers["x-forwarded-proto"] == "https"
+        assert headers["x-forwarded-for"] == "203.0.113.7"
+        assert len(headers["x-request-id"]) == 36
+    finally:
+        edge.terminate()
+        edge.wait(timeout=5)
+        web.shutdown()
 
 
 @needs_schemas
