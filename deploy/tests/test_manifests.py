@@ -149,7 +149,7 @@ def workload_problems(objects: list[dict]) -> list[str]:
     return [
         f"{describe(obj)}: container {container.get('name')} has no image"
         for obj in objects
-        if obj.get("kind") in {"Deployment", "Job"}
+        if obj.get("kind") in WORKLOAD_KINDS
         for container in containers(obj)
         if not container.get("image")
     ]
@@ -165,6 +165,30 @@ def manifest_problems(path: Path) -> list[str]:
     if SCHEMAS.is_dir():
         problems += crd_problems(objects)
     return problems
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+# The workloads that run the app's image (the others run the bundled data services).
+APP_COMPONENTS = {"web", "worker", "migrate"}
+
+
+def app_workloads(objects: list[dict]) -> list[dict]:
+    return [
+        obj
+        for obj in objects
+        if obj["kind"] in WORKLOAD_KINDS
+        and obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") in APP_COMPONENTS
+    ]
+
+
+def broken_copy(tmp_path: Path, manifest: str, old: str, new: str) -> Path:
+    """A copy of deploy/k8s in ``tmp_path`` whose ``manifest`` has ``old`` replaced by ``new``."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    broken = copy / manifest
+    assert old in broken.read_text()
+    broken.write_text(broken.read_text().replace(old, new, 1))
+    return copy
 
 
 def containers(obj: dict) -> list[dict]:
@@ -219,11 +243,7 @@ def test_route_is_valid_against_the_openshift_route_crd(overlay):
     ids=["replicas-not-a-number", "container-without-image", "misspelt-field"],
 )
 def test_a_broken_manifest_is_reported(tmp_path, manifest, old, new, expected):
-    copy = tmp_path / "k8s"
-    shutil.copytree(K8S, copy)
-    broken = copy / manifest
-    assert old in broken.read_text()
-    broken.write_text(broken.read_text().replace(old, new, 1))
+    copy = broken_copy(tmp_path, manifest, old, new)
     problems = manifest_problems(copy / "overlays" / "production")
     assert any(problem.startswith(expected) for problem in problems), problems
 
@@ -238,13 +258,13 @@ def test_a_kustomization_that_does_not_build_is_reported(tmp_path):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_migration_job_is_named_after_the_release_every_container_runs(overlay):
     objects = kustomize_build(K8S / "overlays" / overlay)
-    workloads = [obj for obj in objects if obj["kind"] in {"Deployment", "Job"}]
+    workloads = app_workloads(objects)
     images = {container["image"] for obj in workloads for container in containers(obj)}
     assert len(images) == 1, images
     tag = images.pop().rsplit(":", 1)[1]
     (job,) = [obj for obj in objects if obj["kind"] == "Job"]
     assert job["metadata"]["name"] == f"herd-migrate-{tag}"
-    for deployment in (obj for obj in objects if obj["kind"] == "Deployment"):
+    for deployment in (obj for obj in workloads if obj["kind"] == "Deployment"):
         (wait,) = deployment["spec"]["template"]["spec"]["initContainers"]
         assert "migrate --check" in " ".join(wait["command"])
 
@@ -254,7 +274,7 @@ def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period():
 
     objects = kustomize_build(K8S / "overlays" / "production")
     (web,) = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "herd-web"]
-    (config,) = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    (config,) = [obj for obj in objects if obj["metadata"]["name"].startswith("herd-config-")]
     assert web["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = web["spec"]["template"]["spec"]
     (container,) = pod["containers"]
