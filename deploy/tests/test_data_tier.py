@@ -12,15 +12,21 @@ environment with Kubernetes' ``$(VAR)`` expansion, where a password comes from a
   overlay, or made by hand (``herd-secrets``, whose keys base/secret.template.yaml lists);
 - every container of the app sees the same data tier (the init containers too);
 - each database admits every app connection at the overlay's largest scale, and each has
-  exactly one standby behind ``-ro`` (the replica check and the reads reach the same one).
+  exactly one standby behind ``-ro`` (the replica check and the reads reach the same one);
+- config/settings.py accepts the environment a web pod would see (loaded in a subprocess).
 
 An overlay that leaves a component out reads that service's URLs from herd-secrets.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -368,3 +374,58 @@ def test_a_broken_data_tier_is_reported(tmp_path, manifest, old, new, expected):
     overlay = "local-cluster" if "local-cluster" in manifest else "production"
     problems = data_tier_problems(kustomize_build(copy / "overlays" / overlay))
     assert any(problem.startswith(expected) for problem in problems), problems
+
+
+def pod_environment(objects: list[dict], container: dict) -> dict[str, str]:
+    """What the container's process sees, with every secret a URL-safe stand-in (as the
+    operators generate them): the ConfigMap, then the env, expanded as the kubelet does."""
+    configs = {name.rsplit("-", 1)[0]: obj for name, obj in of_kind(objects, "ConfigMap").items()}
+    values: dict[str, str] = {}
+    secrets = {name.rsplit("-", 1)[0]: obj for name, obj in of_kind(objects, "Secret").items()}
+    for source in container.get("envFrom", []):
+        if ref := source.get("configMapRef"):
+            values |= configs[ref["name"].rsplit("-", 1)[0]]["data"]
+        if ref := source.get("secretRef"):
+            if made := secrets.get(ref["name"].rsplit("-", 1)[0]):
+                values |= {key: base64.b64decode(value).decode() for key, value in made["data"].items()}
+            else:
+                values |= yaml.safe_load(HAND_MADE_SECRETS[ref["name"]].read_text())["stringData"]
+    values["DJANGO_SECRET_KEY"] = "x" * 50
+    values["REDIS_PASSWORD"] = "Redis-pass_0"
+    for entry in container.get("env", []):
+        if ref := entry.get("valueFrom", {}).get("secretKeyRef"):
+            values[entry["name"]] = f"{ref['key']}0{len(ref['name'])}"
+        elif "value" in entry:
+            values[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda match: values[match.group(1)], entry["value"])
+    return values
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_app_settings_accept_the_environment_the_data_tier_sets(overlay):
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    (web,) = [obj for obj in app_workloads(objects) if obj["metadata"]["name"] == "herd-web"]
+    env = pod_environment(objects, web["spec"]["template"]["spec"]["containers"][0])
+    program = (
+        "import json, django; django.setup(); from django.conf import settings as s;"
+        "print(json.dumps({a: d['HOST'] for a, d in s.DATABASES.items()} | "
+        "{'state': s.CACHES['state']['LOCATION'], 'sentinels': s.CACHES['state']['OPTIONS'].get('SENTINELS'),"
+        " 'broker': s.BROKER_URL.split('?')[0]}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        env={"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        cwd=K8S.parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert {alias: seen[alias] for alias in ("default", "replica1", "shard1", "shard2_replica")} == {
+        "default": "herd-db-rw",
+        "replica1": "herd-db-ro",
+        "shard1": "herd-db-shard1-rw",
+        "shard2_replica": "herd-db-shard2-ro",
+    }
+    assert seen["state"] == "redis://:Redis-pass_0@herd-state/0"
+    assert [host for host, _ in seen["sentinels"]] == [f"herd-redis-sentinel-{n}.herd-redis-sentinel" for n in range(3)]
+    assert seen["broker"] == "amqp://username026:password026@herd-rabbitmq:5672/%2F"
