@@ -177,6 +177,7 @@ def app_workloads(objects: list[dict]) -> list[dict]:
         obj
         for obj in objects
         if obj["kind"] in WORKLOAD_KINDS
+        and obj["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "herd"
         and obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") in APP_COMPONENTS
     ]
 
