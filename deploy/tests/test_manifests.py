@@ -154,7 +154,7 @@ def workload_problems(objects: list[dict]) -> list[str]:
     return [
         f"{describe(obj)}: container {container.get('name')} has no image"
         for obj in objects
-        if obj.get("kind") in {"Deployment", "Job"}
+        if obj.get("kind") in WORKLOAD_KINDS
         for container in containers(obj)
         if not container.get("image")
     ]
@@ -170,6 +170,31 @@ def manifest_problems(path: Path) -> list[str]:
     if SCHEMAS.is_dir():
         problems += crd_problems(objects)
     return problems
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+# The workloads that run the app's image (the others run the bundled data services).
+APP_COMPONENTS = {"web", "worker", "migrate"}
+
+
+def app_workloads(objects: list[dict]) -> list[dict]:
+    return [
+        obj
+        for obj in objects
+        if obj["kind"] in WORKLOAD_KINDS
+        and obj["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "herd"
+        and obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") in APP_COMPONENTS
+    ]
+
+
+def broken_copy(tmp_path: Path, manifest: str, old: str, new: str) -> Path:
+    """A copy of deploy/k8s in ``tmp_path`` whose ``manifest`` has ``old`` replaced by ``new``."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    broken = copy / manifest
+    assert old in broken.read_text()
+    broken.write_text(broken.read_text().replace(old, new, 1))
+    return copy
 
 
 def containers(obj: dict) -> list[dict]:
@@ -300,11 +325,7 @@ def test_the_kubernetes_ingress_has_a_certificate_websocket_timeouts_and_room_fo
     ids=["replicas-not-a-number", "container-without-image", "misspelt-field"],
 )
 def test_a_broken_manifest_is_reported(tmp_path, manifest, old, new, expected):
-    copy = tmp_path / "k8s"
-    shutil.copytree(K8S, copy)
-    broken = copy / manifest
-    assert old in broken.read_text()
-    broken.write_text(broken.read_text().replace(old, new, 1))
+    copy = broken_copy(tmp_path, manifest, old, new)
     problems = manifest_problems(copy / "overlays" / "production")
     assert any(problem.startswith(expected) for problem in problems), problems
 
@@ -323,7 +344,9 @@ def test_every_pod_migrates_under_the_lock_before_it_starts_and_no_job_is_applie
     advisory lock (scaling/sharding/tests/test_migrate_lock.py), with the app's image."""
     objects = kustomize_build(K8S / "overlays" / overlay)
     assert [obj for obj in objects if obj["kind"] == "Job"] == []
-    deployments = [obj for obj in objects if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "herd-edge"]
+    deployments = [
+        obj for obj in app_workloads(objects) if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "herd-edge"
+    ]
     assert {obj["metadata"]["name"] for obj in deployments} >= {"herd-web", "herd-worker"}
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
