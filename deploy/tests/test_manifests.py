@@ -412,10 +412,18 @@ def test_network_policies_admit_only_the_router_and_monitoring_to_the_web_pods(o
             for rule in policy["spec"].get("ingress", [])
             for source in rule.get("from", [{}])  # a rule without `from` admits anyone
         ]
-        if labels["app.kubernetes.io/component"] == "web":
-            # Only namespaces (the router's, monitoring's); no pod of this namespace.
+        component = labels.get("app.kubernetes.io/component")
+        if component == "edge":
+            # The front door: only the router's namespace (and monitoring's).
             assert sources and all(set(source) == {"namespaceSelector"} for source in sources), sources
-        else:
+        elif component == "web":
+            # Namespaces (the router's, monitoring's) and, of this namespace, the edge alone.
+            assert sources, sources
+            for source in sources:
+                pods = source.get("podSelector")
+                edge = pods is not None and pods.get("matchLabels", {}).get("app.kubernetes.io/component") == "edge"
+                assert set(source) == {"namespaceSelector"} or (set(source) == {"podSelector"} and edge), source
+        elif component == "worker":
             assert sources == [], f"{describe(workload)} admits {sources}"
     # The data services (any other pod) admit the app's pods.
     data_sources = [
