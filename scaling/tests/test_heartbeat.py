@@ -16,17 +16,27 @@ BEAT = 0.05
 MAX_AGE = 0.5
 
 
-@pytest.fixture
-def worker(settings, tmp_path):
+def started_worker(settings, tmp_path, threads: int) -> Worker:
+    """A Dramatiq worker of ``threads`` threads on a stub broker, with the heartbeat."""
     settings.HERD_WORKER_HEARTBEAT_FILE = str(tmp_path / "heartbeat")
     settings.HERD_WORKER_HEARTBEAT_SECONDS = BEAT
     broker = StubBroker(middleware=[WorkerHeartbeat()])
     broker.declare_queue("default")
-    worker = Worker(broker, worker_threads=2, worker_timeout=50)
+    worker = Worker(broker, worker_threads=threads, worker_timeout=50)
     worker.start()
-    yield worker
+    return worker
+
+
+def stopped(worker: Worker) -> None:
     worker.stop(timeout=2000)
-    broker.close()
+    worker.broker.close()
+
+
+@pytest.fixture
+def worker(settings, tmp_path):
+    worker = started_worker(settings, tmp_path, threads=2)
+    yield worker
+    stopped(worker)
 
 
 def probe(settings) -> int:
@@ -68,13 +78,7 @@ def test_no_heartbeat_file_fails_the_probe(tmp_path):
 def test_the_heartbeat_thread_ends_with_its_worker(settings, tmp_path):
     import threading
 
-    settings.HERD_WORKER_HEARTBEAT_FILE = str(tmp_path / "heartbeat")
-    settings.HERD_WORKER_HEARTBEAT_SECONDS = BEAT
-    broker = StubBroker(middleware=[WorkerHeartbeat()])
-    broker.declare_queue("default")
-    worker = Worker(broker, worker_threads=1, worker_timeout=50)
-    worker.start()
+    worker = started_worker(settings, tmp_path, threads=1)
     assert wait_for(lambda: "herd-heartbeat" in {t.name for t in threading.enumerate()})
-    worker.stop(timeout=2000)
-    broker.close()
+    stopped(worker)
     assert wait_for(lambda: "herd-heartbeat" not in {t.name for t in threading.enumerate()})
