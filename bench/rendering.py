@@ -8,7 +8,8 @@ The history (``bench/history.jsonl``, ``BENCH_HISTORY`` elsewhere) gains one JSO
 per run, never rewritten: its date, commit, machine, settings, and its figures by group
 (``GROUPS``: name -> value). ``history_section`` shows, for every figure, the median and
 the spread (min-max) over the last ``BENCH_HISTORY_RUNS`` full runs (short runs are kept
-but not counted), and a hand-written SVG chart of each ratio over those runs.
+but not counted), the performance issue's targets in each of the newest of them
+(bench/targets.py), and a hand-written SVG chart of each ratio over those runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.targets import targets_table
 from bench.wrk import Run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,8 @@ CHARTS = REPORT.parent / "perf"
 HERD_COLOR, CONVENTIONAL_COLOR = "#2b6cb0", "#a0aec0"
 HISTORY = Path(os.environ.get("BENCH_HISTORY", ROOT / "bench" / "history.jsonl"))
 HISTORY_RUNS = int(os.environ.get("BENCH_HISTORY_RUNS", "10"))
+# The targets table has a column per run: the newest few.
+TARGET_RUNS = 5
 # A run's figures, by group: what each is, as the tables head it.
 GROUPS = {"ratios": "ratio", "requests/s": "requests/s", "measures": "measure"}
 Figures = dict[str, dict[str, float]]
@@ -209,6 +213,7 @@ def history_section(runs: list[dict[str, Any]], last: int = HISTORY_RUNS) -> lis
     lines += [f"Machines: {'; '.join(machines)}.", ""]
     for group in GROUPS:
         lines += history_table(recent, group)
+    lines += targets_table(recent[-TARGET_RUNS:])
     if spreads(recent, "ratios"):
         CHARTS.mkdir(parents=True, exist_ok=True)
         (CHARTS / "history.svg").write_text(history_svg(recent))

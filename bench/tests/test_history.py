@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench import baseline, catalog, images, rendering, report
+from bench import baseline, catalog, images, rendering, report, targets
 from bench.rendering import Part
 from bench.wrk import Run
 
@@ -220,3 +220,25 @@ def test_figures_from_before_the_cookie_without_a_session_row_render_without_the
     assert "| logged-in product page ≥ 0.5x the minimal view | 0.60x | yes |" in text
     assert "time goes" not in text
     assert report.history_entry({"catalog": Part("catalog", figures)}, wall_seconds=60)["figures"]["measures"] == {}
+
+
+def test_each_target_is_judged_in_each_run_and_met_only_if_every_run_met_it():
+    runs = [
+        a_run(1, 2.0, **{"mix: Herd / competent baseline, req/s": 1.6}),
+        a_run(2, 2.0, **{"mix: Herd / competent baseline, req/s": 1.4}),
+        a_run(3, 2.0, **{"mix: Herd / competent baseline, req/s": 2.0}),
+    ]
+    runs[2]["figures"]["requests/s"]["minimal view (app)"] = 250.0  # mix, Herd: 200 req/s
+    lines = targets.targets_table(runs)
+    assert "| target | 12-01 10:00 c01 | 12-02 10:00 c02 | 12-03 10:00 c03 | met in each |" in lines
+    row = next(line for line in lines if line.startswith("| mix: Herd ≥ 1.5x"))
+    assert row.endswith("| 1.60x (yes) | 1.40x (no) | 2.00x (yes) | no (2 of 3) |")
+    row = next(line for line in lines if line.startswith("| the whole mix ≥ 0.5x"))
+    assert row.endswith("| n/a | n/a | 0.80x (yes) | yes (1 of 1) |")
+    row = next(line for line in lines if line.startswith("| job completion to the socket"))
+    assert row.endswith("| n/a | n/a | n/a | n/a |")
+
+
+def test_every_target_reads_a_figure_the_newest_full_run_recorded():
+    newest = rendering.counted(rendering.read_history(), last=1)[0]["figures"]
+    assert all(target.value(newest) is not None for target in targets.TARGETS)
