@@ -301,18 +301,20 @@ class MixResult:
     replica_share: float | None = None
     cache_lookups: dict[str, tuple[float, int]] | None = None
     primary_selects: list[tuple[int, str]] = field(default_factory=list)
+    # view -> (requests, seconds in Django) during the round, over every replica.
+    views: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def measure_mix(herd: Herd, paths: list[str], sessions: list[tuple[str, str]], conventional: bool) -> MixResult:
     reset_statements()
-    before = probes.cache_lookups(herd)
+    before, timed = probes.cache_lookups(herd), probes.view_time(herd)
     result = run_paths(paths, sessions, NO_EDGE_CACHE if conventional else ())
-    after = probes.cache_lookups(herd)
+    after, views = probes.cache_lookups(herd), probes.view_delta(timed, probes.view_time(herd))
     on_primary, on_replica = replica_share()
     share = None if conventional else on_replica / max(on_primary + on_replica, 1)
     if conventional:
         return MixResult(result)
-    return MixResult(result, share, probes.hit_ratios(before, after), primary_selects())
+    return MixResult(result, share, probes.hit_ratios(before, after), primary_selects(), views)
 
 
 @dataclass
@@ -334,6 +336,17 @@ class CatalogFigures:
     # page -> {server: {statement's kind or Redis command: per request}}, median over
     # the rounds (bench/probes.py's ``round_trips``); none in figures from before they were.
     round_trips: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # The Herd mix's view -> (requests, seconds in Django) in a round, median over the
+    # rounds; none in figures from before they were measured.
+    mix_views: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def _median_views(rounds: list[dict[str, tuple[float, float]]]) -> dict[str, tuple[float, float]]:
+    views = {view for r in rounds for view in r}
+    medians = {
+        view: tuple(statistics.median(r.get(view, (0.0, 0.0))[i] for r in rounds) for i in (0, 1)) for view in views
+    }
+    return dict(sorted(medians.items(), key=lambda item: -item[1][1]))
 
 
 def _median_hits(rounds: list[dict[str, tuple[float, int]] | None]) -> dict[str, tuple[float, int]] | None:
@@ -456,6 +469,47 @@ def cost_breakdown(figures: CatalogFigures) -> list[str]:
     return [*lines, ""]
 
 
+MIX_TARGET = 0.5  # of the minimal view's requests/s
+EARLY = "unresolved"  # the metrics' view for requests answered before URL resolution
+
+
+def mix_breakdown(figures: CatalogFigures) -> list[str]:
+    """Where the Herd mix's time goes, from this run: its milliseconds per request against
+    the minimal view's and the target's, and each view's share of the requests and of the
+    replicas' time (their request timers). Empty for figures from before they were kept."""
+    views = figures.mix_views
+    if not views:
+        return []
+    mix, minimal = figures.mixes["Herd"], figures.pages[MINIMAL_VIEW]
+    ms, allowed = 1000 / mix.rps, 1000 / minimal.rps / MIX_TARGET
+    verdict = f"met, {allowed - ms:.2f} ms to spare" if ms <= allowed else f"missed by **{ms - allowed:.2f} ms**"
+    seen = sum(count for count, _ in views.values())
+    sent = max(mix.requests, seen)  # a median round's requests, as the views'
+    spent = sum(seconds for _, seconds in views.values()) or 1.0
+    lines = [
+        "### Where the mix's time goes (Herd)",
+        "",
+        f"The whole mix costs **{ms:.2f} ms** of the machine per request (1000 / req/s, same run), "
+        f"the minimal view {1000 / minimal.rps:.2f} ms; the target (≥ {MIX_TARGET}x the minimal view's req/s) "
+        f"allows {allowed:.2f} ms: {verdict}.",
+        "",
+        "The mix's requests by the view that answered them, from the replicas' own request timers "
+        "(`herd_http_request_duration_seconds`, count and sum, scraped around each round; median round). "
+        "What wrk sent and no replica saw, HAProxy's edge cache answered. Time in Django is wall time, "
+        f"waits included; `{EARLY}` is a warm anonymous page answered before URL resolution "
+        "(scaling/web/edge.py).",
+        "",
+        "| answered by | requests in a round | of the mix | ms in Django each | of the replicas' time |",
+        "|---|---:|---:|---:|---:|",
+        f"| HAProxy's edge cache | {sent - seen:,.0f} | {(sent - seen) / sent:.0%} | | |",
+    ]
+    for view, (count, seconds) in views.items():
+        lines.append(
+            f"| {view} | {count:,.0f} | {count / sent:.0%} | {1000 * seconds / count:.2f} | {seconds / spent:.0%} |"
+        )
+    return [*lines, ""]
+
+
 def counted_wrk(herd: Herd, url: str, headers: tuple[str, ...]) -> tuple[Run, dict[str, dict[str, float]]]:
     """wrk on ``url``, and what each server did per request meanwhile (bench/probes.py)."""
     before = probes.round_trips(herd)
@@ -546,6 +600,7 @@ def measure(herd: Herd | None = None, rounds: int = ROUNDS, users: int = USERS) 
         settings={"rounds": str(rounds), "duration": DURATION, "connections": str(CONNECTIONS), "users": str(users)},
         sessions=sessions["Herd"],
         round_trips={name: _median_trips(rounds) for name, rounds in trips.items() if rounds},
+        mix_views=_median_views([m.views for m in mixes["Herd"] if m.views]),
     )
 
 
@@ -688,6 +743,7 @@ def render(part: Part) -> list[str]:
         f"| {'yes' if ratio <= 1.5 else 'no'} |",
         "",
         *cost_breakdown(figures),
+        *mix_breakdown(figures),
     ]
     return lines
 

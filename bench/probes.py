@@ -8,6 +8,9 @@
 - ``cache_lookups(herd)``: the ``herd_cache_lookups_total{cache, result}`` counters of
   every app replica, scraped from its ``/metrics`` (allowed from loopback), summed over
   replicas; None when the replicas do not export them (an older build).
+- ``view_time(herd)``: each view's requests and seconds in Django so far (the
+  ``herd_http_request_duration_seconds`` histogram's count and sum), summed over replicas;
+  two snapshots (``view_delta``) say where a run's app time went.
 - ``round_trips(herd)``: the statements each PostgreSQL server has run so far, by kind
   (connection checks, position checks, else the first word; ``pg_stat_statements``,
   these probes' own left out), and the commands each Redis
@@ -23,6 +26,7 @@ import resource
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -35,6 +39,7 @@ from deploy.herd.services import Postgres, Redis
 TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_GENERATOR = "load generator (wrk)"
 CACHE_METRIC = "herd_cache_lookups_total"
+LATENCY_METRIC = "herd_http_request_duration_seconds"
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -91,22 +96,50 @@ def _labels(text: str) -> dict[str, str]:
     return dict(re.findall(r'(\w+)="([^"]*)"', text))
 
 
-def cache_lookups(herd: Herd) -> dict[str, dict[str, float]] | None:
-    """{cache: {"hit": n, "miss": n}} over every replica, or None without the metrics."""
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"hit": 0.0, "miss": 0.0})
-    found = False
+def _samples(herd: Herd, metric: str) -> Iterator[tuple[dict[str, str], float]]:
+    """Every sample of ``metric`` on every replica's /metrics: (labels, value); a replica
+    that does not answer is left out."""
     for web in herd.webs():
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{web.port}/metrics", timeout=5) as response:
                 text = response.read().decode()
         except (urllib.error.URLError, OSError):
             continue
-        for match in re.finditer(rf"^{CACHE_METRIC}\{{([^}}]*)\}}\s+(\S+)$", text, re.MULTILINE):
-            labels = _labels(match.group(1))
-            if labels.get("result") in ("hit", "miss"):
-                totals[labels.get("cache", "?")][labels["result"]] += float(match.group(2))
-                found = True
+        for match in re.finditer(rf"^{metric}\{{([^}}]*)\}}\s+(\S+)$", text, re.MULTILINE):
+            yield _labels(match.group(1)), float(match.group(2))
+
+
+def cache_lookups(herd: Herd) -> dict[str, dict[str, float]] | None:
+    """{cache: {"hit": n, "miss": n}} over every replica, or None without the metrics."""
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"hit": 0.0, "miss": 0.0})
+    found = False
+    for labels, value in _samples(herd, CACHE_METRIC):
+        if labels.get("result") in ("hit", "miss"):
+            totals[labels.get("cache", "?")][labels["result"]] += value
+            found = True
     return dict(totals) if found else None
+
+
+def view_time(herd: Herd) -> dict[str, tuple[float, float]]:
+    """{view: (requests, seconds in Django)} so far, summed over every replica (the request
+    latency histogram's ``_count`` and ``_sum``)."""
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for index, suffix in enumerate(("_count", "_sum")):
+        for labels, value in _samples(herd, LATENCY_METRIC + suffix):
+            totals[labels.get("view", "?")][index] += value
+    return {view: (count, seconds) for view, (count, seconds) in totals.items()}
+
+
+def view_delta(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    """{view: (requests, seconds in Django)} between two ``view_time`` snapshots."""
+    delta = {}
+    for view, (count, seconds) in after.items():
+        earlier_count, earlier_seconds = before.get(view, (0.0, 0.0))
+        if count > earlier_count:
+            delta[view] = (count - earlier_count, seconds - earlier_seconds)
+    return delta
 
 
 def hit_ratios(

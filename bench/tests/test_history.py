@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench import baseline, catalog, images, rendering, report, targets
+from bench import baseline, catalog, images, probes, rendering, report, targets
 from bench.rendering import Part
 from bench.wrk import Run
 
@@ -242,3 +242,24 @@ def test_each_target_is_judged_in_each_run_and_met_only_if_every_run_met_it():
 def test_every_target_reads_a_figure_the_newest_full_run_recorded():
     newest = rendering.counted(rendering.read_history(), last=1)[0]["figures"]
     assert all(target.value(newest) is not None for target in targets.TARGETS)
+
+
+def test_the_catalog_part_says_where_the_mix_time_goes_by_view_and_what_the_edge_answered(tmp_path, monkeypatch):
+    monkeypatch.setattr(rendering, "CHARTS", tmp_path)
+    figures = catalog_figures()
+    figures.mixes["Herd"] = Run(300, 20, 80, 0, 2400)
+    figures.mix_views = {"catalog:product_list": (200.0, 4.0), "catalog:product": (1000.0, 3.0)}
+    lines = catalog.render(Part("catalog", figures))
+    text = "\n".join(lines)
+    assert "| the whole mix ≥ 0.5x the minimal view's req/s | 0.30x | no |" in lines
+    # 1000 / 300 = 3.33 ms per request; the minimal view 1.00 ms, so 2.00 ms allowed.
+    assert "costs **3.33 ms** of the machine per request" in text and "missed by **1.33 ms**" in text
+    assert "| HAProxy's edge cache | 1,200 | 50% | | |" in lines
+    assert "| catalog:product_list | 200 | 8% | 20.00 | 57% |" in lines
+    assert "| catalog:product | 1,000 | 42% | 3.00 | 43% |" in lines
+
+
+def test_view_time_between_two_scrapes_leaves_out_views_with_no_new_request():
+    before = {"catalog:product": (10.0, 0.5), "metrics": (3.0, 0.01)}
+    after = {"catalog:product": (15.0, 0.75), "metrics": (3.0, 0.01), "unresolved": (4.0, 0.004)}
+    assert probes.view_delta(before, after) == {"catalog:product": (5.0, 0.25), "unresolved": (4.0, 0.004)}
