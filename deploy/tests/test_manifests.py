@@ -287,6 +287,23 @@ def test_the_router_sends_to_the_edge_and_the_edge_finds_the_web_pods_by_dns(ove
     assert hpa["spec"]["maxReplicas"] <= EDGE_SERVER_SLOTS
 
 
+@pytest.mark.parametrize("overlay", KUBERNETES_OVERLAYS)
+def test_on_plain_kubernetes_every_non_root_pod_runs_as_a_number(overlay):
+    """Kubernetes checks ``runAsNonRoot`` against a numeric user, and refuses to start a
+    pod whose image names its user (haproxy) or is root (redis): the app's image has a
+    number (USER 10001), every other pod gets one from the overlay."""
+    users = [value for instruction, value in containerfile_instructions() if instruction == "USER"]
+    assert users and all(user.split(":")[0].isdigit() for user in users)
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    app = app_workloads(objects)
+    for obj in objects:
+        if obj["kind"] not in WORKLOAD_KINDS or obj in app:
+            continue
+        security = pod_template(obj)["spec"].get("securityContext", {})
+        if security.get("runAsNonRoot"):
+            assert isinstance(security.get("runAsUser"), int), f"{describe(obj)} has no numeric runAsUser"
+
+
 def test_the_kubernetes_ingress_has_a_certificate_websocket_timeouts_and_room_for_uploads():
     from django.conf import settings
 
