@@ -36,11 +36,13 @@ import yaml
 from deploy.tests.test_manifests import (
     K8S,
     OVERLAYS,
+    WORKLOAD_KINDS,
     app_workloads,
     broken_copy,
     containers,
     describe,
     kustomize_build,
+    pod_template,
 )
 
 DATABASE_URLS = ("DATABASE_URL", "DATABASE_REPLICA_URLS", "SHARD_DATABASE_URLS", "SHARD_REPLICA_URLS")
@@ -78,7 +80,7 @@ def secret_reads(objects: list[dict]) -> set[tuple[str, str | None, str]]:
     """(secret, key or None for all of it, who) for every Secret a pod of the overlay reads."""
     reads = set()
     for obj in objects:
-        if obj["kind"] not in {"Deployment", "StatefulSet", "Job"}:
+        if obj["kind"] not in WORKLOAD_KINDS:
             continue
         for container in containers(obj):
             who = f"{describe(obj)} container {container['name']}"
@@ -271,7 +273,7 @@ def connection_problems(objects: list[dict], clusters: dict[str, dict]) -> list[
     for workload in app_workloads(objects):
         name = workload["metadata"]["name"]
         pods = hpa_max.get(name) or scaled_max.get(name) or workload["spec"].get("replicas", 1)
-        command = " ".join(workload["spec"]["template"]["spec"]["containers"][0].get("command", []))
+        command = " ".join(pod_template(workload)["spec"]["containers"][0].get("command", []))
         match = re.search(r"--threads (\d+)", command)
         per_pod = int(match.group(1)) if match else threads if workload["kind"] == "Deployment" else 1
         needed += pods * (per_pod + EXTRA_CONNECTIONS_PER_PROCESS)

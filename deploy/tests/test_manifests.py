@@ -8,7 +8,9 @@
 - ``haproxy -c`` accepts both renderings of deploy/haproxy.cfg.template, and the
   committed compose rendering has not drifted from the template;
 - the numbers that must agree do: every pod migrates first with the app's image, the
-  drain timing and the grace period, the readiness deadline and the probe's timeout.
+  drain timing and the grace period, the readiness deadline and the probe's timeout;
+- the warm-cache Job's template runs the web pods' image and environment, and every
+  third-party image can be pinned to a digest through each overlay's ``images:``.
 
 The CRDs of the custom kinds (``CUSTOM_KINDS``: the Route, CloudNativePG, RabbitMQ,
 Prometheus Operator, KEDA) and the Compose schema come from ``../shared/schemas/`` (beside
@@ -172,9 +174,9 @@ def manifest_problems(path: Path) -> list[str]:
     return problems
 
 
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 # The workloads that run the app's image (the others run the bundled data services).
-APP_COMPONENTS = {"web", "worker", "migrate"}
+APP_COMPONENTS = {"web", "worker", "migrate", "warm-cache"}
 
 
 def app_workloads(objects: list[dict]) -> list[dict]:
@@ -197,8 +199,14 @@ def broken_copy(tmp_path: Path, manifest: str, old: str, new: str) -> Path:
     return copy
 
 
+def pod_template(obj: dict) -> dict:
+    """The pod template of a workload (a CronJob's is in its Job template)."""
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return spec["template"]
+
+
 def containers(obj: dict) -> list[dict]:
-    pod = obj["spec"]["template"]["spec"]
+    pod = pod_template(obj)["spec"]
     return [*pod.get("initContainers", []), *pod["containers"]]
 
 
@@ -279,6 +287,23 @@ def test_the_router_sends_to_the_edge_and_the_edge_finds_the_web_pods_by_dns(ove
     assert hpa["spec"]["maxReplicas"] <= EDGE_SERVER_SLOTS
 
 
+@pytest.mark.parametrize("overlay", KUBERNETES_OVERLAYS)
+def test_on_plain_kubernetes_every_non_root_pod_runs_as_a_number(overlay):
+    """Kubernetes checks ``runAsNonRoot`` against a numeric user, and refuses to start a
+    pod whose image names its user (haproxy) or is root (redis): the app's image has a
+    number (USER 10001), every other pod gets one from the overlay."""
+    users = [value for instruction, value in containerfile_instructions() if instruction == "USER"]
+    assert users and all(user.split(":")[0].isdigit() for user in users)
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    app = app_workloads(objects)
+    for obj in objects:
+        if obj["kind"] not in WORKLOAD_KINDS or obj in app:
+            continue
+        security = pod_template(obj)["spec"].get("securityContext", {})
+        if security.get("runAsNonRoot"):
+            assert isinstance(security.get("runAsUser"), int), f"{describe(obj)} has no numeric runAsUser"
+
+
 def test_the_kubernetes_ingress_has_a_certificate_websocket_timeouts_and_room_for_uploads():
     from django.conf import settings
 
@@ -353,6 +378,60 @@ def test_every_pod_migrates_under_the_lock_before_it_starts_and_no_job_is_applie
         first = pod["initContainers"][0]
         assert first["command"] == ["python", "manage.py", "migrate", "--noinput"]
         assert {container["image"] for container in containers(deployment)} == {first["image"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_warm_cache_job_template_runs_the_release_as_the_web_pods_do(overlay):
+    """After a release an operator makes a Job of ``CronJob/herd-warm-cache`` (``oc create
+    job --from=cronjob/...``, docs/DEPLOY.md): suspended, one run of ``warm_cache`` that ends,
+    with the web container's image and environment (the release's cache keys, the overlay's
+    data tier), and a Job made from it is valid Kubernetes."""
+    from django.core.management import get_commands
+
+    objects = kustomize_build(K8S / "overlays" / overlay)
+    (cron,) = [obj for obj in objects if describe(obj) == "CronJob/herd-warm-cache"]
+    assert cron["spec"]["suspend"] is True
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["backoffLimit"] <= 3 and job["activeDeadlineSeconds"] and job["ttlSecondsAfterFinished"]
+    (container,) = containers(cron)
+    assert container["command"][:3] == ["python", "manage.py", "warm_cache"]
+    assert get_commands()["warm_cache"] == "catalog"
+    (web,) = [obj for obj in objects if describe(obj) == "Deployment/herd-web"]
+    (web_container,) = web["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == web_container["image"]
+    assert container["envFrom"] == web_container["envFrom"]
+
+    def env(c: dict) -> list[dict]:
+        return sorted((e for e in c.get("env", []) if e["name"] != "HERD_REPLICA_ID"), key=lambda e: e["name"])
+
+    assert env(container) == env(web_container)
+    # The data services' NetworkPolicies admit the app's pods by this label.
+    assert job["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "herd"
+    made = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "herd-warm-cache-20261203120000"}}
+    assert kubernetes_problems([{**made, "spec": job}]) == []
+
+
+def test_every_third_party_image_can_be_pinned_to_a_digest_in_every_overlay(tmp_path):
+    """No digest is committed (none can be looked up here, docs/DEPLOY.md): each overlay
+    instead lists every image it runs under ``images:``, where the operator adds a digest.
+    With a digest added to every entry, every image but the app's is rendered by digest."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    digest = "sha256:" + "0" * 64
+    for kustomization in copy.glob("overlays/*/kustomization.yaml"):
+        spec = yaml.safe_load(kustomization.read_text())
+        for entry in spec.get("images", []):
+            if entry["name"] != "herd":
+                entry["digest"] = digest
+        kustomization.write_text(yaml.safe_dump(spec))
+    for overlay in OVERLAYS:
+        objects = kustomize_build(copy / "overlays" / overlay)
+        images = {c["image"] for obj in objects if obj["kind"] in WORKLOAD_KINDS for c in containers(obj)}
+        (web,) = [obj for obj in objects if describe(obj) == "Deployment/herd-web"]
+        app = {c["image"] for c in containers(web)}
+        unpinned = {image for image in images - app if not image.endswith(f"@{digest}")}
+        assert unpinned == set(), f"{overlay}: no images: entry pins {sorted(unpinned)}"
 
 
 def test_web_rollout_keeps_capacity_and_drains_within_the_grace_period(settings):

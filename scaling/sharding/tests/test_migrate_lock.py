@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import threading
 import time
+from pathlib import Path
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.commands.migrate import Command as DjangoMigrate
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg.rows import dict_row
 
 from scaling.sharding.management.commands import migrate
 
@@ -82,3 +86,40 @@ def test_a_waiting_run_says_so_and_check_takes_no_lock():
 def test_migrate_is_safe_to_run_again():
     call_command("migrate", verbosity=0)
     call_command("migrate", "--check", verbosity=0)  # nothing left unapplied
+
+
+def documented_query() -> str:
+    """The query docs/DEPLOY.md gives under "A stuck migration" (its ```sql block on pg_locks)."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "DEPLOY.md").read_text()
+    (query,) = [block for block in re.findall(r"```sql\n(.*?)```", text, re.S) if "pg_locks" in block]
+    return query
+
+
+def test_the_documented_query_names_the_holder_and_ending_it_frees_the_lock():
+    """An operator runs the documented query: it names the holding session's pod
+    (``application_name``) above the waiting one; ``pg_terminate_backend`` on the holder,
+    as the doc says to do for a pod that is gone, lets the waiting run take the lock."""
+    waited = threading.Event()
+
+    def another_run():
+        with migrate.migration_lock([DEFAULT_DB_ALIAS]):
+            waited.set()
+
+    with migrate.migration_lock([DEFAULT_DB_ALIAS]):
+        waiting = threading.Thread(target=another_run, daemon=True)
+        waiting.start()
+        # The operator's psql: a session of its own, each statement its own transaction
+        # (a transaction would keep its first snapshot of pg_stat_activity).
+        params = {**connections[DEFAULT_DB_ALIAS].get_connection_params(), "autocommit": True}
+        with psycopg.connect(**params, row_factory=dict_row) as psql:
+            deadline = time.monotonic() + 5
+            rows = []
+            while len(rows) < 2 and time.monotonic() < deadline:
+                rows = psql.execute(documented_query()).fetchall()
+            holder, waiter = rows
+            assert (holder["granted"], waiter["granted"]) == (True, False)
+            assert holder["application_name"] == waiter["application_name"] == migrate.lock_holder_name()
+            assert not waited.is_set()
+            psql.execute("SELECT pg_terminate_backend(%s)", [holder["pid"]])
+        assert waited.wait(5), "the waiting run did not get the lock"
+    waiting.join(5)

@@ -11,12 +11,15 @@ database it migrates, taken in one order (the main database, then the shards) on
 connection of its own, before it reads what is applied, and released when it ends or
 its connection drops. So any number of pods may run it at once (the web and worker
 pods' init container does, docs/DEPLOY.md): the first migrates, the others wait, then
-find nothing to apply. ``--check`` and ``--plan`` read without the lock.
+find nothing to apply. ``--check`` and ``--plan`` read without the lock. The lock's
+sessions are named ``herd-migrate <hostname>`` (``application_name``), so an operator sees
+which pod holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import psycopg
@@ -28,12 +31,20 @@ from django.db import DEFAULT_DB_ALIAS, connections
 MIGRATION_LOCK = 0x48455244_4D494752  # "HERDMIGR"
 
 
+def lock_holder_name() -> str:
+    """The ``application_name`` of the sessions that hold the lock: ``herd-migrate <host>``,
+    the host being the pod's name in the cluster (docs/DEPLOY.md, "A stuck migration")."""
+    return f"herd-migrate {socket.gethostname()}"[:63]
+
+
 @contextlib.contextmanager
 def migration_lock(aliases: list[str], say=lambda line: None) -> Iterator[None]:
     """Hold ``MIGRATION_LOCK`` on each database of ``aliases``, in that order, until the end."""
     with contextlib.ExitStack() as held:
         for alias in aliases:
             params = {**connections[alias].get_connection_params(), "autocommit": True}
+            # Who holds the lock, in pg_stat_activity: the pod (its hostname) that runs this.
+            params["application_name"] = lock_holder_name()
             with connections[alias].wrap_database_errors:  # Django's errors, as migrate's own
                 session = held.enter_context(psycopg.connect(**params))
             if not session.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK]).fetchone()[0]:
