@@ -256,8 +256,10 @@ class Container(Process):
         self.image = image
         self.command = command or image.cmd
         self.env = {**image.env, **(env or {})}
-        # The pod's emptyDir: what the process writes to /tmp, visible here.
+        # The pod's emptyDir: what the process writes to /tmp, visible here; empty at first
+        # unless another container's is given (a probe's, beside its process).
         self.tmp = tmp or profile.state / "tmp" / name
+        self.shares_tmp = tmp is not None
 
     def user(self) -> str:
         """The image's USER as uid:gid; without a group, the user's own from the image."""
@@ -271,6 +273,8 @@ class Container(Process):
         return f"{user}:0"
 
     def command_line(self) -> list[str]:
+        if not self.shares_tmp:
+            remove_tree(self.tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.tmp.chmod(0o1777)
         env = [f"{key}={value}" for key, value in self.env.items()]
