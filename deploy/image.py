@@ -6,16 +6,18 @@
 ``build`` makes the base once, a Debian 12 root filesystem with python3 and venv
 (``debootstrap``, trusting this machine's local CAs, imported into podman; reused while
 present), then builds the Containerfile on it (``podman build --isolation chroot``),
-tagged ``herd:<release>``. podman and debootstrap are installed as the herd's other Debian packages are
-(deploy/herd/debian.py). Everything stays under ``.herd/image/`` (podman's storage
-included, ignored by git). ``cannot_build()`` names why this machine cannot build (not
+tagged ``herd:<release>``. podman and debootstrap are installed as the herd's other
+Debian packages are (deploy/herd/debian.py). podman's storage is this clone's own,
+outside it (``/var/lib/herd-image/<clone>-<hash>``); the suite's build logs to
+``.herd/image-build.log``. ``cannot_build()`` names why this machine cannot build (not
 root, no podman to be had, podman refused here); any other failure raises ``HerdError``.
 
 ``Container`` runs a command of a mounted image (``mounted``) as the cluster would: the
 image's USER, ENV and WORKDIR, the root filesystem read-only, a private ``/tmp`` and
 ``/dev/shm``, the host's network (the herd's services on loopback are reachable), chrooted
 in a mount namespace of its own, so nothing it mounts outlives it. No ``podman run``:
-this sandbox refuses it. Standard library only.
+this sandbox refuses it (crun: setrlimit RLIMIT_NOFILE, then RLIMIT_NPROC, "Operation not
+permitted"). Standard library only.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from pathlib import Path
 
 from deploy.herd.debian import ensure_packages
 from deploy.herd.processes import HerdError, Process, spawn
-from deploy.herd.profiles import IS_ROOT, PROFILES, ROOT, Profile
+from deploy.herd.profiles import IS_ROOT, PROFILES, ROOT, Profile, outside_the_clone
 
-STATE = ROOT / ".herd" / "image"
-BUILD_LOG = STATE / "build.log"
-# podman's run-time state belongs on /run, which a reboot empties (it records mounts there).
-RUN_STATE = Path("/run") / f"herd-image-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
+# podman's storage (whole root filesystems, device nodes included) and the base's making
+# stay out of the clone, where anything that walks its tree would wander in; its
+# run-time state on /run, which a reboot empties (it records mounts there).
+STATE = outside_the_clone(Path("/var/lib/herd-image"))
+RUN_STATE = outside_the_clone(Path("/run/herd-image"))
+BUILD_LOG = ROOT / ".herd" / "image-build.log"
 CONTAINERFILE = ROOT / "deploy" / "Containerfile"
 PACKAGES = {"/usr/bin/podman": "podman", "/usr/sbin/debootstrap": "debootstrap"}
 
@@ -64,9 +68,6 @@ CANNOT_BUILD = 3
 
 def podman_command(*args: str) -> list[str]:
     """podman on this clone's own storage."""
-    # Made here first: podman would make .herd itself, private to root (the herd's
-    # PostgreSQL and RabbitMQ, running as users of their own, then could not enter it).
-    STATE.mkdir(parents=True, exist_ok=True)
     where = ["--root", str(STATE / "storage"), "--runroot", str(RUN_STATE / "storage")]
     return ["podman", *where, "--tmpdir", str(RUN_STATE / "libpod"), "--events-backend", "file", *args]
 
@@ -299,7 +300,7 @@ class BackgroundBuild:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        STATE.mkdir(parents=True, exist_ok=True)
+        BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "deploy.image", "build", "--release", self.release]
         with open(BUILD_LOG, "w") as log:
             self.process = subprocess.Popen(
