@@ -38,10 +38,15 @@ def missing_packages() -> list[str]:
     return missing
 
 
-def ensure_packages(extra: dict[str, str] | None = None) -> None:
-    """Install what is missing when root; otherwise name it. ``extra``: command -> package."""
-    missing = missing_packages()
-    missing += [package for command, package in (extra or {}).items() if not Path(command).exists()]
+def ensure_packages(extra: dict[str, str] | None = None, *, herd: bool = True) -> None:
+    """Install what is missing when root; otherwise name it. ``extra``: command -> package;
+    ``herd=False``: those alone, not the herd's services too."""
+
+    def absent() -> list[str]:
+        extras = [package for command, package in (extra or {}).items() if not Path(command).exists()]
+        return [*(missing_packages() if herd else []), *extras]
+
+    missing = absent()
     if not missing:
         return
     if not IS_ROOT:
@@ -57,6 +62,6 @@ def ensure_packages(extra: dict[str, str] | None = None) -> None:
     subprocess.run(["apt-get", *wait, "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(["apt-get", *wait, "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
     # Debian starts the packaged services; the herd runs private ones on its own ports.
-    still_missing = missing_packages()
+    still_missing = absent()
     if still_missing:
         raise HerdError(f"apt-get did not provide: {' '.join(still_missing)}")

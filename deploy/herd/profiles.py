@@ -117,8 +117,7 @@ class Profile:
         ``/var/lib/herd`` named after the clone."""
         if not IS_ROOT or others_can_enter(ROOT):
             return self.state
-        key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
-        return Path("/var/lib/herd") / f"{ROOT.name}-{key}" / self.name
+        return outside_the_clone(Path("/var/lib/herd")) / self.name
 
     @property
     def run(self) -> Path:
@@ -214,6 +213,11 @@ def every_profile() -> list[Profile]:
     """Every profile that may run on this machine: the named ones and each test slot's."""
     tests = [test_profile(slot) for slot in range(TEST_SLOTS)]
     return [*PROFILES.values(), *tests, *(sentinel_profile(profile) for profile in tests)]
+
+
+def outside_the_clone(parent: Path) -> Path:
+    """This clone's own folder under ``parent``, named after it (``<clone>-<hash>``)."""
+    return parent / f"{ROOT.name}-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]}"
 
 
 def others_can_enter(path: Path) -> bool:
