@@ -96,24 +96,24 @@ def _labels(text: str) -> dict[str, str]:
     return dict(re.findall(r'(\w+)="([^"]*)"', text))
 
 
-def _samples(herd: Herd, metric: str) -> Iterator[tuple[dict[str, str], float]]:
-    """Every sample of ``metric`` on every replica's /metrics: (labels, value); a replica
-    that does not answer is left out."""
+def _samples(herd: Herd, metric: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """Every sample whose name matches the pattern ``metric``, on every replica's /metrics
+    (one scrape each): (name, labels, value); a replica that does not answer is left out."""
     for web in herd.webs():
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{web.port}/metrics", timeout=5) as response:
                 text = response.read().decode()
         except (urllib.error.URLError, OSError):
             continue
-        for match in re.finditer(rf"^{metric}\{{([^}}]*)\}}\s+(\S+)$", text, re.MULTILINE):
-            yield _labels(match.group(1)), float(match.group(2))
+        for match in re.finditer(rf"^({metric})\{{([^}}]*)\}}\s+(\S+)$", text, re.MULTILINE):
+            yield match.group(1), _labels(match.group(2)), float(match.group(3))
 
 
 def cache_lookups(herd: Herd) -> dict[str, dict[str, float]] | None:
     """{cache: {"hit": n, "miss": n}} over every replica, or None without the metrics."""
     totals: dict[str, dict[str, float]] = defaultdict(lambda: {"hit": 0.0, "miss": 0.0})
     found = False
-    for labels, value in _samples(herd, CACHE_METRIC):
+    for _, labels, value in _samples(herd, CACHE_METRIC):
         if labels.get("result") in ("hit", "miss"):
             totals[labels.get("cache", "?")][labels["result"]] += value
             found = True
@@ -124,9 +124,8 @@ def view_time(herd: Herd) -> dict[str, tuple[float, float]]:
     """{view: (requests, seconds in Django)} so far, summed over every replica (the request
     latency histogram's ``_count`` and ``_sum``)."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for index, suffix in enumerate(("_count", "_sum")):
-        for labels, value in _samples(herd, LATENCY_METRIC + suffix):
-            totals[labels.get("view", "?")][index] += value
+    for name, labels, value in _samples(herd, f"{LATENCY_METRIC}_(?:count|sum)"):
+        totals[labels.get("view", "?")][name.endswith("_sum")] += value
     return {view: (count, seconds) for view, (count, seconds) in totals.items()}
 
 

@@ -1,6 +1,9 @@
 """Every run counts: the history of ``make bench`` runs (bench/rendering.py, bench/report.py)
 and what the report shows of it, on synthetic runs (no benchmark runs here)."""
 
+import contextlib
+import io
+import types
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -263,3 +266,22 @@ def test_view_time_between_two_scrapes_leaves_out_views_with_no_new_request():
     before = {"catalog:product": (10.0, 0.5), "metrics": (3.0, 0.01)}
     after = {"catalog:product": (15.0, 0.75), "metrics": (3.0, 0.01), "unresolved": (4.0, 0.004)}
     assert probes.view_delta(before, after) == {"catalog:product": (5.0, 0.25), "unresolved": (4.0, 0.004)}
+
+
+def test_view_time_sums_each_views_count_and_seconds_over_the_replicas_in_one_scrape_each(monkeypatch):
+    text = (
+        'herd_http_request_duration_seconds_bucket{replica="web1",le="0.001",view="catalog:product"} 9.0\n'
+        'herd_http_request_duration_seconds_count{replica="web1",view="catalog:product"} 4.0\n'
+        'herd_http_request_duration_seconds_sum{replica="web1",view="catalog:product"} 0.5\n'
+        'herd_cache_lookups_total{cache="query",replica="web1",result="hit"} 3.0\n'
+    )
+    scraped = []
+
+    def urlopen(url, timeout):
+        scraped.append(url)
+        return contextlib.nullcontext(io.BytesIO(text.encode()))
+
+    monkeypatch.setattr(probes.urllib.request, "urlopen", urlopen)
+    herd = types.SimpleNamespace(webs=lambda: [types.SimpleNamespace(port=8101), types.SimpleNamespace(port=8102)])
+    assert probes.view_time(herd) == {"catalog:product": (8.0, 1.0)}
+    assert scraped == ["http://127.0.0.1:8101/metrics", "http://127.0.0.1:8102/metrics"]
